@@ -1,0 +1,94 @@
+"""The acceptor: takes new connections off the listening socket and deals
+them out round-robin to the SelectorThreads.
+
+# design
+
+The acceptor is a small reactor of its own: a selector with two sockets in
+it, the listening socket and a wakeup channel (used to stop it). When the
+listening socket is readable it accepts in a loop until the backlog is empty,
+makes each client socket non-blocking, and hands it to the next
+SelectorThread with ``adopt``, which queues the socket on that reactor's
+wakeup channel. From then on the connection belongs to that SelectorThread
+for its whole life; the acceptor never sees it again.
+
+Keeping accept on its own thread means a SelectorThread busy with requests
+never delays a new client's handshake, and the round-robin spreads
+connections evenly, as one-nio's ``Server`` and Doug Lea's "main reactor"
+do.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Sequence
+
+from selectorkv.reactor import SelectorThread
+from selectorkv.wakeup import Wakeup
+
+log = logging.getLogger("selectorkv.acceptor")
+
+# Accept at most this many connections per wake-up before selecting again,
+# so a flood of connections cannot starve the stop request.
+ACCEPT_BATCH = 64
+# Out of file descriptors: how long to stop accepting before trying again.
+FD_EXHAUSTED_PAUSE = 0.1
+
+
+class Acceptor(threading.Thread):
+    """Accepts on ``listener`` and hands each socket to a SelectorThread."""
+
+    def __init__(self, listener: socket.socket, reactors: Sequence[SelectorThread]) -> None:
+        super().__init__(name="Acceptor", daemon=True)
+        listener.setblocking(False)
+        self._listener = listener
+        self._reactors = reactors
+        self._next = 0
+        self._running = True
+        self._wakeup = Wakeup()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ, self._accept_ready)
+        self._selector.register(self._wakeup.reader, selectors.EVENT_READ, self._wakeup.run_calls)
+
+    def stop(self) -> None:
+        """Stop accepting and close the listening socket; returns when done."""
+        self._wakeup.call_soon(self._on_stop)
+        self.join()
+
+    def run(self) -> None:
+        try:
+            while self._running:
+                for key, _ in self._selector.select():
+                    key.data()
+        finally:
+            self._selector.close()
+            self._listener.close()
+            self._wakeup.close()
+
+    def _on_stop(self) -> None:
+        self._running = False
+
+    def _accept_ready(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # The pending connection stays in the backlog; waiting
+                    # beats spinning on a socket that stays readable.
+                    log.warning("accept failed (%s); pausing %ss", exc, FD_EXHAUSTED_PAUSE)
+                    time.sleep(FD_EXHAUSTED_PAUSE)
+                else:
+                    log.debug("accept failed: %s", exc)  # e.g. the client already reset
+                return
+            sock.setblocking(False)
+            # Responses leave in one write; Nagle would only delay them.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._reactors[self._next].adopt(sock)
+            self._next = (self._next + 1) % len(self._reactors)

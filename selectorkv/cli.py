@@ -1,0 +1,111 @@
+"""The command line: ``selectorkv serve`` (and ``python -m selectorkv``).
+
+Each flag comes from the option table in config.py; its default can be set
+through the environment as ``SELECTORKV_<NAME>`` (``SELECTORKV_MAX_BODY=1MiB``),
+and a flag given on the command line wins over the environment.
+
+Signals. The main thread blocks SIGINT and SIGTERM before it starts any other
+thread (threads inherit the mask), then waits for them with ``sigwait``. So a
+signal never interrupts a SelectorThread in the middle of a bytecode; it is
+an event the main thread receives, like a reactor receives a readable socket,
+and the shutdown runs in plain sequential code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from selectorkv import __version__
+from selectorkv.config import OPTIONS, Option, ServerConfig, boolean, default_of
+from selectorkv.server import Server
+from selectorkv.storage import RocksStorage, StorageError
+
+log = logging.getLogger("selectorkv")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="selectorkv",
+        description="A key-value HTTP server built as a reactor: selectors + h11 + RocksDB.",
+    )
+    parser.add_argument("--version", action="version", version=f"selectorkv {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description=(
+            "Run the server. API: GET/PUT/DELETE /v0/entity?id=KEY, GET /v0/status. "
+            "Every flag can also be set as SELECTORKV_<NAME> in the environment; "
+            "stop with SIGINT or SIGTERM (in-flight requests finish first)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for option in OPTIONS:
+        _add_option(serve, option)
+    return parser
+
+
+def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
+    default = default_of(option)
+    raw = os.environ.get(option.env)
+    if raw is not None:
+        try:
+            default = option.parse(raw)
+        except ValueError as exc:
+            parser.error(f"{option.env}={raw!r}: {exc}")
+        if option.choices and default not in option.choices:
+            parser.error(f"{option.env}={raw!r}: choose from {', '.join(option.choices)}")
+    help_text = f"{option.help} [env {option.env}]"
+    if option.parse is boolean:
+        parser.add_argument(
+            option.flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+        )
+    else:
+        parser.add_argument(
+            option.flag,
+            type=option.parse,
+            default=default,
+            choices=option.choices,
+            help=help_text,
+            metavar=option.name.upper(),
+        )
+
+
+def serve(args: argparse.Namespace) -> int:
+    config = ServerConfig(**{option.name: getattr(args, option.name) for option in OPTIONS})
+    logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT)
+    try:
+        os.makedirs(config.data, exist_ok=True)
+        storage = RocksStorage(config.data, fsync=config.fsync)
+    except (OSError, StorageError) as exc:
+        log.error("%s (is another selectorkv running on this directory?)", exc)
+        return 1
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    server = Server(config, storage)
+    try:
+        server.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
+        storage.close()
+        return 1
+    received = signal.sigwait(STOP_SIGNALS)
+    log.info("%s received: shutting down (grace %ss)", signal.Signals(received).name, config.grace)
+    server.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    parser.print_help(sys.stderr)
+    return 2

@@ -1,0 +1,153 @@
+"""The server's settings: one table that makes the flags, the environment
+variables, the defaults and the help text.
+
+Every option exists once, in ``OPTIONS``. The CLI builds its argparse flags
+from it, each flag's default may come from ``SELECTORKV_<NAME>`` in the
+environment, and ``ServerConfig`` is the typed object that the rest of the
+server reads. The README's configuration table is this table in prose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+ENV_PREFIX = "SELECTORKV_"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What ``selectorkv serve`` was asked to do; immutable once built."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data: str = "./data"
+    mode: str = "async"
+    selectors: int = 1
+    workers: int = 1
+    queue_size: int = 1024
+    max_body: int = 8 * 1024 * 1024
+    max_header_size: int = 16 * 1024
+    keepalive_timeout: float = 30.0
+    header_timeout: float = 10.0
+    grace: float = 10.0
+    fsync: bool = False
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("sync", "async"):
+            raise ValueError(f"mode must be sync or async, not {self.mode!r}")
+        for name in ("selectors", "workers", "queue_size", "max_body", "max_header_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("keepalive_timeout", "header_timeout", "grace"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, not {self.port}")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be 0..65535")
+    return value
+
+
+def byte_size(text: str) -> int:
+    """'4194304', '4MiB', '512KiB', '8MB' -> bytes (binary multiples for both
+    spellings, since that is what a limit on a buffer means)."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    cleaned = text.strip().lower().removesuffix("ib").removesuffix("b")
+    factor = 1
+    if cleaned and cleaned[-1] in units:
+        factor = units[cleaned[-1]]
+        cleaned = cleaned[:-1]
+    value = int(cleaned) * factor
+    if value < 1:
+        raise ValueError("must be at least 1 byte")
+    return value
+
+
+def boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, how to parse it, and a one-line explanation."""
+
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "address to bind; 0.0.0.0 exposes the server to the network"),
+    Option("port", port_number, "TCP port; 0 picks a free one and the log says which"),
+    Option("data", str, "RocksDB directory, created if missing"),
+    Option(
+        "mode",
+        str,
+        "sync: SelectorThreads execute requests; async: PayloadThreads do",
+        choices=("sync", "async"),
+    ),
+    Option("selectors", positive_int, "number of SelectorThreads (reactors owning connections)"),
+    Option("workers", positive_int, "number of PayloadThreads in async mode"),
+    Option("queue_size", positive_int, "PayloadThread queue bound; a full queue answers 503"),
+    Option("max_body", byte_size, "largest request body in bytes (413 above it), e.g. 8MiB"),
+    Option("max_header_size", byte_size, "largest request head in bytes (431 above it)"),
+    Option(
+        "keepalive_timeout",
+        positive_float,
+        "seconds an idle keep-alive connection (or a stalled reader) is kept",
+    ),
+    Option(
+        "header_timeout",
+        positive_float,
+        "seconds a request head may take to arrive; also the longest pause inside a body",
+    ),
+    Option("grace", positive_float, "seconds in-flight requests get to finish on SIGTERM/SIGINT"),
+    Option("fsync", boolean, "fsync the write-ahead log on every write (survives power loss)"),
+    Option(
+        "log_level",
+        str,
+        "logging level",
+        choices=("debug", "info", "warning", "error"),
+    ),
+)
+
+DEFAULTS = ServerConfig()
+
+
+def default_of(option: Option) -> Any:
+    return getattr(DEFAULTS, option.name)

@@ -1,0 +1,494 @@
+"""One client connection: its socket, its h11 state machine, its outbound
+buffer, and the rule that says which thread may touch them.
+
+# design: ownership
+
+A connection has exactly one owner at a time, recorded in ``owner``:
+
+``Owner.SELECTOR``
+    The SelectorThread that adopted the connection reads the socket, feeds
+    h11, parses requests and, in sync mode, executes them and writes the
+    responses. This is the state between requests.
+
+``Owner.PAYLOAD``
+    In async mode, from the moment a complete request is put on the
+    PayloadThread queue until the SelectorThread runs the hand-back. The
+    PayloadThread that takes the request executes it and writes the response
+    through the non-blocking socket itself (``respond``). It owns the h11
+    state, the outbound buffer and the socket's send side meanwhile; the
+    SelectorThread does not read, parse or write this connection. Ownership
+    returns in ``hand_back``: the PayloadThread puts ``_on_handed_back`` on the
+    reactor's wakeup queue and must not touch the connection after that.
+
+Every transfer is a single assignment made by the thread that gives up the
+connection, before the other thread can see it (the queue and the wakeup
+list both take a lock, which orders the memory too).
+
+What the SelectorThread keeps, even while a PayloadThread owns the
+connection: its selector registration (``interest``) and its timer
+(``deadline``, ``timer_at``). They are the reactor's bookkeeping, not the
+connection's state, and no PayloadThread touches them. The reactor does not
+bother to unregister a connection when it hands it off: if the socket
+becomes readable while the request is in flight (a pipelining client), the
+reactor "parks" it then, and the hand-back registers it again. A client that
+waits for its response, as nearly all do, costs no selector change at all.
+
+# design: the request cycle
+
+    bytes -> h11.receive_data -> next_event(): Request, Data..., EndOfMessage
+          -> executor.execute(conn, Request)         (sync: inline; async: queue)
+          -> respond(Response) -> h11.send -> outbound buffer -> socket
+          -> h11.start_next_cycle() -> next_event() again (pipelined requests)
+
+One request is in flight per connection. Pipelined requests wait, still
+unparsed, in h11's receive buffer; they are answered in order because the
+next one is parsed only after the current response has been produced.
+
+# design: flow control
+
+``respond`` tries ``send`` at once; what the socket does not take stays in
+the outbound buffer, and the reactor registers EVENT_WRITE only while bytes
+are pending. Above ``HIGH_WATER`` pending bytes the connection stops reading
+and parsing: a client that pipelines requests without reading responses
+fills its own socket buffers, not our memory.
+
+# design: closing
+
+We close after the last response when h11 says so (HTTP/1.0,
+``Connection: close``), after an error response (400, 408, 413, 431), when
+the peer closed its side, and when the server drains. A close that we start
+while the client may still be sending is a "lingering close": shut down our
+sending side, read and discard until the client closes or ``LINGER_SECONDS``
+pass. Closing a socket with unread input makes the kernel send RST, which can
+destroy an error response before the client has read it.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import re
+import socket
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from selectors import EVENT_READ, EVENT_WRITE
+from typing import TYPE_CHECKING, Protocol
+
+import h11
+
+from selectorkv.api import Request, Response
+from selectorkv.outbound import OutboundBuffer
+
+if TYPE_CHECKING:
+    from selectorkv.reactor import SelectorThread
+
+log = logging.getLogger("selectorkv.connection")
+
+# One recv takes at most this much; h11's buffer holds at most one request
+# head (max_header_size) plus one read beyond what has been parsed.
+RECV_SIZE = 64 * 1024
+# Pending outbound bytes above which the connection stops reading.
+HIGH_WATER = 256 * 1024
+# How long a lingering close waits for the client to finish sending.
+LINGER_SECONDS = 2.0
+
+
+class Owner(enum.Enum):
+    """Which thread may touch the connection's h11 state and socket writes."""
+
+    SELECTOR = "selector"
+    PAYLOAD = "payload"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The per-connection bounds, taken from the server's settings."""
+
+    max_body: int
+    max_header_size: int
+    header_timeout: float
+    keepalive_timeout: float
+
+
+class Executor(Protocol):
+    """Runs a complete request: ``InlineExecutor`` (sync) or ``PayloadPool``
+    (async). Called by the SelectorThread, which owns ``conn`` at the time."""
+
+    def execute(self, conn: Connection, request: Request) -> None: ...
+
+
+class Connection:
+    """A client connection, adopted by one SelectorThread for its lifetime."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        reactor: SelectorThread,
+        limits: Limits,
+        executor: Executor,
+    ) -> None:
+        self.sock = sock
+        self.reactor = reactor
+        self.owner = Owner.SELECTOR
+        self.closed = False
+        # The reactor's bookkeeping (see "design: ownership").
+        self.interest = 0
+        self.deadline: float | None = None
+        self.timer_at: float | None = None
+
+        self._limits = limits
+        self._executor = executor
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_size)
+        self._out = OutboundBuffer()
+        self._head: h11.Request | None = None
+        self._body: list[bytes] = []
+        self._body_size = 0
+        # When the head of the next request started to arrive; a fresh
+        # connection counts from its accept, so a silent client times out.
+        self._head_since: float | None = time.monotonic()
+        self._closing = False  # close once the outbound buffer is flushed
+        self._lingering_until: float | None = None
+        self._peer_eof = False
+        self._broken = False  # the socket or our state failed: close at once
+        self._draining = False  # the server is shutting down
+
+    def __repr__(self) -> str:
+        return f"<Connection fd={self.sock.fileno()} owner={self.owner.value}>"
+
+    # ------------------------------------------------------------------
+    # Reactor side: called by the owning SelectorThread only
+    # ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """The reactor adopted us: start watching for the first request."""
+        self._advance()
+
+    def on_events(self, mask: int) -> None:
+        """The selector reported the socket ready for ``mask``."""
+        if mask & EVENT_WRITE:
+            self._flush()
+        if mask & EVENT_READ and not self._broken:
+            self._read()
+        self._advance()
+
+    def on_timeout(self) -> None:
+        """The reactor's timer for this connection expired."""
+        if self.owner is not Owner.SELECTOR:
+            return  # a request in flight is not idle; the hand-back re-arms
+        if self._lingering_until is not None or self._out:
+            self.close()  # the client neither finished nor read: give up
+        elif self._head_since is not None or self._h11.their_state is h11.SEND_BODY:
+            self._reject(408, b"request timed out\n")
+            self._advance()
+        else:
+            log.debug("%r idle for %ss, closing", self, self._limits.keepalive_timeout)
+            self.close()
+
+    def drain(self) -> None:
+        """The server is shutting down: close now if idle, else after the
+        response to the request that has begun."""
+        self._draining = True
+        if self.owner is Owner.SELECTOR and not self._request_begun() and not self._out:
+            self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.reactor.set_interest(self, 0)
+        self.sock.close()
+        self.reactor.forget(self)
+
+    def abort(self) -> None:
+        """Grace period over: cut the connection whoever owns it.
+
+        A PayloadThread may be inside ``send`` on this socket right now, so
+        the descriptor is not closed under it (its number could be reused by
+        another file). ``shutdown`` makes that send fail with EPIPE instead.
+        """
+        if self.owner is Owner.SELECTOR:
+            self.close()
+            return
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.reactor.forget(self)
+
+    # ------------------------------------------------------------------
+    # Reading and parsing (SelectorThread)
+    # ------------------------------------------------------------------
+
+    def _read(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.debug("%r recv failed: %s", self, exc)
+            self._peer_eof = True
+            self._broken = True
+            return
+        if self._lingering_until is not None:
+            if not data:
+                self._peer_eof = True  # the client is done: now we may close
+            return  # lingering: whatever the client still sends is discarded
+        if not data:
+            self._peer_eof = True
+        self._h11.receive_data(data)  # b"" tells h11 about the end of input
+        self._process()
+
+    def _process(self) -> None:
+        """Turn buffered bytes into events until h11 needs more data, or the
+        connection is handed off, or its outbound buffer is too full."""
+        conn = self._h11
+        while self.owner is Owner.SELECTOR and not self._closing:
+            if len(self._out) > HIGH_WATER:
+                return  # let the client read what it asked for first
+            if conn.their_state is h11.IDLE:
+                buffered, eof = conn.trailing_data
+                if not buffered and not eof:
+                    return  # between requests with nothing buffered: no need to ask h11
+                if len(buffered) > self._limits.max_header_size and not _head_ends_within(
+                    buffered, self._limits.max_header_size
+                ):
+                    # h11 bounds only a head that is still incomplete; one that
+                    # arrived whole in a single read must be measured here.
+                    self._reject(431, _REJECT_BODIES[431])
+                    return
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                log.debug("%r bad request: %s", self, exc)
+                self._reject(exc.error_status_hint, _REJECT_BODIES.get(exc.error_status_hint))
+                return
+            kind = type(event)
+            if kind is h11.Data:
+                self._on_body_data(event.data)  # type: ignore[union-attr]
+            elif kind is h11.EndOfMessage:
+                self._on_request_complete()
+            elif kind is h11.Request:
+                self._on_request_head(event)  # type: ignore[arg-type]
+            elif kind is h11.ConnectionClosed:
+                self._closing = True
+            else:  # NEED_DATA (or PAUSED, which a connection we own never sees)
+                if self._head_since is None and conn.their_state is h11.IDLE:
+                    self._head_since = time.monotonic()  # part of a new head is here
+                return
+
+    def _on_request_head(self, head: h11.Request) -> None:
+        self._head_since = None
+        self._head = head
+        if head.http_version not in (b"1.0", b"1.1"):
+            self._reject(505, b"only HTTP/1.0 and HTTP/1.1 are served\n")
+            return
+        declared = _content_length(head)
+        if declared is not None and declared > self._limits.max_body:
+            self._reject(413, _too_large(self._limits.max_body))
+            return
+        if self._h11.they_are_waiting_for_100_continue:
+            # The client holds the body back until we say we want it.
+            self._send(_CONTINUE)
+            self._flush()
+
+    def _on_body_data(self, data: bytes) -> None:
+        self._body_size += len(data)
+        if self._body_size > self._limits.max_body:  # a chunked body grew too large
+            self._reject(413, _too_large(self._limits.max_body))
+            return
+        self._body.append(data)
+
+    def _on_request_complete(self) -> None:
+        assert self._head is not None
+        request = Request(self._head.method, self._head.target, b"".join(self._body))
+        self._head = None
+        self._body = []
+        self._body_size = 0
+        self._executor.execute(self, request)
+
+    def _request_begun(self) -> bool:
+        return self._h11.their_state is not h11.IDLE or self._head_since is not None
+
+    def _reject(self, status: int, message: bytes | None) -> None:
+        """Answer a client's mistake with ``status`` and close."""
+        self._body = []
+        if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self.respond(Response(status, message or b"", ((b"connection", b"close"),)))
+        self._closing = True
+
+    # ------------------------------------------------------------------
+    # Writing: called by the current owner (SelectorThread or PayloadThread)
+    # ------------------------------------------------------------------
+
+    def respond(self, response: Response) -> None:
+        """Produce a whole response and end the request cycle."""
+        self.send_head(response.status, response.headers, len(response.body))
+        self.send_body(response.body)
+        self.end_response()
+
+    def send_head(
+        self,
+        status: int,
+        headers: tuple[tuple[bytes, bytes], ...],
+        content_length: int | None,
+    ) -> None:
+        """Start a response. With ``content_length`` None, h11 frames the body
+        as chunked (HTTP/1.1) or by closing (HTTP/1.0): a streamed response."""
+        self._send(_response_head(status, headers, content_length, self._draining))
+
+    def send_body(self, piece: bytes) -> None:
+        """Add a piece of the body; it leaves as the socket takes it."""
+        if piece:
+            self._send(h11.Data(data=piece))
+
+    def end_response(self) -> None:
+        """Finish the response and, if the connection goes on, the cycle."""
+        self._send(_END_OF_MESSAGE)
+        self._flush()
+        conn = self._h11
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self._draining:
+            conn.start_next_cycle()  # keep-alive: the next request may be parsed
+        else:
+            self._closing = True  # HTTP/1.0, Connection: close, an early error, shutdown
+
+    def hand_back(self, *, broken: bool = False) -> None:
+        """From the PayloadThread: return the connection to its SelectorThread
+        (``broken``: responding failed, so the reactor must close it).
+
+        The last thing a PayloadThread does with the connection; see
+        "design: ownership".
+        """
+        self._broken = self._broken or broken
+        self.reactor.call_soon(self._on_handed_back)
+
+    def _send(self, event: h11.Event) -> None:
+        """Serialise ``event`` into the outbound buffer.
+
+        h11 writes a head as many small pieces, joined here into one; body
+        data comes back "passed through", the very object we gave it, so a
+        large value is never copied on its way to the socket.
+        """
+        if self._broken:
+            return  # the peer is gone; the reactor will close
+        pieces = self._h11.send_with_data_passthrough(event) or []
+        if type(event) is h11.Data:
+            for piece in pieces:
+                self._out.append(piece)
+        else:
+            self._out.append(b"".join(pieces))
+
+    def _flush(self) -> None:
+        if not self._out or self._broken:
+            return
+        try:
+            self._out.send_to(self.sock)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            log.debug("%r send failed: %s", self, exc)
+            self._broken = True
+            self._out.clear()
+
+    # ------------------------------------------------------------------
+    # Back on the SelectorThread: interest, timers, closing
+    # ------------------------------------------------------------------
+
+    def _on_handed_back(self) -> None:
+        self.owner = Owner.SELECTOR
+        if self.closed:
+            return  # aborted at the end of a shutdown while in flight
+        self._process()  # pipelined requests already buffered by h11
+        self._advance()
+
+    def _advance(self) -> None:
+        """After any event: close, linger, or update the selector and timer."""
+        if self.owner is not Owner.SELECTOR or self.closed:
+            return
+        if self._broken or (self._closing and not self._out and self._peer_eof):
+            self.close()
+            return
+        now = time.monotonic()
+        if (
+            self._closing
+            and not self._out
+            and self._lingering_until is None
+            and not self._start_lingering(now)
+        ):
+            return  # our side could not be shut down: closed instead
+        events = EVENT_WRITE if self._out else 0
+        if self._lingering_until is not None:
+            events = EVENT_READ
+            deadline = self._lingering_until
+        elif self._out:
+            deadline = now + self._limits.keepalive_timeout  # a stalled reader
+        elif self._h11.their_state is h11.SEND_BODY:
+            deadline = now + self._limits.header_timeout  # a stalled body
+        elif self._head_since is not None:
+            deadline = self._head_since + self._limits.header_timeout
+        else:
+            deadline = now + self._limits.keepalive_timeout  # idle keep-alive
+        if not self._closing and len(self._out) <= HIGH_WATER:
+            events |= EVENT_READ
+        self.reactor.set_interest(self, events)
+        self.reactor.set_deadline(self, deadline)
+
+    def _start_lingering(self, now: float) -> bool:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return False
+        self._lingering_until = now + LINGER_SECONDS
+        return True
+
+
+_REJECT_BODIES = {
+    400: b"malformed HTTP request\n",
+    431: b"request head too large\n",
+}
+
+# h11 events are immutable, so the common ones are built once: constructing
+# and validating an h11.Response costs about 3 microseconds, a tenth of what
+# h11 spends on a whole request.
+_END_OF_MESSAGE = h11.EndOfMessage()
+_CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+
+
+@functools.lru_cache(maxsize=1024)
+def _response_head(
+    status: int,
+    headers: tuple[tuple[bytes, bytes], ...],
+    content_length: int | None,
+    close: bool,
+) -> h11.Response:
+    framing: tuple[tuple[bytes, bytes], ...] = ()
+    if content_length is not None:
+        framing = ((b"content-length", b"%d" % content_length),)
+    if close:
+        framing += ((b"connection", b"close"),)
+    return h11.Response(
+        status_code=status,
+        headers=[*framing, *headers],
+        reason=HTTPStatus(status).phrase.encode("ascii"),
+    )
+
+
+_HEAD_END = re.compile(rb"\n\r?\n")
+
+
+def _head_ends_within(buffered: bytes, limit: int) -> bool:
+    """Does the request head at the start of ``buffered`` end within ``limit`` bytes?"""
+    return _HEAD_END.search(buffered, 0, limit) is not None
+
+
+def _too_large(limit: int) -> bytes:
+    return b"request body larger than %d bytes\n" % limit
+
+
+def _content_length(head: h11.Request) -> int | None:
+    for name, value in head.headers:
+        if name == b"content-length":
+            return int(value)  # h11 has checked that it is a number, and only one
+    return None

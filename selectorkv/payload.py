@@ -1,0 +1,100 @@
+"""Executors: who runs a complete request. Sync mode runs it inline on the
+SelectorThread; async mode hands it to a bounded pool of PayloadThreads.
+
+# design
+
+A SelectorThread calls ``executor.execute(conn, request)`` with a complete,
+decoded request on a connection it owns.
+
+``InlineExecutor`` (sync mode) calls the API and writes the response right
+there. The SelectorThread is blocked for the storage call, but nothing
+crosses a thread: no queue, no wake-up, no GIL hand-over.
+
+``PayloadPool`` (async mode) gives the connection away with the request (the
+ownership rule in connection.py) and returns to its loop at once. A
+PayloadThread takes the pair from the bounded queue, calls the API, writes
+the response through the non-blocking socket and hands the connection back.
+When the queue is full the request is not queued and not executed: the
+SelectorThread answers 503 itself, immediately. Shedding load at the door
+keeps latency bounded for the requests that are accepted.
+
+The GIL. rocksdict holds the GIL while it works, and so does every line of
+Python here, so M PayloadThreads never run M requests at once: they only
+move the storage call off the SelectorThread. What that buys (a reactor that
+keeps reading while storage is slow) and what it costs (a queue, a wake-up
+and two GIL hand-overs per request) is what the sync/async study measures.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from selectorkv.api import SERVICE_UNAVAILABLE, Request, Response
+from selectorkv.connection import Connection, Owner
+
+log = logging.getLogger("selectorkv.payload")
+
+Handler = Callable[[Request], Response]
+
+
+class InlineExecutor:
+    """Sync mode: the SelectorThread executes the request itself."""
+
+    def __init__(self, handle: Handler) -> None:
+        self._handle = handle
+
+    def execute(self, conn: Connection, request: Request) -> None:
+        conn.respond(self._handle(request))
+
+
+class PayloadPool:
+    """Async mode: a bounded queue in front of ``workers`` PayloadThreads."""
+
+    def __init__(self, handle: Handler, workers: int, queue_size: int) -> None:
+        self._handle = handle
+        self._capacity = queue_size
+        # SimpleQueue is implemented in C and unbounded; the bound is the
+        # check in ``execute``, made atomic with the put by ``_admission``
+        # (several SelectorThreads submit at once). queue.Queue would bound it
+        # for us, at several times the cost per request in Python locking.
+        self._queue: queue.SimpleQueue[tuple[Connection, Request] | None] = queue.SimpleQueue()
+        self._admission = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"PayloadThread-{i}", daemon=True)
+            for i in range(1, workers + 1)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def execute(self, conn: Connection, request: Request) -> None:
+        """On the SelectorThread: queue the request, or answer 503 at once."""
+        with self._admission:
+            admitted = self._queue.qsize() < self._capacity
+            if admitted:
+                conn.owner = Owner.PAYLOAD  # given away before any PayloadThread sees it
+                self._queue.put((conn, request))
+        if not admitted:
+            conn.respond(SERVICE_UNAVAILABLE)
+
+    def stop(self) -> None:
+        """Let the queued requests finish, then end the threads."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            conn, request = item
+            try:
+                conn.respond(self._handle(request))
+            except Exception:  # a bug: lose this connection, not the thread
+                log.exception("responding on %r failed", conn)
+                conn.hand_back(broken=True)
+            else:
+                conn.hand_back()

@@ -1,0 +1,184 @@
+"""SelectorThread: a reactor that owns a selector and the connections in it.
+
+# design
+
+Each SelectorThread runs one loop:
+
+    select(timeout = time to the nearest deadline)
+      -> the wakeup socket is ready:  run the calls other threads queued
+      -> a client socket is ready:    connection.on_events(mask)
+    expire the deadlines that have passed
+
+Only this thread touches its selector, its timers and the connections it
+owns (see connection.py, "design: ownership"). Other threads talk to it in
+one way only: ``call_soon``, which queues a callable and writes one byte to
+the wakeup socketpair (wakeup.py). The acceptor uses it to hand over a new
+socket, PayloadThreads to hand a connection back, the server to shut down.
+
+Timers. A connection has one ``deadline`` at a time (header, body, write or
+keep-alive timeout, or the end of a lingering close); it changes on nearly
+every request, nearly always to a later time. A heap entry is therefore a
+reminder to look, not a promise: setting a later deadline pushes nothing;
+when a reminder comes due and the deadline has moved on, one new reminder
+is pushed for it. A keep-alive connection serving thousands of requests
+costs a handful of heap operations, not thousands.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from selectorkv.connection import Connection, Owner
+from selectorkv.wakeup import Wakeup
+
+log = logging.getLogger("selectorkv.reactor")
+
+ConnectionFactory = Callable[[socket.socket, "SelectorThread"], Connection]
+
+
+class SelectorThread(threading.Thread):
+    """One reactor: a selector, a wakeup channel, timers, its connections."""
+
+    def __init__(self, index: int, make_connection: ConnectionFactory) -> None:
+        super().__init__(name=f"SelectorThread-{index}", daemon=True)
+        self._make_connection = make_connection
+        self._selector = selectors.DefaultSelector()
+        self._wakeup = Wakeup()
+        self._selector.register(self._wakeup.reader, selectors.EVENT_READ, None)
+        self._connections: set[Connection] = set()
+        self._timers: list[tuple[float, int, Connection]] = []
+        self._timer_seq = itertools.count()
+        self._shutdown_deadline: float | None = None
+
+    # ------------------------------------------------------------------
+    # Any thread
+    # ------------------------------------------------------------------
+
+    def call_soon(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on this reactor's thread at its next wake-up."""
+        self._wakeup.call_soon(call)
+
+    def adopt(self, sock: socket.socket) -> None:
+        """From the acceptor: take ownership of a newly accepted socket."""
+        self.call_soon(lambda: self._on_adopt(sock))
+
+    def shut_down(self, deadline: float) -> None:
+        """Close idle connections now, busy ones after their response; at
+        ``deadline`` (time.monotonic) cut whatever is left and exit."""
+        self.call_soon(lambda: self._on_shut_down(deadline))
+
+    # ------------------------------------------------------------------
+    # This reactor's thread only
+    # ------------------------------------------------------------------
+
+    def set_interest(self, conn: Connection, events: int) -> None:
+        """Watch ``conn`` for ``events`` (0: not at all) with few system calls."""
+        if events == conn.interest:
+            return
+        if conn.interest == 0:
+            self._selector.register(conn.sock, events, conn)
+        elif events == 0:
+            self._selector.unregister(conn.sock)
+        else:
+            self._selector.modify(conn.sock, events, conn)
+        conn.interest = events
+
+    def set_deadline(self, conn: Connection, when: float) -> None:
+        conn.deadline = when
+        if conn.timer_at is None or when < conn.timer_at:
+            conn.timer_at = when
+            heapq.heappush(self._timers, (when, next(self._timer_seq), conn))
+
+    def forget(self, conn: Connection) -> None:
+        """``conn`` is closed; drop it (its stale timer entries expire alone)."""
+        self._connections.discard(conn)
+
+    def run(self) -> None:
+        try:
+            while not self._finished():
+                self._poll_once()
+        except BaseException:
+            log.exception("%s crashed", self.name)
+            raise
+        finally:
+            for conn in list(self._connections):
+                conn.abort()
+            self._selector.close()
+            self._wakeup.close()
+
+    def _poll_once(self) -> None:
+        for key, mask in self._selector.select(self._select_timeout()):
+            conn: Connection | None = key.data
+            if conn is None:
+                self._wakeup.run_calls()
+            elif conn.closed:
+                continue  # closed earlier in this same batch of events
+            elif conn.owner is Owner.PAYLOAD:
+                # Pipelined bytes arrived while a PayloadThread owns the
+                # connection: stop watching it until the hand-back.
+                self.set_interest(conn, 0)
+            else:
+                self._guarded(conn, conn.on_events, mask)
+        self._expire_deadlines()
+
+    def _guarded(self, conn: Connection, handler: Callable[..., None], *args: int) -> None:
+        try:
+            handler(*args)
+        except Exception:  # a bug: lose this connection, not the reactor
+            log.exception("%r failed; closing it", conn)
+            conn.abort()
+
+    def _select_timeout(self) -> float | None:
+        due = self._timers[0][0] if self._timers else None
+        if self._shutdown_deadline is not None:
+            due = self._shutdown_deadline if due is None else min(due, self._shutdown_deadline)
+        return None if due is None else max(0.0, due - time.monotonic())
+
+    def _expire_deadlines(self) -> None:
+        timers = self._timers
+        now = time.monotonic()
+        while timers and timers[0][0] <= now:
+            at, _, conn = heapq.heappop(timers)
+            if conn.closed or conn.timer_at != at:
+                continue  # superseded by an earlier reminder, or closed
+            conn.timer_at = None
+            if conn.deadline is None:
+                continue
+            if conn.deadline > now:
+                self.set_deadline(conn, conn.deadline)  # moved on: remind again
+            else:
+                self._guarded(conn, conn.on_timeout)
+
+    def _finished(self) -> bool:
+        if self._shutdown_deadline is None:
+            return False
+        if not self._connections:
+            return True
+        if time.monotonic() >= self._shutdown_deadline:
+            log.warning(
+                "%s: grace period over, cutting %d connection(s)",
+                self.name,
+                len(self._connections),
+            )
+            return True
+        return False
+
+    def _on_adopt(self, sock: socket.socket) -> None:
+        if self._shutdown_deadline is not None:
+            sock.close()
+            return
+        conn = self._make_connection(sock, self)
+        self._connections.add(conn)
+        conn.start()
+
+    def _on_shut_down(self, deadline: float) -> None:
+        self._shutdown_deadline = deadline
+        for conn in list(self._connections):
+            conn.drain()

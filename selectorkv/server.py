@@ -1,0 +1,119 @@
+"""The server: wires the acceptor, the SelectorThreads, the executor and the
+storage together, and takes them apart again in the right order.
+
+    clients --TCP--> Acceptor --round-robin--> SelectorThread-1..N
+                                               |  sync:  execute inline
+                                               |  async: bounded queue
+                                               v
+                                          PayloadThread-1..M --> RocksDB
+
+# design: shutdown
+
+Stopping is the start-up in reverse, so that nothing waits for a part that
+is already gone:
+
+1. the acceptor stops and closes the listening socket: no new clients;
+2. every SelectorThread closes its idle connections at once and lets busy
+   ones finish their current response (with ``Connection: close``), until
+   none is left or the grace period ends, when the rest are cut;
+3. the PayloadThreads finish what is queued and exit;
+4. RocksDB is closed, flushing its memtable.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import time
+
+from selectorkv.acceptor import Acceptor
+from selectorkv.api import Api
+from selectorkv.config import ServerConfig
+from selectorkv.connection import Connection, Executor, Limits
+from selectorkv.payload import InlineExecutor, PayloadPool
+from selectorkv.reactor import SelectorThread
+from selectorkv.storage import Storage
+
+log = logging.getLogger("selectorkv.server")
+
+BACKLOG = 1024
+
+
+class Server:
+    """A selectorkv server over ``storage``; ``start`` it, later ``stop`` it."""
+
+    def __init__(self, config: ServerConfig, storage: Storage) -> None:
+        self.config = config
+        self._storage = storage
+        api = Api(storage)
+        self._pool: PayloadPool | None = None
+        executor: Executor
+        if config.mode == "async":
+            self._pool = PayloadPool(api.handle, config.workers, config.queue_size)
+            executor = self._pool
+        else:
+            executor = InlineExecutor(api.handle)
+        limits = Limits(
+            max_body=config.max_body,
+            max_header_size=config.max_header_size,
+            header_timeout=config.header_timeout,
+            keepalive_timeout=config.keepalive_timeout,
+        )
+        make_connection = functools.partial(Connection, limits=limits, executor=executor)
+        self._reactors = [
+            SelectorThread(i, make_connection) for i in range(1, config.selectors + 1)
+        ]
+        self._acceptor: Acceptor | None = None
+        self._stopped = False
+        self.address: tuple[str, int] = (config.host, config.port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+
+    def start(self) -> None:
+        """Bind, start every thread, and return once clients can connect."""
+        listener = socket.create_server(
+            (self.config.host, self.config.port), backlog=BACKLOG, reuse_port=False
+        )
+        self.address = listener.getsockname()[:2]
+        if self._pool is not None:
+            self._pool.start()
+        for reactor in self._reactors:
+            reactor.start()
+        self._acceptor = Acceptor(listener, self._reactors)
+        self._acceptor.start()
+        config = self.config
+        log.info(
+            "listening on %s mode=%s selectors=%d workers=%d queue=%d data=%s",
+            self.url,
+            config.mode,
+            config.selectors,
+            config.workers if config.mode == "async" else 0,
+            config.queue_size,
+            config.data,
+        )
+        if config.host in ("0.0.0.0", "::", ""):
+            log.warning("bound to all interfaces: anyone who can reach this host can use the API")
+
+    def stop(self) -> None:
+        """Graceful stop (see "design: shutdown"); returns when all is closed.
+        A second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
+        started = time.monotonic()
+        if self._acceptor is not None:
+            self._acceptor.stop()
+        deadline = started + self.config.grace
+        for reactor in self._reactors:
+            reactor.shut_down(deadline)
+        for reactor in self._reactors:
+            if reactor.is_alive():
+                reactor.join()
+        if self._pool is not None:
+            self._pool.stop()
+        self._storage.close()
+        log.info("stopped in %.2fs", time.monotonic() - started)

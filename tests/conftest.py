@@ -1,0 +1,239 @@
+"""Fixtures: a real selectorkv server on a free port over a real RocksDB in a
+temporary directory, and a small raw-socket HTTP client built on h11.
+
+Most tests run the server in-process (its threads, real sockets), which is
+fast and lets a test put a blocking storage in front of RocksDB. Tests of the
+command line, signals and restarts run ``python -m selectorkv`` as a child
+process (see ``ServerProcess``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import h11
+import pytest
+
+from selectorkv.config import ServerConfig
+from selectorkv.server import Server
+from selectorkv.storage import RocksStorage, Storage
+
+MODES = ("sync", "async")
+
+
+# ----------------------------------------------------------------------
+# A raw HTTP client: exact bytes out, h11 to parse what comes back
+# ----------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[bytes, bytes]
+    body: bytes
+
+
+class RawClient:
+    """One TCP connection; sends bytes as given, reads responses with h11."""
+
+    def __init__(self, address: tuple[str, int], *, rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(address)
+        self._h11 = h11.Connection(h11.CLIENT)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def request(self, method: str, target: str, body: bytes | None = None) -> Reply:
+        self.send(request_bytes(method, target, body))
+        return self.read_reply()
+
+    def read_reply(self, read_size: int = 65536) -> Reply:
+        """Read one final response (skipping 1xx) and get ready for the next."""
+        # The client side of h11 wants to have "sent" a request to parse a
+        # response; tell it about a generic one, since we wrote raw bytes.
+        if self._h11.our_state is h11.IDLE:
+            self._h11.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+            self._h11.send(h11.EndOfMessage())
+        status, headers, body = 0, {}, bytearray()
+        while True:
+            event = self._h11.next_event()
+            if event is h11.NEED_DATA:
+                self._h11.receive_data(self.sock.recv(read_size))
+            elif isinstance(event, h11.Response):
+                status, headers = event.status_code, dict(event.headers)
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ConnectionError("closed before a complete response")
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()
+        return Reply(status, headers, bytes(body))
+
+    def read_until_closed(self) -> bytes:
+        """Everything the server sends until it closes the connection."""
+        chunks = []
+        while chunk := self.sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def is_closed_by_server(self) -> bool:
+        """True when the server has closed (EOF or reset), waiting up to 10 s."""
+        try:
+            return self.sock.recv(65536) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def request_bytes(
+    method: str, target: str, body: bytes | None = None, extra: str = "", version: str = "1.1"
+) -> bytes:
+    head = f"{method} {target} HTTP/{version}\r\nHost: test\r\n{extra}"
+    if body is not None:
+        head += f"Content-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + (body or b"")
+
+
+# ----------------------------------------------------------------------
+# Storages a test may put in front of RocksDB
+# ----------------------------------------------------------------------
+
+
+class BlockingStorage:
+    """Storage whose calls wait until the test opens the gate: injected to
+    hold a request in flight (503s, graceful shutdown)."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def _wait(self) -> None:
+        self.entered.release()
+        assert self.gate.wait(30), "test never opened the storage gate"
+
+    def get(self, key: bytes) -> bytes | None:
+        self._wait()
+        return self.inner.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._wait()
+        self.inner.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._wait()
+        self.inner.delete(key)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+# ----------------------------------------------------------------------
+# In-process servers
+# ----------------------------------------------------------------------
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start servers on free ports; all are stopped when the test ends."""
+    started: list[Server] = []
+
+    def make(
+        mode: str = "async",
+        storage_wrapper: Callable[[Storage], Storage] | None = None,
+        **settings: object,
+    ) -> Server:
+        data = tmp_path / f"db{len(started)}"
+        config = replace(ServerConfig(port=0, data=str(data), mode=mode), **settings)  # type: ignore[arg-type]
+        storage: Storage = RocksStorage(str(data))
+        if storage_wrapper is not None:
+            storage = storage_wrapper(storage)
+        server = Server(config, storage)
+        server.start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()  # idempotent: a test may have stopped it already
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def server(make_server: ServerFactory, mode: str) -> Server:
+    return make_server(mode)
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[RawClient]:
+    c = RawClient(server.address)
+    yield c
+    c.close()
+
+
+# ----------------------------------------------------------------------
+# Child-process servers (CLI, signals, restarts)
+# ----------------------------------------------------------------------
+
+LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
+
+
+class ServerProcess:
+    """``python -m selectorkv serve`` in a child process."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "selectorkv", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.log: list[str] = []
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+            if match := LISTENING.search(line):
+                self.address = (match.group(1), int(match.group(2)))
+                break
+        else:
+            raise RuntimeError("server did not start:\n" + "".join(self.log))
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
+
+    def _collect(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def text(self) -> str:
+        return "".join(self.log)
