@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from selectorkv.storage import Storage, StorageError
 
 log = logging.getLogger("selectorkv.api")
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A complete request as the SelectorThread decoded it from h11 events."""
+class Request(NamedTuple):
+    """A complete request as the SelectorThread decoded it from h11 events.
+
+    A NamedTuple rather than a frozen dataclass: one is built per request,
+    and a tuple is built in a fraction of the time.
+    """
 
     method: bytes
     target: bytes

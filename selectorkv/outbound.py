@@ -22,6 +22,8 @@ from itertools import islice
 
 # A gather write takes at most this many pieces (Linux's IOV_MAX is 1024).
 MAX_PIECES = 64
+# Pieces that add up to less than this are joined and sent with plain send.
+JOIN_BELOW = 16 * 1024
 
 
 class OutboundBuffer:
@@ -51,6 +53,12 @@ class OutboundBuffer:
         the peer is gone; the caller decides what either means.
         """
         pieces = self._pieces
+        if 1 < len(pieces) and self._size <= JOIN_BELOW:
+            # A small response (head + value): one copy is cheaper than
+            # building the I/O vector of a gather write.
+            joined = b"".join(pieces)
+            pieces.clear()
+            pieces.append(joined)
         while pieces:
             if len(pieces) == 1:
                 offered = len(pieces[0])

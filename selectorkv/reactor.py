@@ -125,15 +125,15 @@ class SelectorThread(threading.Thread):
                 # connection: stop watching it until the hand-back.
                 self.set_interest(conn, 0)
             else:
-                self._guarded(conn, conn.on_events, mask)
+                try:
+                    conn.on_events(mask)
+                except Exception:  # a bug: lose this connection, not the reactor
+                    self._lose(conn)
         self._expire_deadlines()
 
-    def _guarded(self, conn: Connection, handler: Callable[..., None], *args: int) -> None:
-        try:
-            handler(*args)
-        except Exception:  # a bug: lose this connection, not the reactor
-            log.exception("%r failed; closing it", conn)
-            conn.abort()
+    def _lose(self, conn: Connection) -> None:
+        log.exception("%r failed; closing it", conn)
+        conn.abort()
 
     def _select_timeout(self) -> float | None:
         due = self._timers[0][0] if self._timers else None
@@ -154,7 +154,10 @@ class SelectorThread(threading.Thread):
             if conn.deadline > now:
                 self.set_deadline(conn, conn.deadline)  # moved on: remind again
             else:
-                self._guarded(conn, conn.on_timeout)
+                try:
+                    conn.on_timeout()
+                except Exception:
+                    self._lose(conn)
 
     def _finished(self) -> bool:
         if self._shutdown_deadline is None:
