@@ -33,6 +33,7 @@ class ServerConfig:
     header_timeout: float = 10.0
     grace: float = 10.0
     fsync: bool = False
+    cpu: str = "auto"
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -46,6 +47,7 @@ class ServerConfig:
                 raise ValueError(f"{name} must be positive")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, not {self.port}")
+        cpu_setting(self.cpu)
 
 
 def positive_int(text: str) -> int:
@@ -82,6 +84,13 @@ def byte_size(text: str) -> int:
     if value < 1:
         raise ValueError("must be at least 1 byte")
     return value
+
+
+def cpu_setting(text: str) -> str:
+    """'auto', 'none' or a CPU number."""
+    if text not in ("auto", "none") and not (text.isdigit() and int(text) < 4096):
+        raise ValueError("must be auto, none or a CPU number")
+    return text
 
 
 def boolean(text: str) -> bool:
@@ -138,6 +147,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("grace", positive_float, "seconds in-flight requests get to finish on SIGTERM/SIGINT"),
     Option("fsync", boolean, "fsync the write-ahead log on every write (survives power loss)"),
+    Option(
+        "cpu",
+        cpu_setting,
+        "CPU that the server's Python threads share (GIL: they never run at once); "
+        "auto picks one, none lets the OS move them",
+    ),
     Option(
         "log_level",
         str,

@@ -25,8 +25,9 @@ connection, before the other thread can see it (the queue and the wakeup
 list both take a lock, which orders the memory too).
 
 What the SelectorThread keeps, even while a PayloadThread owns the
-connection: its selector registration (``interest``) and its timer
-(``deadline``, ``timer_at``). They are the reactor's bookkeeping, not the
+connection: its selector registration (``interest``), its timer
+(``deadline``, ``timer_at``) and its place in the round's writes
+(``write_scheduled``). They are the reactor's bookkeeping, not the
 connection's state, and no PayloadThread touches them. The reactor does not
 bother to unregister a connection when it hands it off: if the socket
 becomes readable while the request is in flight (a pipelining client), the
@@ -46,11 +47,13 @@ next one is parsed only after the current response has been produced.
 
 # design: flow control
 
-``respond`` tries ``send`` at once; what the socket does not take stays in
-the outbound buffer, and the reactor registers EVENT_WRITE only while bytes
-are pending. Above ``HIGH_WATER`` pending bytes the connection stops reading
-and parsing: a client that pipelines requests without reading responses
-fills its own socket buffers, not our memory.
+A PayloadThread's ``respond`` tries ``send`` at once; the SelectorThread's
+waits for the end of its round (reactor.py, "reads first, writes last") and
+then tries ``send``. What the socket does not take stays in the outbound
+buffer, and the reactor registers EVENT_WRITE only while bytes are pending.
+Above ``HIGH_WATER`` pending bytes the connection stops reading and parsing:
+a client that pipelines requests without reading responses fills its own
+socket buffers, not our memory.
 
 # design: closing
 
@@ -137,6 +140,7 @@ class Connection:
         self.interest = 0
         self.deadline: float | None = None
         self.timer_at: float | None = None
+        self.write_scheduled = False  # output waits for the end of the round
 
         self._limits = limits
         self._executor = executor
@@ -171,6 +175,11 @@ class Connection:
             self._flush()
         if mask & EVENT_READ and not self._broken:
             self._read()
+        self._advance()
+
+    def on_round_end(self) -> None:
+        """The reactor's round is over: write what this round produced."""
+        self._flush()
         self._advance()
 
     def on_timeout(self) -> None:
@@ -346,7 +355,10 @@ class Connection:
     def end_response(self) -> None:
         """Finish the response and, if the connection goes on, the cycle."""
         self._send(_END_OF_MESSAGE)
-        self._flush()
+        if self.owner is Owner.SELECTOR:
+            self.reactor.write_at_round_end(self)  # reads first, writes last
+        else:
+            self._flush()  # a PayloadThread writes at once
         conn = self._h11
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE and not self._draining:
             conn.start_next_cycle()  # keep-alive: the next request may be parsed
@@ -404,8 +416,8 @@ class Connection:
 
     def _advance(self) -> None:
         """After any event: close, linger, or update the selector and timer."""
-        if self.owner is not Owner.SELECTOR or self.closed:
-            return
+        if self.owner is not Owner.SELECTOR or self.closed or self.write_scheduled:
+            return  # not ours now, or the end of the round will come back here
         if self._broken or (self._closing and not self._out and self._peer_eof):
             self.close()
             return

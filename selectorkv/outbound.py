@@ -53,7 +53,7 @@ class OutboundBuffer:
         the peer is gone; the caller decides what either means.
         """
         pieces = self._pieces
-        if 1 < len(pieces) and self._size <= JOIN_BELOW:
+        if len(pieces) > 1 and self._size <= JOIN_BELOW:
             # A small response (head + value): one copy is cheaper than
             # building the I/O vector of a gather write.
             joined = b"".join(pieces)

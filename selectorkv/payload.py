@@ -62,13 +62,13 @@ class PayloadPool:
         # for us, at several times the cost per request in Python locking.
         self._queue: queue.SimpleQueue[tuple[Connection, Request] | None] = queue.SimpleQueue()
         self._admission = threading.Lock()
-        self._threads = [
+        self.threads = [
             threading.Thread(target=self._work, name=f"PayloadThread-{i}", daemon=True)
             for i in range(1, workers + 1)
         ]
 
     def start(self) -> None:
-        for thread in self._threads:
+        for thread in self.threads:
             thread.start()
 
     def execute(self, conn: Connection, request: Request) -> None:
@@ -83,9 +83,9 @@ class PayloadPool:
 
     def stop(self) -> None:
         """Let the queued requests finish, then end the threads."""
-        for _ in self._threads:
+        for _ in self.threads:
             self._queue.put(None)
-        for thread in self._threads:
+        for thread in self.threads:
             thread.join()
 
     def _work(self) -> None:

@@ -2,12 +2,24 @@
 
 # design
 
-Each SelectorThread runs one loop:
+Each SelectorThread runs one loop; one pass is a "round":
 
     select(timeout = time to the nearest deadline)
       -> the wakeup socket is ready:  run the calls other threads queued
       -> a client socket is ready:    connection.on_events(mask)
     expire the deadlines that have passed
+    write the responses this round produced
+
+Reads first, writes last. A response that this thread produces (every one in
+sync mode; 503s and errors in async mode) waits in its connection's outbound
+buffer until every ready socket of the round has been read and parsed, then
+all of them are written together. Writing each response as soon as it exists
+interleaves recv and send, and each send then wakes the client process for
+that one response; writing them in a burst lets a client that holds many
+connections (a load generator, a proxy) wake once for many. Measured on the
+2-core machine with wrk -t1 -c64: sync PUT 12.4k -> 15.3k req/s, GET
+16.6k -> 18.7k req/s. The delay this adds is one round of parsing, tens of
+microseconds. A PayloadThread does not wait for rounds: it writes at once.
 
 Only this thread touches its selector, its timers and the connections it
 owns (see connection.py, "design: ownership"). Other threads talk to it in
@@ -54,6 +66,7 @@ class SelectorThread(threading.Thread):
         self._selector.register(self._wakeup.reader, selectors.EVENT_READ, None)
         self._connections: set[Connection] = set()
         self._timers: list[tuple[float, int, Connection]] = []
+        self._round_writes: list[Connection] = []
         self._timer_seq = itertools.count()
         self._shutdown_deadline: float | None = None
 
@@ -89,6 +102,12 @@ class SelectorThread(threading.Thread):
         else:
             self._selector.modify(conn.sock, events, conn)
         conn.interest = events
+
+    def write_at_round_end(self, conn: Connection) -> None:
+        """Flush ``conn`` once this round's reads are done (see "design")."""
+        if not conn.write_scheduled:
+            conn.write_scheduled = True
+            self._round_writes.append(conn)
 
     def set_deadline(self, conn: Connection, when: float) -> None:
         conn.deadline = when
@@ -130,6 +149,17 @@ class SelectorThread(threading.Thread):
                 except Exception:  # a bug: lose this connection, not the reactor
                     self._lose(conn)
         self._expire_deadlines()
+        self._write_round()
+
+    def _write_round(self) -> None:
+        writes, self._round_writes = self._round_writes, []
+        for conn in writes:
+            conn.write_scheduled = False
+            if not conn.closed:
+                try:
+                    conn.on_round_end()
+                except Exception:
+                    self._lose(conn)
 
     def _lose(self, conn: Connection) -> None:
         log.exception("%r failed; closing it", conn)

@@ -18,13 +18,28 @@ is already gone:
    none is left or the grace period ends, when the rest are cut;
 3. the PayloadThreads finish what is queued and exit;
 4. RocksDB is closed, flushing its memtable.
+
+# design: one CPU for the Python threads
+
+The GIL lets one thread run Python at a time, so the SelectorThreads and
+PayloadThreads can never use more than one core's worth of Python between
+them. Left to the operating system they are spread over cores anyway, and
+then every GIL hand-over (a PayloadThread taking a request, the reactor
+taking the connection back) is a wake-up sent to another core. Pinning them
+to one CPU turns that into a switch on the same core. Measured on the 2-core
+machine, async mode with wrk -t1 -c64: PUT 9.9k -> 16.0k req/s, GET 9.6k ->
+16.0k req/s; sync mode (one thread) does not change. RocksDB's own background
+threads (flush, compaction) and the kernel's network work stay free to use
+the other cores. ``--cpu none`` restores the operating system's placement.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import socket
+import threading
 import time
 
 from selectorkv.acceptor import Acceptor
@@ -85,18 +100,25 @@ class Server:
             reactor.start()
         self._acceptor = Acceptor(listener, self._reactors)
         self._acceptor.start()
+        cpu = choose_cpu(self.config.cpu)
+        if cpu is not None:
+            pin_threads(cpu, [self._acceptor, *self._reactors, *self._payload_threads()])
         config = self.config
         log.info(
-            "listening on %s mode=%s selectors=%d workers=%d queue=%d data=%s",
+            "listening on %s mode=%s selectors=%d workers=%d queue=%d cpu=%s data=%s",
             self.url,
             config.mode,
             config.selectors,
             config.workers if config.mode == "async" else 0,
             config.queue_size,
+            "any" if cpu is None else cpu,
             config.data,
         )
         if config.host in ("0.0.0.0", "::", ""):
             log.warning("bound to all interfaces: anyone who can reach this host can use the API")
+
+    def _payload_threads(self) -> list[threading.Thread]:
+        return [] if self._pool is None else self._pool.threads
 
     def stop(self) -> None:
         """Graceful stop (see "design: shutdown"); returns when all is closed.
@@ -117,3 +139,21 @@ class Server:
             self._pool.stop()
         self._storage.close()
         log.info("stopped in %.2fs", time.monotonic() - started)
+
+
+def choose_cpu(setting: str) -> int | None:
+    """The CPU for ``--cpu``: a number as given, None for 'none', and for
+    'auto' the highest-numbered CPU this process may use (CPU 0 is where
+    many systems handle interrupts)."""
+    if setting == "none" or not hasattr(os, "sched_setaffinity"):
+        return None
+    if setting == "auto":
+        return max(os.sched_getaffinity(0))
+    return int(setting)
+
+
+def pin_threads(cpu: int, threads: list[threading.Thread]) -> None:
+    """Pin each started thread to ``cpu`` (Linux takes a thread id here)."""
+    for thread in threads:
+        assert thread.native_id is not None, "pin threads after starting them"
+        os.sched_setaffinity(thread.native_id, {cpu})
