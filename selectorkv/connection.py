@@ -175,11 +175,15 @@ class Connection:
             self._flush()
         if mask & EVENT_READ and not self._broken:
             self._read()
+        else:
+            self._process()  # the buffer drained: parse what h11 already holds
         self._advance()
 
     def on_round_end(self) -> None:
-        """The reactor's round is over: write what this round produced."""
+        """The reactor's round is over: write what this round produced, then
+        parse any pipelined request that waited for the buffer to drain."""
         self._flush()
+        self._process()
         self._advance()
 
     def on_timeout(self) -> None:

@@ -152,14 +152,17 @@ class SelectorThread(threading.Thread):
         self._write_round()
 
     def _write_round(self) -> None:
-        writes, self._round_writes = self._round_writes, []
-        for conn in writes:
-            conn.write_scheduled = False
-            if not conn.closed:
-                try:
-                    conn.on_round_end()
-                except Exception:
-                    self._lose(conn)
+        # Writing can let a connection parse a pipelined request whose
+        # response is then scheduled again: loop until nothing is left.
+        while self._round_writes:
+            writes, self._round_writes = self._round_writes, []
+            for conn in writes:
+                conn.write_scheduled = False
+                if not conn.closed:
+                    try:
+                        conn.on_round_end()
+                    except Exception:
+                        self._lose(conn)
 
     def _lose(self, conn: Connection) -> None:
         log.exception("%r failed; closing it", conn)
