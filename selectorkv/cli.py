@@ -75,7 +75,7 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
             default=default,
             choices=option.choices,
             help=help_text,
-            metavar=option.name.upper(),
+            metavar="{%s}" % ",".join(option.choices) if option.choices else option.name.upper(),
         )
 
 
@@ -86,10 +86,16 @@ def serve(args: argparse.Namespace) -> int:
         os.makedirs(config.data, exist_ok=True)
         storage = RocksStorage(config.data, fsync=config.fsync)
     except (OSError, StorageError) as exc:
-        log.error("%s (is another selectorkv running on this directory?)", exc)
+        hint = " (is another selectorkv serving this directory?)" if "lock" in str(exc) else ""
+        log.error("%s%s", exc, hint)
         return 1
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    server = Server(config, storage)
+    try:
+        server = Server(config, storage)
+    except ValueError as exc:
+        log.error("%s", exc)
+        storage.close()
+        return 2
     try:
         server.start()
     except OSError as exc:

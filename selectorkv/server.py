@@ -80,6 +80,7 @@ class Server:
             SelectorThread(i, make_connection) for i in range(1, config.selectors + 1)
         ]
         self._acceptor: Acceptor | None = None
+        self._cpu = choose_cpu(config.cpu)
         self._stopped = False
         self.address: tuple[str, int] = (config.host, config.port)
 
@@ -100,7 +101,7 @@ class Server:
             reactor.start()
         self._acceptor = Acceptor(listener, self._reactors)
         self._acceptor.start()
-        cpu = choose_cpu(self.config.cpu)
+        cpu = self._cpu
         if cpu is not None:
             pin_threads(cpu, [self._acceptor, *self._reactors, *self._payload_threads()])
         config = self.config
@@ -147,8 +148,11 @@ def choose_cpu(setting: str) -> int | None:
     many systems handle interrupts)."""
     if setting == "none" or not hasattr(os, "sched_setaffinity"):
         return None
+    allowed = os.sched_getaffinity(0)
     if setting == "auto":
-        return max(os.sched_getaffinity(0))
+        return max(allowed)
+    if int(setting) not in allowed:
+        raise ValueError(f"--cpu {setting}: this process may use CPUs {sorted(allowed)}")
     return int(setting)
 
 

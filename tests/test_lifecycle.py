@@ -199,3 +199,9 @@ def test_shutdown_cuts_what_outlasts_the_grace_period(make_server: ServerFactory
     storage.gate.set()  # the PayloadThread finishes; its response goes nowhere
     stopper.join(15)
     assert not stopper.is_alive()
+
+
+def test_cpu_outside_the_allowed_set_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli("serve", "--port", "0", "--cpu", "4095", "--data", str(tmp_path / "db"))
+    assert result.returncode == 2
+    assert "--cpu 4095: this process may use CPUs" in result.stderr

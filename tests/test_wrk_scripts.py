@@ -1,0 +1,73 @@
+"""The wrk scripts produce the seed's workload against a real server.
+
+Needs Debian's ``wrk`` (.ci/run installs it); without it these tests are
+skipped with a reason, since the scripts are a tool for the lab and not part
+of the server.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import rocksdict
+
+from selectorkv.server import Server
+from tests.conftest import RawClient, ServerFactory
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "wrk_scripts"
+
+needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+
+
+def run_wrk(server: Server, script: str) -> str:
+    host, port = server.address
+    result = subprocess.run(
+        ["wrk", "-t2", "-c4", "-d1s", "-s", str(SCRIPTS / script), f"http://{host}:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def requests_done(output: str) -> int:
+    match = re.search(r"(\d+) requests in", output)
+    assert match, output
+    return int(match.group(1))
+
+
+@needs_wrk
+def test_put_script_stores_300_byte_values_under_3_letter_ids(make_server: ServerFactory) -> None:
+    server = make_server("sync")
+    output = run_wrk(server, "put.lua")
+    assert requests_done(output) > 100
+    assert "Non-2xx" not in output  # every PUT was answered 201
+    server.stop()
+    # Read what was stored straight from RocksDB: the seed's key space and
+    # value size.
+    db = rocksdict.Rdict(server.config.data, rocksdict.Options(raw_mode=True))
+    try:
+        items = list(db.items())
+    finally:
+        db.close()
+    assert len(items) > 50
+    for key, value in items:
+        assert re.fullmatch(rb"[a-zA-Z0-9]{3}", key), key
+        assert re.fullmatch(rb"[a-zA-Z0-9]{300}", value), value[:20]
+
+
+@needs_wrk
+def test_get_and_delete_scripts_hit_the_same_key_space(make_server: ServerFactory) -> None:
+    server = make_server("async")
+    client = RawClient(server.address)
+    client.request("PUT", "/v0/entity?id=abc", b"x" * 300)
+    get_output = run_wrk(server, "get.lua")
+    assert requests_done(get_output) > 100
+    delete_output = run_wrk(server, "delete.lua")
+    assert requests_done(delete_output) > 100
+    assert "Non-2xx" not in delete_output  # DELETE is always 202
