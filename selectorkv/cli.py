@@ -75,7 +75,7 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
             default=default,
             choices=option.choices,
             help=help_text,
-            metavar="{%s}" % ",".join(option.choices) if option.choices else option.name.upper(),
+            metavar=f"{{{','.join(option.choices)}}}" if option.choices else option.name.upper(),
         )
 
 

@@ -188,8 +188,11 @@ class Connection:
 
     def on_timeout(self) -> None:
         """The reactor's timer for this connection expired."""
-        if self.owner is not Owner.SELECTOR:
-            return  # a request in flight is not idle; the hand-back re-arms
+        if self.owner is not Owner.SELECTOR or self.write_scheduled:
+            # A request in flight is not idle, and a response produced in this
+            # round (after a long storage call in sync mode) is about to be
+            # written: the hand-back or the end of the round re-arms the timer.
+            return
         if self._lingering_until is not None or self._out:
             self.close()  # the client neither finished nor read: give up
         elif self._head_since is not None or self._h11.their_state is h11.SEND_BODY:

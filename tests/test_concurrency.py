@@ -85,3 +85,24 @@ def test_pipelined_requests_while_in_flight_are_parked_then_served(
     assert client.read_reply().status == 201
     assert client.read_reply().body == b"first"
     assert client.read_reply().status == 200
+
+
+def test_request_in_flight_outlives_the_keepalive_timeout(
+    make_server: ServerFactory, mode: str
+) -> None:
+    """Injected blocking storage holds a request for longer than the idle
+    timeout: a connection with a request in flight is not idle."""
+    blocking: list[BlockingStorage] = []
+
+    def wrap(inner: Storage) -> Storage:
+        blocking.append(BlockingStorage(inner))
+        return blocking[0]
+
+    server = make_server(mode, storage_wrapper=wrap, keepalive_timeout=0.2, header_timeout=0.2)
+    storage = blocking[0]
+    client = RawClient(server.address)
+    client.send(request_bytes("PUT", "/v0/entity?id=slow", b"v"))
+    assert storage.entered.acquire(timeout=10)
+    threading.Timer(1.0, storage.gate.set).start()  # five idle timeouts later
+    assert client.read_reply().status == 201
+    assert client.request("GET", "/v0/entity?id=slow").body == b"v"
