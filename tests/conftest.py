@@ -177,6 +177,28 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
         server.stop()  # idempotent: a test may have stopped it already
 
 
+@pytest.fixture
+def make_blocking_server(
+    make_server: ServerFactory,
+) -> Callable[..., tuple[Server, BlockingStorage]]:
+    """Start a server whose storage is an injected BlockingStorage."""
+
+    def make(mode: str, **settings: object) -> tuple[Server, BlockingStorage]:
+        wrapped: list[BlockingStorage] = []
+
+        def wrap(inner: Storage) -> Storage:
+            wrapped.append(BlockingStorage(inner))
+            return wrapped[0]
+
+        server = make_server(mode, storage_wrapper=wrap, **settings)
+        return server, wrapped[0]
+
+    return make
+
+
+BlockingServerFactory = Callable[..., tuple[Server, BlockingStorage]]
+
+
 @pytest.fixture(params=MODES)
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from selectorkv.storage import Storage
-from tests.conftest import BlockingStorage, RawClient, ServerFactory, request_bytes
+from tests.conftest import BlockingServerFactory, RawClient, ServerFactory, request_bytes
 
 CLIENTS = 200
 ROUNDS = 5
@@ -37,17 +36,12 @@ def test_200_concurrent_connections_put_and_get(make_server: ServerFactory, mode
     assert problems == []
 
 
-def test_503_when_queue_full_with_blocked_storage(make_server: ServerFactory) -> None:
+def test_503_when_queue_full_with_blocked_storage(
+    make_blocking_server: BlockingServerFactory,
+) -> None:
     """Injected blocking storage holds the only PayloadThread; the queue (1)
     fills; the next request is answered 503 by the SelectorThread at once."""
-    blocking: list[BlockingStorage] = []
-
-    def wrap(inner: Storage) -> Storage:
-        blocking.append(BlockingStorage(inner))
-        return blocking[0]
-
-    server = make_server("async", storage_wrapper=wrap, workers=1, queue_size=1)
-    storage = blocking[0]
+    server, storage = make_blocking_server("async", workers=1, queue_size=1)
     running, queued, rejected = (RawClient(server.address) for _ in range(3))
     running.send(request_bytes("PUT", "/v0/entity?id=a", b"1"))
     assert storage.entered.acquire(timeout=10)  # the PayloadThread is now stuck in put
@@ -65,18 +59,11 @@ def test_503_when_queue_full_with_blocked_storage(make_server: ServerFactory) ->
 
 
 def test_pipelined_requests_while_in_flight_are_parked_then_served(
-    make_server: ServerFactory,
+    make_blocking_server: BlockingServerFactory,
 ) -> None:
     """Bytes that arrive while a PayloadThread owns the connection wait
     unread; after the hand-back they are parsed and answered in order."""
-    blocking: list[BlockingStorage] = []
-
-    def wrap(inner: Storage) -> Storage:
-        blocking.append(BlockingStorage(inner))
-        return blocking[0]
-
-    server = make_server("async", storage_wrapper=wrap, workers=1)
-    storage = blocking[0]
+    server, storage = make_blocking_server("async", workers=1)
     client = RawClient(server.address)
     client.send(request_bytes("PUT", "/v0/entity?id=p", b"first"))
     assert storage.entered.acquire(timeout=10)
@@ -88,18 +75,11 @@ def test_pipelined_requests_while_in_flight_are_parked_then_served(
 
 
 def test_request_in_flight_outlives_the_keepalive_timeout(
-    make_server: ServerFactory, mode: str
+    make_blocking_server: BlockingServerFactory, mode: str
 ) -> None:
     """Injected blocking storage holds a request for longer than the idle
     timeout: a connection with a request in flight is not idle."""
-    blocking: list[BlockingStorage] = []
-
-    def wrap(inner: Storage) -> Storage:
-        blocking.append(BlockingStorage(inner))
-        return blocking[0]
-
-    server = make_server(mode, storage_wrapper=wrap, keepalive_timeout=0.2, header_timeout=0.2)
-    storage = blocking[0]
+    server, storage = make_blocking_server(mode, keepalive_timeout=0.2, header_timeout=0.2)
     client = RawClient(server.address)
     client.send(request_bytes("PUT", "/v0/entity?id=slow", b"v"))
     assert storage.entered.acquire(timeout=10)

@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from selectorkv.storage import Storage
-from tests.conftest import BlockingStorage, RawClient, ServerFactory, ServerProcess, request_bytes
+from tests.conftest import (
+    BlockingServerFactory,
+    RawClient,
+    ServerProcess,
+    request_bytes,
+)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -142,17 +146,10 @@ def test_port_in_use_fails_with_a_clear_message(tmp_path: Path) -> None:
 
 
 def test_graceful_shutdown_lets_the_request_in_flight_finish(
-    make_server: ServerFactory, mode: str
+    make_blocking_server: BlockingServerFactory, mode: str
 ) -> None:
     """Injected blocking storage holds a PUT in flight while the server stops."""
-    blocking: list[BlockingStorage] = []
-
-    def wrap(inner: Storage) -> Storage:
-        blocking.append(BlockingStorage(inner))
-        return blocking[0]
-
-    server = make_server(mode, storage_wrapper=wrap, grace=10)
-    storage = blocking[0]
+    server, storage = make_blocking_server(mode, grace=10)
     idle = RawClient(server.address)
     assert idle.request("GET", "/v0/status").status == 200
     busy = RawClient(server.address)
@@ -179,15 +176,10 @@ def test_graceful_shutdown_lets_the_request_in_flight_finish(
     assert not stopper.is_alive()
 
 
-def test_shutdown_cuts_what_outlasts_the_grace_period(make_server: ServerFactory) -> None:
-    blocking: list[BlockingStorage] = []
-
-    def wrap(inner: Storage) -> Storage:
-        blocking.append(BlockingStorage(inner))
-        return blocking[0]
-
-    server = make_server("async", storage_wrapper=wrap, grace=0.5)
-    storage = blocking[0]
+def test_shutdown_cuts_what_outlasts_the_grace_period(
+    make_blocking_server: BlockingServerFactory,
+) -> None:
+    server, storage = make_blocking_server("async", grace=0.5)
     busy = RawClient(server.address)
     busy.send(request_bytes("PUT", "/v0/entity?id=slow", b"x"))
     assert storage.entered.acquire(timeout=10)
