@@ -9,7 +9,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test lint clean
+.PHONY: serve test lint bench bench-compare clean
+
+# make bench-compare fails when a benchmark's median is this much slower than
+# in the last saved run (the machine's run-to-run noise is 10-20 %).
+BENCH_THRESHOLD ?= 30%
+BENCH_COLUMNS := --benchmark-columns=min,median,mean,ops,rounds
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +35,19 @@ serve: $(VENV)/.installed-base
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(ARGS)
 
+# Microbenchmarks (benchmarks/, pytest-benchmark); each run is saved in .benchmarks/.
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest benchmarks $(BENCH_COLUMNS) --benchmark-autosave $(ARGS)
+
+# Runs them again and compares with the last saved run; fails on a regression.
+bench-compare: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest benchmarks $(BENCH_COLUMNS) --benchmark-compare \
+		--benchmark-compare-fail=median:$(BENCH_THRESHOLD) $(ARGS)
+
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check selectorkv tests
-	$(BIN)/ruff format --check selectorkv tests
+	$(BIN)/ruff check selectorkv tests benchmarks
+	$(BIN)/ruff format --check selectorkv tests benchmarks
 	$(BIN)/mypy selectorkv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks *.egg-info
