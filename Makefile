@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test lint bench bench-compare clean
+.PHONY: serve test test-fast lint bench bench-compare clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -24,9 +24,9 @@ $(VENV)/.installed-base: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
-# Tests and linters on top.
+# Tests, linters and the compiled h11 (the "fast" extra, opt-in) on top.
 $(VENV)/.installed-dev: setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test,lint]'
+	$(BIN)/python -m pip install -q -e '.[test,lint,fast]'
 	touch $@ $(VENV)/.installed-base
 
 serve: $(VENV)/.installed-base
@@ -34,6 +34,10 @@ serve: $(VENV)/.installed-base
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(ARGS)
+
+# The same suite with the opt-in compiled parser (see selectorkv/parser.py).
+test-fast: $(VENV)/.installed-dev
+	SELECTORKV_HTTP_PARSER=h11-mypyc $(BIN)/python -m pytest $(ARGS)
 
 # Microbenchmarks (benchmarks/, pytest-benchmark); each run is saved in .benchmarks/.
 bench: $(VENV)/.installed-dev

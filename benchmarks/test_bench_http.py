@@ -6,8 +6,9 @@ untimed setup, so only the step named by the benchmark is measured.
 
 from __future__ import annotations
 
-import h11
 from pytest_benchmark.fixture import BenchmarkFixture
+
+from selectorkv.parser import h11
 
 GET = b"GET /v0/entity?id=abc HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 PUT = (

@@ -14,7 +14,6 @@ such as ``%zz`` is a client error (400), not a key.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from selectorkv.storage import Storage, StorageError
@@ -25,8 +24,9 @@ log = logging.getLogger("selectorkv.api")
 class Request(NamedTuple):
     """A complete request as the SelectorThread decoded it from h11 events.
 
-    A NamedTuple rather than a frozen dataclass: one is built per request,
-    and a tuple is built in a fraction of the time.
+    Requests and responses are NamedTuples rather than frozen dataclasses:
+    one of each is built per request, and a tuple is built in a fraction of
+    the time.
     """
 
     method: bytes
@@ -34,8 +34,7 @@ class Request(NamedTuple):
     body: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
     """What to answer. The connection adds the framing (Content-Length)."""
 
     status: int

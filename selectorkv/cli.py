@@ -22,7 +22,6 @@ from collections.abc import Sequence
 
 from selectorkv import __version__
 from selectorkv.config import OPTIONS, Option, ServerConfig, boolean, default_of
-from selectorkv.server import Server
 from selectorkv.storage import RocksStorage, StorageError
 
 log = logging.getLogger("selectorkv")
@@ -44,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run the server. API: GET/PUT/DELETE /v0/entity?id=KEY, GET /v0/status. "
             "Every flag can also be set as SELECTORKV_<NAME> in the environment; "
-            "stop with SIGINT or SIGTERM (in-flight requests finish first)."
+            "stop with SIGINT or SIGTERM (in-flight requests finish first). "
+            "HTTP is parsed with h11; SELECTORKV_HTTP_PARSER=h11-mypyc selects the "
+            "compiled fork (install selectorkv[fast])."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -82,6 +83,13 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
 def serve(args: argparse.Namespace) -> int:
     config = ServerConfig(**{option.name: getattr(args, option.name) for option in OPTIONS})
     logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT)
+    try:
+        # Imported here, not at the top: importing the server chooses the
+        # HTTP parser (selectorkv/parser.py), which can fail with a message.
+        from selectorkv.server import Server
+    except ImportError as exc:
+        log.error("%s", exc)
+        return 2
     try:
         os.makedirs(config.data, exist_ok=True)
         storage = RocksStorage(config.data, fsync=config.fsync)

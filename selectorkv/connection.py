@@ -79,10 +79,9 @@ from http import HTTPStatus
 from selectors import EVENT_READ, EVENT_WRITE
 from typing import TYPE_CHECKING, Protocol
 
-import h11
-
 from selectorkv.api import Request, Response
 from selectorkv.outbound import OutboundBuffer
+from selectorkv.parser import h11
 
 if TYPE_CHECKING:
     from selectorkv.reactor import SelectorThread

@@ -42,6 +42,7 @@ import socket
 import threading
 import time
 
+from selectorkv import parser
 from selectorkv.acceptor import Acceptor
 from selectorkv.api import Api
 from selectorkv.config import ServerConfig
@@ -106,13 +107,15 @@ class Server:
             pin_threads(cpu, [self._acceptor, *self._reactors, *self._payload_threads()])
         config = self.config
         log.info(
-            "listening on %s mode=%s selectors=%d workers=%d queue=%d cpu=%s data=%s",
+            "listening on %s mode=%s selectors=%d workers=%d queue=%d cpu=%s parser=%s/%s data=%s",
             self.url,
             config.mode,
             config.selectors,
             config.workers if config.mode == "async" else 0,
             config.queue_size,
             "any" if cpu is None else cpu,
+            parser.NAME,
+            parser.VERSION,
             config.data,
         )
         if config.host in ("0.0.0.0", "::", ""):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from selectorkv import parser
 from tests.conftest import (
     BlockingServerFactory,
     RawClient,
@@ -68,6 +69,7 @@ def test_start_line_port_zero_and_environment(tmp_path: Path) -> None:
     try:
         line = next(line for line in proc.log if "listening on" in line)
         assert f"listening on http://127.0.0.1:{proc.address[1]} mode=sync" in line
+        assert f"parser={parser.NAME}/{parser.VERSION}" in line
         assert f"data={tmp_path / 'd'}" in line
         assert proc.address[1] != 0
         assert (tmp_path / "d").is_dir()
