@@ -21,7 +21,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from selectorkv.api import STATUS_OK, Request, Response
 from selectorkv.connection import Owner
 from selectorkv.payload import InlineExecutor, PayloadPool
-from selectorkv.server import choose_cpu, pin_threads
+from selectorkv.server import choose_cpu, place_threads
 from selectorkv.wakeup import Wakeup
 
 REQUEST = Request(b"GET", b"/v0/status")
@@ -82,7 +82,7 @@ def test_payload_thread_and_back(
     if placement == "same-cpu":
         cpu = choose_cpu("auto")
         assert cpu is not None
-        pin_threads(cpu, pool.threads)
+        place_threads(cpu, pool.threads)
         os.sched_setaffinity(0, {cpu})  # this thread plays the SelectorThread
     selector = selectors.DefaultSelector()
     selector.register(wakeup.reader, selectors.EVENT_READ)

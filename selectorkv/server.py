@@ -31,6 +31,12 @@ machine, async mode with wrk -t1 -c64: PUT 9.9k -> 16.0k req/s, GET 9.6k ->
 16.0k req/s; sync mode (one thread) does not change. RocksDB's own background
 threads (flush, compaction) and the kernel's network work stay free to use
 the other cores. ``--cpu none`` restores the operating system's placement.
+
+On that one CPU the threads are also SCHED_BATCH: a thread that wakes
+another (a put on the PayloadThread queue, a GIL release) is not preempted
+by it on the spot, and the woken one runs when the waker blocks, which is
+when the GIL is free anyway. Async mode, GET after PUT: context switches fell
+from 14,161/s to 631/s and throughput rose from 16.2k to 17.9k req/s.
 """
 
 from __future__ import annotations
@@ -104,7 +110,7 @@ class Server:
         self._acceptor.start()
         cpu = self._cpu
         if cpu is not None:
-            pin_threads(cpu, [self._acceptor, *self._reactors, *self._payload_threads()])
+            place_threads(cpu, [self._acceptor, *self._reactors, *self._payload_threads()])
         config = self.config
         log.info(
             "listening on %s mode=%s selectors=%d workers=%d queue=%d cpu=%s parser=%s/%s data=%s",
@@ -159,8 +165,10 @@ def choose_cpu(setting: str) -> int | None:
     return int(setting)
 
 
-def pin_threads(cpu: int, threads: list[threading.Thread]) -> None:
-    """Pin each started thread to ``cpu`` (Linux takes a thread id here)."""
+def place_threads(cpu: int, threads: list[threading.Thread]) -> None:
+    """Pin each started thread to ``cpu`` and make it SCHED_BATCH (Linux
+    takes a thread id for both; neither needs privileges)."""
     for thread in threads:
         assert thread.native_id is not None, "pin threads after starting them"
         os.sched_setaffinity(thread.native_id, {cpu})
+        os.sched_setscheduler(thread.native_id, os.SCHED_BATCH, os.sched_param(0))
