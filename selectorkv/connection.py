@@ -152,6 +152,7 @@ class Connection:
         # connection counts from its accept, so a silent client times out.
         self._head_since: float | None = time.monotonic()
         self._closing = False  # close once the outbound buffer is flushed
+        self._parsing_paused = False  # stopped above HIGH_WATER; resume once it drains
         self._lingering_until: float | None = None
         self._peer_eof = False
         self._broken = False  # the socket or our state failed: close at once
@@ -174,7 +175,7 @@ class Connection:
             self._flush()
         if mask & EVENT_READ and not self._broken:
             self._read()
-        else:
+        elif self._parsing_paused:
             self._process()  # the buffer drained: parse what h11 already holds
         self._advance()
 
@@ -182,7 +183,8 @@ class Connection:
         """The reactor's round is over: write what this round produced, then
         parse any pipelined request that waited for the buffer to drain."""
         self._flush()
-        self._process()
+        if self._parsing_paused:
+            self._process()
         self._advance()
 
     def on_timeout(self) -> None:
@@ -192,7 +194,7 @@ class Connection:
             # round (after a long storage call in sync mode) is about to be
             # written: the hand-back or the end of the round re-arms the timer.
             return
-        if self._lingering_until is not None or self._out:
+        if self._lingering_until is not None or self._out.size:
             self.close()  # the client neither finished nor read: give up
         elif self._head_since is not None or self._h11.their_state is h11.SEND_BODY:
             self._reject(408, b"request timed out\n")
@@ -205,7 +207,7 @@ class Connection:
         """The server is shutting down: close now if idle, else after the
         response to the request that has begun."""
         self._draining = True
-        if self.owner is Owner.SELECTOR and not self._request_begun() and not self._out:
+        if self.owner is Owner.SELECTOR and not self._request_begun() and not self._out.size:
             self.close()
 
     def close(self) -> None:
@@ -259,9 +261,11 @@ class Connection:
         """Turn buffered bytes into events until h11 needs more data, or the
         connection is handed off, or its outbound buffer is too full."""
         conn = self._h11
+        self._parsing_paused = False
         while self.owner is Owner.SELECTOR and not self._closing:
-            if len(self._out) > HIGH_WATER:
-                return  # let the client read what it asked for first
+            if self._out.size > HIGH_WATER:
+                self._parsing_paused = True  # let the client read what it asked for first
+                return
             if conn.their_state is h11.IDLE:
                 buffered, eof = conn.trailing_data
                 if not buffered and not eof:
@@ -398,7 +402,7 @@ class Connection:
             self._out.append(b"".join(pieces))
 
     def _flush(self) -> None:
-        if not self._out or self._broken:
+        if not self._out.size or self._broken:
             return
         try:
             self._out.send_to(self.sock)
@@ -424,22 +428,22 @@ class Connection:
         """After any event: close, linger, or update the selector and timer."""
         if self.owner is not Owner.SELECTOR or self.closed or self.write_scheduled:
             return  # not ours now, or the end of the round will come back here
-        if self._broken or (self._closing and not self._out and self._peer_eof):
+        if self._broken or (self._closing and not self._out.size and self._peer_eof):
             self.close()
             return
         now = time.monotonic()
         if (
             self._closing
-            and not self._out
+            and not self._out.size
             and self._lingering_until is None
             and not self._start_lingering(now)
         ):
             return  # our side could not be shut down: closed instead
-        events = EVENT_WRITE if self._out else 0
+        events = EVENT_WRITE if self._out.size else 0
         if self._lingering_until is not None:
             events = EVENT_READ
             deadline = self._lingering_until
-        elif self._out:
+        elif self._out.size:
             deadline = now + self._limits.keepalive_timeout  # a stalled reader
         elif self._h11.their_state is h11.SEND_BODY:
             deadline = now + self._limits.header_timeout  # a stalled body
@@ -447,7 +451,7 @@ class Connection:
             deadline = self._head_since + self._limits.header_timeout
         else:
             deadline = now + self._limits.keepalive_timeout  # idle keep-alive
-        if not self._closing and len(self._out) <= HIGH_WATER:
+        if not self._closing and self._out.size <= HIGH_WATER:
             events |= EVENT_READ
         self.reactor.set_interest(self, events)
         self.reactor.set_deadline(self, deadline)
@@ -506,7 +510,9 @@ def _too_large(limit: int) -> bytes:
 
 
 def _content_length(head: h11.Request) -> int | None:
-    for name, value in head.headers:
-        if name == b"content-length":
+    # raw_items() hands over h11's list in one call; iterating the Headers
+    # sequence itself costs a Python call per header.
+    for name, value in head.headers.raw_items():
+        if name.lower() == b"content-length":
             return int(value)  # h11 has checked that it is a number, and only one
     return None

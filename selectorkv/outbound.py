@@ -31,20 +31,19 @@ class OutboundBuffer:
 
     def __init__(self) -> None:
         self._pieces: deque[bytes | memoryview] = deque()
-        self._size = 0
-
-    def __len__(self) -> int:
-        """Bytes waiting to be sent."""
-        return self._size
+        # Bytes waiting to be sent. A plain attribute rather than __len__:
+        # the request path reads it several times per request, and an
+        # attribute read costs no Python call.
+        self.size = 0
 
     def append(self, piece: bytes) -> None:
         if piece:
             self._pieces.append(piece)
-            self._size += len(piece)
+            self.size += len(piece)
 
     def clear(self) -> None:
         self._pieces.clear()
-        self._size = 0
+        self.size = 0
 
     def send_to(self, sock: socket.socket) -> None:
         """Send as much as the socket takes now.
@@ -53,7 +52,7 @@ class OutboundBuffer:
         the peer is gone; the caller decides what either means.
         """
         pieces = self._pieces
-        if len(pieces) > 1 and self._size <= JOIN_BELOW:
+        if len(pieces) > 1 and self.size <= JOIN_BELOW:
             # A small response (head + value): one copy is cheaper than
             # building the I/O vector of a gather write.
             joined = b"".join(pieces)
@@ -72,7 +71,7 @@ class OutboundBuffer:
                 return  # the socket's send buffer is full: wait for EVENT_WRITE
 
     def _consume(self, sent: int) -> None:
-        self._size -= sent
+        self.size -= sent
         pieces = self._pieces
         while sent:
             first = pieces[0]
