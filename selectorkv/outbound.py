@@ -52,12 +52,17 @@ class OutboundBuffer:
         the peer is gone; the caller decides what either means.
         """
         pieces = self._pieces
-        if len(pieces) > 1 and self.size <= JOIN_BELOW:
-            # A small response (head + value): one copy is cheaper than
-            # building the I/O vector of a gather write.
-            joined = b"".join(pieces)
+        if self.size <= JOIN_BELOW:
+            # A small response (head + value), the usual case: one copy is
+            # cheaper than building the I/O vector of a gather write, and it
+            # nearly always leaves in a single send.
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            sent = sock.send(data)
             pieces.clear()
-            pieces.append(joined)
+            if sent < len(data):
+                pieces.append(memoryview(data)[sent:])
+            self.size -= sent
+            return
         while pieces:
             if len(pieces) == 1:
                 offered = len(pieces[0])
