@@ -14,9 +14,10 @@ such as ``%zz`` is a client error (400), not a key.
 from __future__ import annotations
 
 import logging
+from collections.abc import Generator
 from typing import NamedTuple
 
-from selectorkv.storage import Storage, StorageError
+from selectorkv.storage import Cursor, Storage, StorageError
 
 log = logging.getLogger("selectorkv.api")
 
@@ -35,20 +36,26 @@ class Request(NamedTuple):
 
 
 class Response(NamedTuple):
-    """What to answer. The connection adds the framing (Content-Length)."""
+    """What to answer. The connection adds the framing: Content-Length for
+    ``body``, chunked for a ``stream`` (one chunk per piece it yields)."""
 
     status: int
     body: bytes = b""
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    stream: Generator[bytes, None, None] | None = None
 
 
 STATUS_OK = Response(200)
 CREATED = Response(201)
 ACCEPTED = Response(202)
-BAD_REQUEST = Response(400)
+UNKNOWN_PATH = Response(400, b"unknown path: try /v0/entity?id=KEY or /v0/entities?start=KEY\n")
+BAD_ID = Response(400, b"id must be given once, non-empty, with valid %XX escapes\n")
+BAD_RANGE = Response(
+    400, b"start must be given once and non-empty; end is optional, non-empty if given\n"
+)
 NOT_FOUND = Response(404)
 ENTITY_METHODS = Response(405, headers=((b"allow", b"GET, PUT, DELETE"),))
-STATUS_METHODS = Response(405, headers=((b"allow", b"GET"),))
+GET_ONLY = Response(405, headers=((b"allow", b"GET"),))
 INTERNAL_ERROR = Response(500)
 SERVICE_UNAVAILABLE = Response(503)
 
@@ -69,21 +76,44 @@ def percent_decode(raw: bytes) -> bytes | None:
     return bytes(decoded)
 
 
+class BadQuery(Exception):
+    """A query parameter is repeated, bare (no "=") or badly escaped."""
+
+
+def query_param(query: bytes, name: bytes) -> bytes | None:
+    """The decoded value of the single parameter ``name``; None if absent.
+    Raises BadQuery when the parameter is ambiguous or malformed."""
+    found: bytes | None = None
+    for pair in query.split(b"&"):
+        key, sep, value = pair.partition(b"=")
+        if key != name:
+            continue
+        if found is not None or not sep:
+            raise BadQuery(name)  # given twice, or bare without "="
+        found = percent_decode(value)
+        if found is None:
+            raise BadQuery(name)
+    return found
+
+
 def entity_id(query: bytes) -> bytes | None:
     """The decoded, non-empty, single ``id`` parameter, or None (a 400)."""
     if query.startswith(b"id=") and b"&" not in query:
         return percent_decode(query[3:]) or None  # the usual query, on the fast path
-    found: bytes | None = None
-    for pair in query.split(b"&"):
-        name, sep, value = pair.partition(b"=")
-        if name != b"id":
-            continue
-        if found is not None or not sep:
-            return None  # two ids, or a bare "id" without "=": ambiguous
-        found = percent_decode(value)
-        if found is None:
-            return None
-    return found or None
+    try:
+        return query_param(query, b"id") or None
+    except BadQuery:
+        return None
+
+
+def entry_chunks(cursor: Cursor) -> Generator[bytes, None, None]:
+    """``<key>\n<value>`` for each entry: one chunk of the streamed body.
+    Closing the generator (the client left) closes the cursor at once."""
+    try:
+        for key, value in cursor:
+            yield key + b"\n" + value
+    finally:
+        cursor.close()
 
 
 class Api:
@@ -104,8 +134,10 @@ class Api:
             if path == b"/v0/entity":
                 return self._entity(request.method, query, request.body)
             if path == b"/v0/status":
-                return STATUS_OK if request.method == b"GET" else STATUS_METHODS
-            return BAD_REQUEST
+                return STATUS_OK if request.method == b"GET" else GET_ONLY
+            if path == b"/v0/entities":
+                return self._entities(request.method, query)
+            return UNKNOWN_PATH
         except StorageError as exc:
             log.error("storage error on %r %r: %s", request.method, request.target, exc)
             return INTERNAL_ERROR
@@ -113,12 +145,24 @@ class Api:
             log.exception("bug while handling %r %r", request.method, request.target)
             return INTERNAL_ERROR
 
+    def _entities(self, method: bytes, query: bytes) -> Response:
+        if method != b"GET":
+            return GET_ONLY
+        try:
+            start = query_param(query, b"start")
+            end = query_param(query, b"end")
+        except BadQuery:
+            return BAD_RANGE
+        if not start or end == b"":
+            return BAD_RANGE
+        return Response(200, stream=entry_chunks(self._storage.range(start, end)))
+
     def _entity(self, method: bytes, query: bytes, body: bytes) -> Response:
         if method not in (b"GET", b"PUT", b"DELETE"):
             return ENTITY_METHODS
         key = entity_id(query)
         if key is None:
-            return BAD_REQUEST
+            return BAD_ID
         if method == b"GET":
             value = self._storage.get(key)
             return NOT_FOUND if value is None else Response(200, value)

@@ -74,6 +74,7 @@ import logging
 import re
 import socket
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from http import HTTPStatus
 from selectors import EVENT_READ, EVENT_WRITE
@@ -95,6 +96,10 @@ RECV_SIZE = 64 * 1024
 HIGH_WATER = 256 * 1024
 # How long a lingering close waits for the client to finish sending.
 LINGER_SECONDS = 2.0
+# A streamed response is produced a slice at a time: about this many bytes,
+# then the producer yields the thread, and resumes when fewer than this many
+# are still waiting for the socket.
+SLICE_BYTES = 64 * 1024
 
 
 class Owner(enum.Enum):
@@ -119,6 +124,10 @@ class Executor(Protocol):
     (async). Called by the SelectorThread, which owns ``conn`` at the time."""
 
     def execute(self, conn: Connection, request: Request) -> None: ...
+
+    def resume(self, conn: Connection) -> None:
+        """Produce the next slice of ``conn``'s streamed response."""
+        ...
 
 
 class Connection:
@@ -153,6 +162,7 @@ class Connection:
         self._head_since: float | None = time.monotonic()
         self._closing = False  # close once the outbound buffer is flushed
         self._parsing_paused = False  # stopped above HIGH_WATER; resume once it drains
+        self._stream: Generator[bytes, None, None] | None = None  # a response still producing
         self._lingering_until: float | None = None
         self._peer_eof = False
         self._broken = False  # the socket or our state failed: close at once
@@ -173,6 +183,10 @@ class Connection:
         """The selector reported the socket ready for ``mask``."""
         if mask & EVENT_WRITE:
             self._flush()
+            if self._stream is not None and self._out.size < SLICE_BYTES and not self._closing:
+                self._executor.resume(self)  # the socket drained: the next slice
+                if self.owner is not Owner.SELECTOR:
+                    return  # a PayloadThread produces it
         if mask & EVENT_READ and not self._broken:
             self._read()
         elif self._parsing_paused:
@@ -217,6 +231,9 @@ class Connection:
         self.reactor.set_interest(self, 0)
         self.sock.close()
         self.reactor.forget(self)
+        if self._stream is not None:
+            self._stream.close()  # releases the storage cursor now, not at GC
+            self._stream = None
 
     def abort(self) -> None:
         """Grace period over: cut the connection whoever owns it.
@@ -342,10 +359,50 @@ class Connection:
     # ------------------------------------------------------------------
 
     def respond(self, response: Response) -> None:
-        """Produce a whole response and end the request cycle."""
-        self.send_head(response.status, response.headers, len(response.body))
-        self.send_body(response.body)
-        self.end_response()
+        """Produce a response: a whole one, which ends the request cycle, or
+        the head and first slice of a streamed one (see ``produce_slice``)."""
+        if response.stream is None:
+            self.send_head(response.status, response.headers, len(response.body))
+            self.send_body(response.body)
+            self.end_response()
+            return
+        self.send_head(response.status, response.headers, None)  # chunked
+        self._stream = response.stream
+        self._parsing_paused = True  # no next request until this one has been sent
+        self.produce_slice()
+
+    def produce_slice(self) -> None:
+        """Add about SLICE_BYTES of the streamed body, one chunk per piece,
+        and write it; end the response when the stream runs out.
+
+        The producer never waits for the client. It stops after a slice, and
+        the reactor asks for the next one (``Executor.resume``) when the
+        socket has taken most of it: a slow reader slows the producer, and
+        the memory a stream holds stays under about two slices. Between
+        slices the thread serves everyone else.
+        """
+        stream = self._stream
+        assert stream is not None
+        budget = self._out.size + SLICE_BYTES
+        try:
+            while self._out.size < budget and not self._broken:
+                piece = next(stream, None)
+                if piece is None:
+                    self._stream = None
+                    self.end_response()  # the terminating zero-length chunk
+                    return
+                self.send_body(piece)
+        except Exception:
+            # The storage failed mid-body. The status line has gone, so the
+            # only honest answer left is a cut connection: the client sees
+            # a chunked body without its last chunk, never a short success.
+            log.exception("%r: streamed response failed; cutting the connection", self)
+            self._broken = True
+        if self._broken:
+            stream.close()
+            self._stream = None
+            return
+        self._flush()
 
     def send_head(
         self,
@@ -439,7 +496,7 @@ class Connection:
             and not self._start_lingering(now)
         ):
             return  # our side could not be shut down: closed instead
-        events = EVENT_WRITE if self._out.size else 0
+        events = EVENT_WRITE if self._out.size or self._stream is not None else 0
         if self._lingering_until is not None:
             events = EVENT_READ
             deadline = self._lingering_until
@@ -451,7 +508,7 @@ class Connection:
             deadline = self._head_since + self._limits.header_timeout
         else:
             deadline = now + self._limits.keepalive_timeout  # idle keep-alive
-        if not self._closing and self._out.size <= HIGH_WATER:
+        if not self._closing and self._out.size <= HIGH_WATER and self._stream is None:
             events |= EVENT_READ
         self.reactor.set_interest(self, events)
         self.reactor.set_deadline(self, deadline)

@@ -49,6 +49,9 @@ class InlineExecutor:
     def execute(self, conn: Connection, request: Request) -> None:
         conn.respond(self._handle(request))
 
+    def resume(self, conn: Connection) -> None:
+        conn.produce_slice()
+
 
 class PayloadPool:
     """Async mode: a bounded queue in front of ``workers`` PayloadThreads."""
@@ -60,7 +63,11 @@ class PayloadPool:
         # check in ``execute``, made atomic with the put by ``_admission``
         # (several SelectorThreads submit at once). queue.Queue would bound it
         # for us, at several times the cost per request in Python locking.
-        self._queue: queue.SimpleQueue[tuple[Connection, Request] | None] = queue.SimpleQueue()
+        # An item is a request to execute, or (conn, None): the next slice of
+        # conn's streamed response.
+        self._queue: queue.SimpleQueue[tuple[Connection, Request | None] | None] = (
+            queue.SimpleQueue()
+        )
         self._admission = threading.Lock()
         self.threads = [
             threading.Thread(target=self._work, name=f"PayloadThread-{i}", daemon=True)
@@ -81,6 +88,13 @@ class PayloadPool:
         if not admitted:
             conn.respond(SERVICE_UNAVAILABLE)
 
+    def resume(self, conn: Connection) -> None:
+        """On the SelectorThread: have a PayloadThread produce the next slice
+        of a streamed response. Not bounded by the queue size: the request
+        was admitted already, and each stream has at most one slice queued."""
+        conn.owner = Owner.PAYLOAD
+        self._queue.put((conn, None))
+
     def stop(self) -> None:
         """Let the queued requests finish, then end the threads."""
         for _ in self.threads:
@@ -92,7 +106,10 @@ class PayloadPool:
         while (item := self._queue.get()) is not None:
             conn, request = item
             try:
-                conn.respond(self._handle(request))
+                if request is None:
+                    conn.produce_slice()
+                else:
+                    conn.respond(self._handle(request))
             except Exception:  # a bug: lose this connection, not the thread
                 log.exception("responding on %r failed", conn)
                 conn.hand_back(broken=True)

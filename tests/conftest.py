@@ -145,6 +145,17 @@ class BlockingStorage:
         self.inner.close()
 
 
+def fill_database(path: str, count: int, value_size: int = 10) -> None:
+    """Write ``count`` entries ``b"%07d" % i -> value`` straight into RocksDB
+    at ``path`` (before a server opens it): bulk data for range tests."""
+    storage = RocksStorage(path)
+    try:
+        for i in range(count):
+            storage.put(b"%07d" % i, (b"%07d" % i).ljust(value_size, b"v"))
+    finally:
+        storage.close()
+
+
 # ----------------------------------------------------------------------
 # In-process servers
 # ----------------------------------------------------------------------
@@ -164,7 +175,7 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
     ) -> Server:
         data = tmp_path / f"db{len(started)}"
         config = replace(ServerConfig(port=0, data=str(data), mode=mode), **settings)  # type: ignore[arg-type]
-        storage: Storage = RocksStorage(str(data))
+        storage: Storage = RocksStorage(config.data)
         if storage_wrapper is not None:
             storage = storage_wrapper(storage)
         server = Server(config, storage)
