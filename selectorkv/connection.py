@@ -55,6 +55,26 @@ Above ``HIGH_WATER`` pending bytes the connection stops reading and parsing:
 a client that pipelines requests without reading responses fills its own
 socket buffers, not our memory.
 
+# design: streaming
+
+A response with a ``stream`` (GET /v0/entities) is produced by its
+connection's owner a slice at a time, never all at once and never by a
+thread that waits for the client:
+
+    respond: head (chunked) + first slice ──> outbound buffer ──> socket
+    EVENT_WRITE (kept while a stream runs) -> flush -> less than a slice left?
+        -> executor.resume(conn): sync: produce_slice() right here
+                                  async: queue (conn, None) for a PayloadThread,
+                                         which produces one slice and hands back
+    stream exhausted -> end_response (zero-length chunk) -> next request
+
+A client that reads slowly leaves bytes in the buffer, so no write event
+comes and no slice is produced: the producer runs exactly as fast as the
+client reads, and the server holds about two slices per stream. While a
+stream runs the connection is not read (a pipelined request waits in the
+socket), and closing the connection closes the stream and its storage
+cursor.
+
 # design: closing
 
 We close after the last response when h11 says so (HTTP/1.0,
@@ -98,8 +118,11 @@ HIGH_WATER = 256 * 1024
 LINGER_SECONDS = 2.0
 # A streamed response is produced a slice at a time: about this many bytes,
 # then the producer yields the thread, and resumes when fewer than this many
-# are still waiting for the socket.
-SLICE_BYTES = 64 * 1024
+# are still waiting for the socket. The trade-off, measured streaming 1M
+# entries beside small GETs on other connections (sync / async mode):
+# 64 KiB slices: 57 / 51 MB/s, the GETs' p99 3.9 / 1.8 ms;
+# 16 KiB slices: 50 / 40 MB/s, the GETs' p99 0.9 / 0.9 ms.
+SLICE_BYTES = 16 * 1024
 
 
 class Owner(enum.Enum):
