@@ -5,7 +5,7 @@ Starts ``selectorkv serve`` for each configuration on a fresh database, loads
 it with ``wrk -t1 -c64 --latency`` (put.lua, then get.lua over the keys the
 PUTs wrote) and prints a Markdown table. Needs wrk.
 
-    python benchmarks/defaults_matrix.py [SECONDS]
+    python -m benchmarks.defaults_matrix [SECONDS]
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from benchmarks.serving import serving
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "wrk_scripts"
 PORT = 8097
@@ -37,17 +37,7 @@ CONFIGS: list[list[str]] = [
 ]
 
 
-def wait_until_serving() -> None:
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{PORT}/v0/status", timeout=1)
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
-
-
-def load(script: str, seconds: int) -> tuple[float, float, int]:
+def load(url: str, script: str, seconds: int) -> tuple[float, float, int]:
     """(requests/s, p99 ms, non-2xx responses) of one wrk run."""
     out = subprocess.run(
         [
@@ -58,7 +48,7 @@ def load(script: str, seconds: int) -> tuple[float, float, int]:
             "--latency",
             "-s",
             str(SCRIPTS / script),
-            f"http://127.0.0.1:{PORT}",
+            url,
         ],
         capture_output=True,
         text=True,
@@ -76,29 +66,9 @@ def main() -> None:
     print("| configuration | PUT req/s | PUT p99 ms | GET req/s | GET p99 ms | 503s |")
     print("|---|---|---|---|---|---|")
     for args in CONFIGS:
-        with tempfile.TemporaryDirectory() as data:
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "selectorkv",
-                    "serve",
-                    "--port",
-                    str(PORT),
-                    "--data",
-                    data,
-                    "--log-level",
-                    "warning",
-                    *args,
-                ],
-            )
-            try:
-                wait_until_serving()
-                put, put_p99, put_err = load("put.lua", seconds)
-                get, get_p99, _ = load("get.lua", seconds)  # 404s for unwritten keys count here
-            finally:
-                server.terminate()
-                server.wait(30)
+        with tempfile.TemporaryDirectory() as data, serving(PORT, data, *args) as url:
+            put, put_p99, put_err = load(url, "put.lua", seconds)
+            get, get_p99, _ = load(url, "get.lua", seconds)  # 404s for unwritten keys count
         label = " ".join(a.removeprefix("--") for a in args)
         print(
             f"| {label} | {put:,.0f} | {put_p99:.1f} | {get:,.0f} | {get_p99:.1f} | {put_err} |",

@@ -7,7 +7,7 @@ holds the GIL, they take twice as long: a speed-up near 1. SHA-256 over
 64 KiB blocks, which CPython hashes without the GIL, is the control; a pure
 Python loop is the other end.
 
-    python benchmarks/gil_check.py
+    python -m benchmarks.gil_check
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ DIR), then for each mode: starts the server, reads the whole range with curl
 connections, and prints MB/s, entries/s and the GETs' latency, beside the
 same GETs with no stream running. Needs curl and wrk.
 
-    python benchmarks/range_throughput.py [COUNT] [DIR]
+    python -m benchmarks.range_throughput [COUNT] [DIR]
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+from benchmarks.serving import serving
 from selectorkv.storage import RocksStorage
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "wrk_scripts"
 PORT = 8098
-URL = f"http://127.0.0.1:{PORT}"
 
 
 def fill(path: str, count: int) -> None:
@@ -38,9 +37,9 @@ def fill(path: str, count: int) -> None:
     marker.touch()
 
 
-def small_gets(seconds: int) -> str:
+def small_gets(url: str, seconds: int) -> str:
     out = subprocess.run(
-        ["wrk", "-t1", "-c4", f"-d{seconds}s", "--latency", "-s", str(SCRIPTS / "get.lua"), URL],
+        ["wrk", "-t1", "-c4", f"-d{seconds}s", "--latency", "-s", str(SCRIPTS / "get.lua"), url],
         capture_output=True,
         text=True,
         check=True,
@@ -56,50 +55,17 @@ def main() -> None:
     data = sys.argv[2] if len(sys.argv) > 2 else tempfile.mkdtemp()
     fill(data, count)
     for mode in ("sync", "async"):
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "selectorkv",
-                "serve",
-                "--port",
-                str(PORT),
-                "--data",
-                data,
-                "--mode",
-                mode,
-                "--log-level",
-                "warning",
-            ],
-        )
-        try:
-            for _ in range(100):
-                try:
-                    urllib.request.urlopen(f"{URL}/v0/status", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            idle = small_gets(3)
+        with serving(PORT, data, "--mode", mode) as url:
+            idle = small_gets(url, 3)
             started = time.perf_counter()
             reader = subprocess.Popen(
-                [
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{size_download}",
-                    f"{URL}/v0/entities?start=0000000",
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            beside = small_gets(3)
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download}",
+                 f"{url}/v0/entities?start=0000000"],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            beside = small_gets(url, 3)
             size = int(reader.communicate()[0])
             elapsed = time.perf_counter() - started
-        finally:
-            server.terminate()
-            server.wait(30)
         print(
             f"{mode}: {count:,} entries, {size / 1e6:.0f} MB in {elapsed:.2f} s: "
             f"{size / 1e6 / elapsed:.1f} MB/s, {count / elapsed:,.0f} entries/s; "

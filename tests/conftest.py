@@ -111,6 +111,15 @@ def request_bytes(
     return head.encode() + b"\r\n" + (body or b"")
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 # ----------------------------------------------------------------------
 # Storages a test may put in front of RocksDB
 # ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from selectorkv.server import Server
-from tests.conftest import RawClient, ServerFactory, ServerProcess, request_bytes
+from tests.conftest import RawClient, ServerFactory, ServerProcess, request_bytes, rss_bytes
 
 
 def test_api_table(client: RawClient) -> None:
@@ -278,14 +278,6 @@ def test_four_mib_value_to_a_client_with_a_tiny_receive_buffer(server: Server) -
     assert reader.request("GET", "/v0/status").status == 200
 
 
-def _rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
 def test_client_that_pipelines_without_reading_holds_bounded_memory(
     tmp_path: Path, mode: str
 ) -> None:
@@ -295,11 +287,11 @@ def test_client_that_pipelines_without_reading_holds_bounded_memory(
     try:
         value = b"m" * (1024 * 1024)
         assert RawClient(proc.address).request("PUT", "/v0/entity?id=m", value).status == 201
-        before = _rss_bytes(proc.proc.pid)
+        before = rss_bytes(proc.proc.pid)
         greedy = RawClient(proc.address, rcvbuf=4096)
         greedy.send(request_bytes("GET", "/v0/entity?id=m") * 64)
         time.sleep(1.0)
-        growth = _rss_bytes(proc.proc.pid) - before
+        growth = rss_bytes(proc.proc.pid) - before
         assert growth < 16 * 1024 * 1024, f"server grew by {growth} bytes"
         # Other clients are served meanwhile, and the greedy one gets all 64
         # responses once it reads.
