@@ -317,6 +317,10 @@ class Connection:
                     # arrived whole in a single read must be measured here.
                     self._reject(431, _REJECT_BODIES[431])
                     return
+                problem = _raw_head_problem(buffered)
+                if problem:
+                    self._reject(400, problem)
+                    return
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -343,7 +347,10 @@ class Connection:
         if head.http_version not in (b"1.0", b"1.1"):
             self._reject(505, b"only HTTP/1.0 and HTTP/1.1 are served\n")
             return
-        declared = _content_length(head)
+        declared, problem = _body_length(head)
+        if problem:
+            self._reject(400, problem)
+            return
         if declared is not None and declared > self._limits.max_body:
             self._reject(413, _too_large(self._limits.max_body))
             return
@@ -589,10 +596,48 @@ def _too_large(limit: int) -> bytes:
     return b"request body larger than %d bytes\n" % limit
 
 
-def _content_length(head: h11.Request) -> int | None:
-    # raw_items() hands over h11's list in one call; iterating the Headers
-    # sequence itself costs a Python call per header.
+def _body_length(head: h11.Request) -> tuple[int | None, bytes]:
+    """The declared Content-Length, and why the head's framing is refused
+    (empty when it is not).
+
+    h11 accepts Content-Length beside Transfer-Encoding (chunked wins): that
+    is how requests are smuggled past a proxy that reads the framing the
+    other way, so it is refused here. raw_items() hands over h11's list in
+    one call; iterating the Headers sequence costs a Python call per header.
+    """
+    declared: int | None = None
+    chunked = False
     for name, value in head.headers.raw_items():
-        if name.lower() == b"content-length":
-            return int(value)  # h11 has checked that it is a number, and only one
-    return None
+        lowered = name.lower()
+        if lowered == b"content-length":
+            declared = int(value)  # h11 has checked that it is a number
+        elif lowered == b"transfer-encoding":
+            chunked = True
+    if declared is not None and chunked:
+        return None, b"both Content-Length and Transfer-Encoding\n"
+    return declared, b""
+
+
+# Control bytes other than HTAB, CR and LF (which frame the head).
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:([^\r\n]*)", re.IGNORECASE)
+
+
+def _raw_head_problem(buffered: bytes) -> bytes:
+    """Why the request head at the start of ``buffered`` is refused before
+    h11 parses it, or b"" (the body that may follow is not looked at).
+
+    h11 is lenient where a proxy in front of us may not be: it lets control
+    bytes through in header values, and it quietly merges a Content-Length
+    that is repeated (or listed, "3, 3") with the same value. Two readers
+    that disagree on a head are how requests get smuggled, so both are
+    refused here, on the raw bytes.
+    """
+    found = _HEAD_END.search(buffered)
+    end = found.end() if found else len(buffered)
+    if _CONTROL_BYTES.search(buffered, 0, end):
+        return b"control bytes in the request head\n"
+    lengths = _CONTENT_LENGTH.findall(buffered, 0, end)
+    if len(lengths) > 1 or (lengths and b"," in lengths[0]):
+        return b"Content-Length given more than once\n"
+    return b""
