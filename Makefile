@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-fast lint bench bench-compare clean
+.PHONY: serve test test-fast test-reliability lint bench bench-compare clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -33,11 +33,15 @@ serve: $(VENV)/.installed-base
 	$(BIN)/selectorkv serve --data ./data $(ARGS)
 
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -m "not reliability" $(ARGS)
 
 # The same suite with the opt-in compiled parser (see selectorkv/parser.py).
 test-fast: $(VENV)/.installed-dev
-	SELECTORKV_HTTP_PARSER=h11-mypyc $(BIN)/python -m pytest $(ARGS)
+	SELECTORKV_HTTP_PARSER=h11-mypyc $(BIN)/python -m pytest -m "not reliability" $(ARGS)
+
+# The long and heavy reliability cases (docs/reliability.md); not run by CI.
+test-reliability: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m reliability --timeout=600 $(ARGS)
 
 # Microbenchmarks (benchmarks/, pytest-benchmark); each run is saved in .benchmarks/.
 bench: $(VENV)/.installed-dev

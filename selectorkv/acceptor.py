@@ -15,6 +15,18 @@ Keeping accept on its own thread means a SelectorThread busy with requests
 never delays a new client's handshake, and the round-robin spreads
 connections evenly, as one-nio's ``Server`` and Doug Lea's "main reactor"
 do.
+
+# design: the connection cap
+
+Every connection holds a file descriptor and some memory, so their number is
+bounded (``--max-connections``). The acceptor takes a slot from
+``ConnectionSlots`` before each ``accept``; a SelectorThread gives it back when
+it forgets a closed connection. When no slot is free the acceptor takes the
+listening socket out of its selector: new clients wait in the kernel's
+backlog, their handshake done, instead of the server running out of
+descriptors. The first slot given back wakes the acceptor through its
+wakeup channel, and accepting resumes (gunicorn's gthread worker toggles
+accept the same way).
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from selectorkv.reactor import SelectorThread
 from selectorkv.wakeup import Wakeup
@@ -39,16 +51,55 @@ ACCEPT_BATCH = 64
 FD_EXHAUSTED_PAUSE = 0.1
 
 
+class ConnectionSlots:
+    """How many more connections the server may hold. Thread-safe: the
+    acceptor takes slots, SelectorThreads give them back."""
+
+    def __init__(self, limit: int) -> None:
+        self._lock = threading.Lock()
+        self._free = limit
+        self._on_free: Callable[[], None] | None = None
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._free == 0:
+                return False
+            self._free -= 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self._free += 1
+            on_free, self._on_free = self._on_free, None
+        if on_free is not None:
+            on_free()
+
+    def call_when_free(self, on_free: Callable[[], None]) -> None:
+        """Call ``on_free`` once a slot is free (now, if one already is)."""
+        with self._lock:
+            if not self._free:
+                self._on_free = on_free
+                return
+        on_free()
+
+
 class Acceptor(threading.Thread):
     """Accepts on ``listener`` and hands each socket to a SelectorThread."""
 
-    def __init__(self, listener: socket.socket, reactors: Sequence[SelectorThread]) -> None:
+    def __init__(
+        self,
+        listener: socket.socket,
+        reactors: Sequence[SelectorThread],
+        slots: ConnectionSlots,
+    ) -> None:
         super().__init__(name="Acceptor", daemon=True)
         listener.setblocking(False)
         self._listener = listener
         self._reactors = reactors
+        self._slots = slots
         self._next = 0
         self._running = True
+        self._paused = False
         self._wakeup = Wakeup()
         self._selector = selectors.DefaultSelector()
         self._selector.register(listener, selectors.EVENT_READ, self._accept_ready)
@@ -74,9 +125,13 @@ class Acceptor(threading.Thread):
 
     def _accept_ready(self) -> None:
         for _ in range(ACCEPT_BATCH):
+            if not self._slots.take():
+                self._pause()
+                return
             try:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
+                self._slots.give_back()
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
@@ -86,9 +141,24 @@ class Acceptor(threading.Thread):
                     time.sleep(FD_EXHAUSTED_PAUSE)
                 else:
                     log.debug("accept failed: %s", exc)  # e.g. the client already reset
+                self._slots.give_back()
                 return
             sock.setblocking(False)
             # Responses leave in one write; Nagle would only delay them.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._reactors[self._next].adopt(sock)
             self._next = (self._next + 1) % len(self._reactors)
+
+    def _pause(self) -> None:
+        """The cap is reached: leave new clients in the backlog until a slot frees."""
+        if not self._paused:
+            log.warning("connection cap reached; new connections wait in the backlog")
+            self._paused = True
+            self._selector.unregister(self._listener)
+            self._slots.call_when_free(lambda: self._wakeup.call_soon(self._resume))
+
+    def _resume(self) -> None:
+        if self._paused and self._running:
+            log.info("a connection slot is free again; accepting")
+            self._paused = False
+            self._selector.register(self._listener, selectors.EVENT_READ, self._accept_ready)

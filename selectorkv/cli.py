@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -97,6 +98,7 @@ def serve(args: argparse.Namespace) -> int:
         hint = " (is another selectorkv serving this directory?)" if "lock" in str(exc) else ""
         log.error("%s%s", exc, hint)
         return 1
+    raise_open_file_limit()
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         server = Server(config, storage)
@@ -112,8 +114,16 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     received = signal.sigwait(STOP_SIGNALS)
     log.info("%s received: shutting down (grace %ss)", signal.Signals(received).name, config.grace)
-    server.stop()
-    return 0
+    return 0 if server.stop() else 1
+
+
+def raise_open_file_limit() -> None:
+    """Each connection is a descriptor: take the hard limit as the soft one,
+    as servers do, so that --max-connections is not cut by a shell default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.debug("open-file limit raised from %d to %d", soft, hard)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ class ServerConfig:
     selectors: int = 1
     workers: int = 1
     queue_size: int = 1024
+    max_connections: int = 10_000
     max_body: int = 8 * 1024 * 1024
     max_header_size: int = 16 * 1024
     keepalive_timeout: float = 30.0
@@ -39,7 +40,14 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.mode not in ("sync", "async"):
             raise ValueError(f"mode must be sync or async, not {self.mode!r}")
-        for name in ("selectors", "workers", "queue_size", "max_body", "max_header_size"):
+        for name in (
+            "selectors",
+            "workers",
+            "queue_size",
+            "max_connections",
+            "max_body",
+            "max_header_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("keepalive_timeout", "header_timeout", "grace"):
@@ -133,6 +141,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("selectors", positive_int, "number of SelectorThreads (reactors owning connections)"),
     Option("workers", positive_int, "number of PayloadThreads in async mode"),
     Option("queue_size", positive_int, "PayloadThread queue bound; a full queue answers 503"),
+    Option(
+        "max_connections",
+        positive_int,
+        "most connections held at once; beyond it new ones wait in the backlog",
+    ),
     Option("max_body", byte_size, "largest request body in bytes (413 above it), e.g. 8MiB"),
     Option("max_header_size", byte_size, "largest request head in bytes (431 above it)"),
     Option(

@@ -58,9 +58,15 @@ ConnectionFactory = Callable[[socket.socket, "SelectorThread"], Connection]
 class SelectorThread(threading.Thread):
     """One reactor: a selector, a wakeup channel, timers, its connections."""
 
-    def __init__(self, index: int, make_connection: ConnectionFactory) -> None:
+    def __init__(
+        self,
+        index: int,
+        make_connection: ConnectionFactory,
+        on_connection_gone: Callable[[], None],
+    ) -> None:
         super().__init__(name=f"SelectorThread-{index}", daemon=True)
         self._make_connection = make_connection
+        self._on_connection_gone = on_connection_gone  # frees a slot of the connection cap
         self._selector = selectors.DefaultSelector()
         self._wakeup = Wakeup()
         self._selector.register(self._wakeup.reader, selectors.EVENT_READ, None)
@@ -117,7 +123,9 @@ class SelectorThread(threading.Thread):
 
     def forget(self, conn: Connection) -> None:
         """``conn`` is closed; drop it (its stale timer entries expire alone)."""
-        self._connections.discard(conn)
+        if conn in self._connections:
+            self._connections.remove(conn)
+            self._on_connection_gone()
 
     def run(self) -> None:
         try:

@@ -44,18 +44,19 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import resource
 import socket
 import threading
 import time
 
 from selectorkv import parser
-from selectorkv.acceptor import Acceptor
+from selectorkv.acceptor import Acceptor, ConnectionSlots
 from selectorkv.api import Api
 from selectorkv.config import ServerConfig
 from selectorkv.connection import Connection, Executor, Limits
 from selectorkv.payload import InlineExecutor, PayloadPool
 from selectorkv.reactor import SelectorThread
-from selectorkv.storage import Storage
+from selectorkv.storage import MAX_OPEN_FILES, Storage, StorageError
 
 log = logging.getLogger("selectorkv.server")
 
@@ -83,8 +84,11 @@ class Server:
             keepalive_timeout=config.keepalive_timeout,
         )
         make_connection = functools.partial(Connection, limits=limits, executor=executor)
+        self.max_connections = connection_cap(config.max_connections)
+        self._slots = ConnectionSlots(self.max_connections)
         self._reactors = [
-            SelectorThread(i, make_connection) for i in range(1, config.selectors + 1)
+            SelectorThread(i, make_connection, self._slots.give_back)
+            for i in range(1, config.selectors + 1)
         ]
         self._acceptor: Acceptor | None = None
         self._cpu = choose_cpu(config.cpu)
@@ -106,35 +110,38 @@ class Server:
             self._pool.start()
         for reactor in self._reactors:
             reactor.start()
-        self._acceptor = Acceptor(listener, self._reactors)
+        self._acceptor = Acceptor(listener, self._reactors, self._slots)
         self._acceptor.start()
         cpu = self._cpu
         if cpu is not None:
             place_threads(cpu, [self._acceptor, *self._reactors, *self._payload_threads()])
         config = self.config
         log.info(
-            "listening on %s mode=%s selectors=%d workers=%d queue=%d cpu=%s parser=%s/%s data=%s",
+            "listening on %s mode=%s selectors=%d workers=%d queue=%d max-connections=%d "
+            "cpu=%s parser=%s/%s data=%s",
             self.url,
             config.mode,
             config.selectors,
             config.workers if config.mode == "async" else 0,
             config.queue_size,
+            self.max_connections,
             "any" if cpu is None else cpu,
             parser.NAME,
             parser.VERSION,
             config.data,
         )
-        if config.host in ("0.0.0.0", "::", ""):
-            log.warning("bound to all interfaces: anyone who can reach this host can use the API")
+        warning = exposure_warning(config.host)
+        if warning:
+            log.warning("%s", warning)
 
     def _payload_threads(self) -> list[threading.Thread]:
         return [] if self._pool is None else self._pool.threads
 
-    def stop(self) -> None:
-        """Graceful stop (see "design: shutdown"); returns when all is closed.
-        A second call does nothing."""
+    def stop(self) -> bool:
+        """Graceful stop (see "design: shutdown"); returns when all is closed,
+        True if the database closed cleanly. A second call does nothing."""
         if self._stopped:
-            return
+            return True
         self._stopped = True
         started = time.monotonic()
         if self._acceptor is not None:
@@ -147,8 +154,46 @@ class Server:
                 reactor.join()
         if self._pool is not None:
             self._pool.stop()
-        self._storage.close()
+        clean = True
+        try:
+            self._storage.close()
+        except StorageError as exc:
+            # Writes answered 201 are in the write-ahead log: a restart
+            # replays it. The exit status says the close failed.
+            log.error("the database did not close cleanly: %s", exc)
+            clean = False
         log.info("stopped in %.2fs", time.monotonic() - started)
+        return clean
+
+
+# Descriptors kept for everything but client connections: RocksDB's files
+# (storage.MAX_OPEN_FILES), the listening socket, wakeup channels, logs.
+RESERVED_DESCRIPTORS = MAX_OPEN_FILES + 64
+
+
+def connection_cap(wanted: int) -> int:
+    """``--max-connections``, lowered if the open-file limit could not hold
+    that many sockets beside the reserved descriptors."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or wanted + RESERVED_DESCRIPTORS <= soft:
+        return wanted
+    cap = max(1, soft - RESERVED_DESCRIPTORS)
+    log.warning(
+        "--max-connections %d lowered to %d: the open-file limit is %d (ulimit -n)",
+        wanted,
+        cap,
+        soft,
+    )
+    return cap
+
+
+def exposure_warning(host: str) -> str | None:
+    """What to warn about when binding ``host``: the API has no
+    authentication, so listening beyond loopback is a decision to flag."""
+    if host in ("0.0.0.0", "::", ""):
+        where = host or "any address"
+        return f"bound to all interfaces ({where}): anyone who can reach this host can use the API"
+    return None
 
 
 def choose_cpu(setting: str) -> int | None:

@@ -24,6 +24,10 @@ from typing import Protocol
 
 import rocksdict
 
+# RocksDB keeps table files open; by default without a bound. Bounding them
+# leaves the rest of the process's descriptors to client connections.
+MAX_OPEN_FILES = 1024
+
 
 class StorageError(Exception):
     """The store could not do what was asked (I/O error, closed, locked...)."""
@@ -77,6 +81,7 @@ class RocksStorage:
     def __init__(self, path: str, *, fsync: bool = False) -> None:
         options = rocksdict.Options(raw_mode=True)
         options.create_if_missing(True)
+        options.set_max_open_files(MAX_OPEN_FILES)
         try:
             self._db = rocksdict.Rdict(path, options)
         except Exception as exc:
@@ -112,7 +117,10 @@ class RocksStorage:
             raise StorageError(f"range failed: {exc}") from exc
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            self._db.close()
+        except Exception as exc:
+            raise StorageError(f"close failed: {exc}") from exc
 
 
 class RocksCursor:

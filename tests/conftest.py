@@ -246,13 +246,19 @@ LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
 class ServerProcess:
     """``python -m selectorkv serve`` in a child process."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "selectorkv", "serve", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
         )
         self.log: list[str] = []
         assert self.proc.stdout is not None

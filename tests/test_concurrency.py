@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from tests.conftest import BlockingServerFactory, RawClient, ServerFactory, request_bytes
 
 CLIENTS = 200
@@ -86,3 +88,20 @@ def test_request_in_flight_outlives_the_keepalive_timeout(
     threading.Timer(1.0, storage.gate.set).start()  # five idle timeouts later
     assert client.read_reply().status == 201
     assert client.request("GET", "/v0/entity?id=slow").body == b"v"
+
+
+def test_connection_cap_leaves_new_clients_in_the_backlog(make_server: ServerFactory) -> None:
+    server = make_server("sync", max_connections=3)
+    held = [RawClient(server.address) for _ in range(3)]
+    for client in held:
+        assert client.request("GET", "/v0/status").status == 200
+    waiting = RawClient(server.address)  # the handshake completes in the backlog
+    waiting.send(request_bytes("GET", "/v0/status"))
+    waiting.sock.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        waiting.sock.recv(1)  # not accepted: nobody reads its request
+    held.pop().close()
+    waiting.sock.settimeout(10)
+    assert waiting.read_reply().status == 200  # accepted once a slot was free
+    for client in held:
+        assert client.request("GET", "/v0/status").status == 200
