@@ -26,7 +26,7 @@ $(VENV)/.installed-base: setup.cfg pyproject.toml | $(BIN)/python
 
 # Tests, linters and the compiled h11 (the "fast" extra, opt-in) on top.
 $(VENV)/.installed-dev: setup.cfg pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test,lint,fast]'
+	$(BIN)/python -m pip install -q -e '.[test,lint,fast,lab]'
 	touch $@ $(VENV)/.installed-base
 
 serve: $(VENV)/.installed-base

@@ -1,0 +1,410 @@
+"""``selectorkv load``: an open-loop load generator with constant arrival rate.
+
+# design
+
+Closed-loop tools (wrk, ab) send the next request when the previous answer
+arrives, so a server that stalls is simply sent less, and its stall shows
+in a handful of samples: coordinated omission. Here, as in wrk2, request i
+is *due* at ``t0 + i / rate`` whatever the server does, and its latency is
+counted from its due time. A one-second stall therefore shows in every
+request that was due during it, as a user would have felt it.
+
+One process runs one ``selectors`` loop over its keep-alive connections,
+one request in flight on each. A due request goes out on a free connection;
+when none is free it waits, and that wait is part of its latency. Each
+request's latency goes into an HdrHistogram (microseconds, 3 significant
+digits). Several processes (``--processes``) split the rate and the
+connections when one core cannot keep the schedule; their histograms are
+merged.
+
+Falling behind is reported, not hidden: a request that went out more than
+1 ms after its due time is late. Late because every connection was busy,
+the server (or ``--connections``) is the limit; late with a connection free,
+this generator's own loop is. Either way the summary says so on stderr and
+``--json`` carries ``behind_schedule``.
+
+Responses are parsed by hand (status line, Content-Length), not with h11:
+the generator must be cheaper than the server it measures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import random
+import selectors
+import socket
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from hdrh.histogram import HdrHistogram
+
+ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+ID_LENGTH = 3  # the seed's workload, as in wrk_scripts/common.lua
+BODY_LENGTH = 300
+WORKLOADS = ("put", "get", "delete", "mixed")
+LATE_AFTER = 0.001  # seconds after its due time that make a request late
+LATE_SHARE = 0.01  # the share of late requests that is reported as falling behind
+HIGHEST_US = 3_600_000_000  # an hour, in microseconds
+PER_PROCESS_RATE = 15_000  # what one process keeps up with comfortably here
+DRAIN_SECONDS = 10.0  # how long to wait for answers after the last request
+
+
+@dataclass
+class Plan:
+    host: str
+    port: int
+    workload: str
+    rate: float  # requests per second for this process
+    connections: int
+    requests: int
+    start: float  # time.monotonic() of request 0, shared by all processes
+    seed: int
+
+
+@dataclass
+class Result:
+    histogram: bytes  # HdrHistogram of every answer, encoded
+    served: bytes = b""  # HdrHistogram of the answers below 500 (not shed, not failed)
+    status_counts: Counter[int] = field(default_factory=Counter)
+    errors: int = 0
+    sent: int = 0
+    late: int = 0
+    late_with_free_connection: int = 0
+    max_lag: float = 0.0
+    finished: float = 0.0  # time.monotonic() of the last answer
+
+
+class Workload:
+    """Request bytes for the seed's key and body distribution."""
+
+    def __init__(self, name: str, host: str, port: int, seed: int) -> None:
+        self._name = name
+        self._random = random.Random(seed)
+        self._host = f"Host: {host}:{port}\r\n".encode()
+
+    def _text(self, length: int) -> bytes:
+        return "".join(self._random.choices(ALPHABET, k=length)).encode()
+
+    def next_request(self) -> bytes:
+        method = self._name
+        if method == "mixed":
+            method = "get" if self._random.random() < 0.5 else "put"
+        target = b"/v0/entity?id=" + self._text(ID_LENGTH)
+        if method == "put":
+            body = self._text(BODY_LENGTH)
+            return b"PUT %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
+                target,
+                self._host,
+                len(body),
+                body,
+            )
+        verb = b"GET" if method == "get" else b"DELETE"
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (verb, target, self._host)
+
+
+class ClientConnection:
+    """One keep-alive connection with at most one request in flight."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self.buffer = bytearray()
+        self.in_flight = False
+        self.due = 0.0  # due time of the request in flight
+        self.free_since = 0.0
+
+    def send(self, data: bytes) -> None:
+        self.sock.setblocking(True)  # a request is small: this does not wait in practice
+        try:
+            self.sock.sendall(data)
+        finally:
+            self.sock.setblocking(False)
+
+    def take_response(self) -> int | None:
+        """The status of a complete response in the buffer (consumed), or None."""
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = bytes(self.buffer[:end]).lower()
+        length = 0
+        at = head.find(b"\r\ncontent-length:")
+        if at >= 0:
+            line_end = head.find(b"\r\n", at + 2)
+            length = int(head[at + 17 : line_end if line_end >= 0 else len(head)])
+        if len(self.buffer) < end + 4 + length:
+            return None
+        status = int(head[9:12])
+        del self.buffer[: end + 4 + length]
+        return status
+
+
+def run_plan(plan: Plan) -> Result:
+    """One process's share of the load: the open-loop schedule."""
+    histogram = HdrHistogram(1, HIGHEST_US, 3)
+    served = HdrHistogram(1, HIGHEST_US, 3)
+    result = Result(histogram=b"")
+    workload = Workload(plan.workload, plan.host, plan.port, plan.seed)
+    selector = selectors.DefaultSelector()
+    free: deque[ClientConnection] = deque()  # first freed, first reused: all stay warm
+    for _ in range(plan.connections):
+        conn = ClientConnection(plan.host, plan.port)
+        selector.register(conn.sock, selectors.EVENT_READ, conn)
+        free.append(conn)
+    busy = 0
+    interval = 1.0 / plan.rate
+    next_index = 0
+    deadline = plan.start + plan.requests * interval + DRAIN_SECONDS
+    while next_index < plan.requests or busy:
+        now = time.monotonic()
+        if now > deadline:
+            result.errors += busy  # never answered
+            break
+        while next_index < plan.requests and free:
+            due = plan.start + next_index * interval
+            if due > now:
+                break
+            conn = free.popleft()
+            lag = now - due
+            if lag > LATE_AFTER:
+                result.late += 1
+                result.late_with_free_connection += conn.free_since <= due
+                result.max_lag = max(result.max_lag, lag)
+            conn.due = due
+            next_index += 1
+            try:
+                conn.send(workload.next_request())
+            except OSError:
+                result.errors += 1
+                free.append(reconnect(selector, conn, plan))
+                continue
+            conn.in_flight = True
+            busy += 1
+            result.sent += 1
+        if next_index < plan.requests and free:
+            timeout: float | None = max(0.0, plan.start + next_index * interval - now)
+        else:
+            timeout = 0.1
+        for key, _ in selector.select(timeout):
+            conn = key.data
+            try:
+                data = conn.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:  # the server closed the connection (or reset it)
+                if conn.in_flight:
+                    result.errors += 1  # that request will never be answered
+                    busy -= 1
+                else:
+                    free.remove(conn)
+                free.append(reconnect(selector, conn, plan))
+                continue
+            conn.buffer += data
+            status = conn.take_response()
+            if status is not None and not conn.in_flight:
+                continue  # not an answer to us (a 408 before closing an idle connection)
+            if status is not None:
+                done = time.monotonic()
+                latency_us = max(1, round((done - conn.due) * 1e6))
+                histogram.record_value(latency_us)
+                if status < 500:
+                    served.record_value(latency_us)
+                result.status_counts[status] += 1
+                result.finished = done
+                conn.in_flight = False
+                conn.free_since = done
+                busy -= 1
+                free.append(conn)
+    for key in list(selector.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+    selector.close()
+    result.histogram = histogram.encode()
+    result.served = served.encode()
+    return result
+
+
+def reconnect(
+    selector: selectors.BaseSelector, conn: ClientConnection, plan: Plan
+) -> ClientConnection:
+    selector.unregister(conn.sock)
+    conn.sock.close()
+    fresh = ClientConnection(plan.host, plan.port)
+    selector.register(fresh.sock, selectors.EVENT_READ, fresh)
+    fresh.free_since = time.monotonic()
+    return fresh
+
+
+@dataclass
+class Report:
+    url: str
+    workload: str
+    target_rate: float
+    connections: int
+    processes: int
+    duration: float
+    histogram: HdrHistogram
+    served: HdrHistogram
+    status_counts: Counter[int]
+    errors: int
+    late: int
+    late_with_free_connection: int
+    max_lag: float
+    elapsed: float
+
+    @property
+    def requests(self) -> int:
+        return sum(self.status_counts.values())
+
+    @property
+    def behind_schedule(self) -> bool:
+        """More than LATE_SHARE of the requests went out late."""
+        return self.late > LATE_SHARE * max(1, self.requests + self.errors)
+
+    def latency_ms(self, histogram: HdrHistogram | None = None) -> dict[str, float]:
+        h = self.histogram if histogram is None else histogram
+        at = h.get_value_at_percentile
+        return {
+            "p50": at(50) / 1000,
+            "p90": at(90) / 1000,
+            "p99": at(99) / 1000,
+            "p99.9": at(99.9) / 1000,
+            "max": h.get_max_value() / 1000,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "tool": "selectorkv load",
+            "url": self.url,
+            "workload": self.workload,
+            "target_rate": self.target_rate,
+            "rate": self.requests / self.elapsed if self.elapsed else 0.0,
+            "requests": self.requests,
+            "duration_s": self.duration,
+            "connections": self.connections,
+            "processes": self.processes,
+            "errors": self.errors,
+            "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
+            "latency_ms": self.latency_ms(),
+            "latency_ms_served": self.latency_ms(self.served),  # answers below 500
+            "behind_schedule": self.behind_schedule,
+            "late_requests": self.late,
+            "late_with_free_connection": self.late_with_free_connection,
+            "max_lag_ms": self.max_lag * 1000,
+        }
+
+    def print_summary(self, out: IO[str], err: IO[str]) -> None:
+        summary = self.as_json()
+        lat = summary["latency_ms"]
+        out.write(
+            f"Running {self.duration:g}s test @ {self.url}\n"
+            f"  {self.workload}, {self.connections} connections, {self.processes} process(es), "
+            f"target {self.target_rate:g} req/s (open loop, latency from each due time)\n"
+            f"  Latency ms: p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  p99 {lat['p99']:.3f}  "
+            f"p99.9 {lat['p99.9']:.3f}  max {lat['max']:.3f}\n"
+            f"  {summary['requests']} requests in {self.elapsed:.2f}s, {self.errors} errors, "
+            f"status {summary['status_counts']}\n"
+            f"Requests/sec: {summary['rate']:.2f}\n"
+        )
+        if self.behind_schedule:
+            cause = (
+                "this generator's loop"
+                if self.late_with_free_connection * 2 > self.late
+                else "busy connections: the server is at capacity, or raise --connections"
+            )
+            err.write(
+                f"WARNING: behind schedule: {self.late} of {self.requests + self.errors} requests "
+                f"went out more than {LATE_AFTER * 1000:g} ms after their due time (max lag "
+                f"{self.max_lag * 1000:.1f} ms); mostly {cause}. Their latency counts from the "
+                f"due time, so the figures above include the delay.\n"
+            )
+
+
+def plan_processes(rate: float, requested: int | None) -> int:
+    if requested:
+        return requested
+    return max(1, min(os.cpu_count() or 1, math.ceil(rate / PER_PROCESS_RATE)))
+
+
+def generate(
+    url: str,
+    workload: str,
+    rate: float,
+    connections: int,
+    duration: float,
+    processes: int | None = None,
+) -> Report:
+    """Run the load and return the merged report."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    count = plan_processes(rate, processes)
+    if connections < count:
+        count = connections
+    total = round(rate * duration)
+    start = time.monotonic() + 0.2 + 0.05 * count  # time to connect before request 0
+    plans = [
+        Plan(
+            host=host,
+            port=port,
+            workload=workload,
+            rate=rate / count,
+            connections=connections // count + (i < connections % count),
+            requests=total // count + (i < total % count),
+            start=start + i / rate,  # interleave the processes' schedules
+            seed=random.randrange(1 << 30),
+        )
+        for i in range(count)
+    ]
+    if count == 1:
+        results = [run_plan(plans[0])]
+    else:
+        with multiprocessing.get_context("fork").Pool(count) as pool:
+            results = pool.map(run_plan, plans)
+    merged = HdrHistogram(1, HIGHEST_US, 3)
+    served = HdrHistogram(1, HIGHEST_US, 3)
+    statuses: Counter[int] = Counter()
+    for result in results:
+        merged.decode_and_add(result.histogram)
+        served.decode_and_add(result.served)
+        statuses.update(result.status_counts)
+    finished = max((r.finished for r in results), default=start)
+    return Report(
+        url=url,
+        workload=workload,
+        target_rate=rate,
+        connections=connections,
+        processes=count,
+        duration=duration,
+        histogram=merged,
+        served=served,
+        status_counts=statuses,
+        errors=sum(r.errors for r in results),
+        late=sum(r.late for r in results),
+        late_with_free_connection=sum(r.late_with_free_connection for r in results),
+        max_lag=max(r.max_lag for r in results),
+        elapsed=max(finished - start, 1e-9),
+    )
+
+
+def write_outputs(report: Report, json_path: str | None, hgrm_path: str | None) -> None:
+    if json_path:
+        with open(json_path, "w") as out:
+            json.dump(report.as_json(), out, indent=2)
+    if hgrm_path:
+        with open(hgrm_path, "wb") as out:
+            report.histogram.output_percentile_distribution(out, 1000.0)  # in ms
+
+
+def print_spectrum(report: Report) -> None:
+    sys.stdout.write("\n  Detailed percentile spectrum (ms):\n")
+    sys.stdout.flush()
+    report.histogram.output_percentile_distribution(sys.stdout.buffer, 1000.0)
+    sys.stdout.buffer.flush()

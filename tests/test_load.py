@@ -1,0 +1,154 @@
+"""``selectorkv load``: constant rate, latency from the due time, status and
+error counts, and a loud report when it falls behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from selectorkv.lab.load import generate
+from tests.conftest import ServerProcess
+
+
+@pytest.fixture
+def selectorkv_url(tmp_path: Path) -> Iterator[str]:
+    proc = ServerProcess("--data", str(tmp_path / "db"), "--mode", "sync")
+    yield f"http://{proc.address[0]}:{proc.address[1]}"
+    proc.stop()
+
+
+def test_holds_a_constant_rate_within_3_percent(selectorkv_url: str) -> None:
+    report = generate(selectorkv_url, "put", rate=2000, connections=16, duration=3, processes=1)
+    figures = report.as_json()
+    assert figures["requests"] == 6000
+    assert figures["status_counts"] == {"201": 6000}
+    assert figures["errors"] == 0
+    assert abs(figures["rate"] - 2000) <= 0.03 * 2000, figures["rate"]
+
+
+class FreezingServer(socketserver.ThreadingTCPServer):
+    """A test server that answers every request at once with 200, except
+    during one second (from 1 s after its first request) when it answers
+    nothing: a stalled server."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), FreezingHandler)
+        self.frozen_from: float | None = None
+
+    def wait_if_frozen(self) -> None:
+        now = time.monotonic()
+        if self.frozen_from is None:
+            self.frozen_from = now + 1.0
+        if self.frozen_from <= now < self.frozen_from + 1.0:
+            time.sleep(self.frozen_from + 1.0 - now)
+
+
+class FreezingHandler(socketserver.BaseRequestHandler):
+    server: FreezingServer
+
+    def handle(self) -> None:
+        buffered = b""
+        while True:
+            while b"\r\n\r\n" not in buffered:
+                data = self.request.recv(65536)
+                if not data:
+                    return
+                buffered += data
+            _, _, buffered = buffered.partition(b"\r\n\r\n")
+            self.server.wait_if_frozen()
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_a_server_stall_shows_in_p90_not_only_in_max() -> None:
+    server = FreezingServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host, port = server.server_address[:2]
+        report = generate(f"http://{host}:{port}", "get", 400, 4, 4, processes=1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    latency = report.latency_ms()
+    # A quarter of the requests were due during the stall and waited for it.
+    assert latency["p90"] > 300, latency
+    assert latency["max"] > 900, latency
+    assert latency["p50"] < 50, latency
+    assert report.status_counts == {200: 1600}
+
+
+def test_counts_status_codes(selectorkv_url: str) -> None:
+    report = generate(selectorkv_url, "get", rate=500, connections=4, duration=1, processes=1)
+    assert report.status_counts == {404: 500}  # an empty database
+    mixed = generate(selectorkv_url, "mixed", rate=500, connections=4, duration=1, processes=1)
+    assert set(mixed.status_counts) <= {200, 201, 404} and 201 in mixed.status_counts
+
+
+def test_counts_errors_when_the_server_hangs_up() -> None:
+    """A test server that reads each request and closes without answering."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def hang_up() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.recv(65536)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        port = listener.getsockname()[1]
+        report = generate(f"http://127.0.0.1:{port}", "get", 100, 2, 1, processes=1)
+    finally:
+        stop.set()
+        listener.close()
+    assert report.errors == 100
+    assert report.requests == 0
+
+
+def test_reports_falling_behind_loudly(selectorkv_url: str) -> None:
+    report = generate(selectorkv_url, "get", rate=50_000, connections=2, duration=1, processes=1)
+    assert report.behind_schedule
+    out, err = io.StringIO(), io.StringIO()
+    report.print_summary(out, err)
+    assert err.getvalue().startswith("WARNING: behind schedule")
+    assert "busy connections" in err.getvalue()  # 2 connections cannot carry 50k/s
+
+
+def test_command_line_writes_json_and_hgrm(selectorkv_url: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "selectorkv", "load", "--url", selectorkv_url,
+         "--workload", "put", "--rate", "1000", "--connections", "8", "--duration", "1",
+         "--json", str(tmp_path / "run.json"), "--hgrm", str(tmp_path / "run.hgrm")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Requests/sec:" in result.stdout and "Detailed percentile spectrum" in result.stdout
+    figures = json.loads((tmp_path / "run.json").read_text())
+    for key in ("target_rate", "rate", "requests", "duration_s", "errors", "status_counts"):
+        assert key in figures
+    assert set(figures["latency_ms"]) == {"p50", "p90", "p99", "p99.9", "max"}
+    assert figures["requests"] == 1000
+    assert "Percentile" in (tmp_path / "run.hgrm").read_text()
+
+
+def test_spreads_over_processes(selectorkv_url: str) -> None:
+    report = generate(selectorkv_url, "get", rate=2000, connections=8, duration=1, processes=2)
+    assert report.processes == 2
+    assert report.requests == 2000
