@@ -420,6 +420,7 @@ class Connection:
                 if piece is None:
                     self._stream = None
                     self.end_response()  # the terminating zero-length chunk
+                    self._parsing_paused = True  # a pipelined request may wait in h11
                     return
                 self.send_body(piece)
         except Exception:

@@ -281,3 +281,15 @@ def test_shutdown_cuts_a_stream_that_outlasts_the_grace_period(
     assert not received.endswith(b"\r\n0\r\n\r\n")  # cut: never a well-formed lie
     stopper.join(15)
     assert not stopper.is_alive()
+
+
+def test_request_pipelined_behind_a_range_is_answered(server: Server) -> None:
+    """The GET arrives in the same read as the range request, so it waits in
+    h11's buffer while the range streams over several slices."""
+    entries = {f"k{i:03d}": b"%03d" % i * 400 for i in range(60)}  # 72 KB: several slices
+    put_all(server, entries)
+    client = RawClient(server.address)
+    client.send(request_bytes("GET", "/v0/entities?start=k") + request_bytes("GET", "/v0/status"))
+    body = client.read_reply().body
+    assert body == b"".join(k.encode() + b"\n" + v for k, v in entries.items())
+    assert client.read_reply().status == 200
