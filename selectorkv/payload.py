@@ -52,6 +52,9 @@ class InlineExecutor:
     def resume(self, conn: Connection) -> None:
         conn.produce_slice()
 
+    def is_full(self) -> bool:
+        return False
+
 
 class PayloadPool:
     """Async mode: a bounded queue in front of ``workers`` PayloadThreads."""
@@ -87,6 +90,9 @@ class PayloadPool:
                 self._queue.put((conn, request))
         if not admitted:
             conn.respond(SERVICE_UNAVAILABLE)
+
+    def is_full(self) -> bool:
+        return self._queue.qsize() >= self._capacity
 
     def resume(self, conn: Connection) -> None:
         """On the SelectorThread: have a PayloadThread produce the next slice

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -105,3 +106,30 @@ def test_connection_cap_leaves_new_clients_in_the_backlog(make_server: ServerFac
     assert waiting.read_reply().status == 200  # accepted once a slot was free
     for client in held:
         assert client.request("GET", "/v0/status").status == 200
+
+
+def test_full_queue_sheds_plain_requests_and_keeps_the_connection(
+    make_blocking_server: BlockingServerFactory,
+) -> None:
+    """Injected blocking storage fills the queue; pipelined plain requests
+    (a GET and a PUT with a body) get 503 straight from their bytes, the
+    PUT is not stored, and the same connection works once the queue drains."""
+    server, storage = make_blocking_server("async", workers=1, queue_size=1)
+    running, queued = RawClient(server.address), RawClient(server.address)
+    running.send(request_bytes("PUT", "/v0/entity?id=a", b"1"))
+    assert storage.entered.acquire(timeout=10)
+    queued.send(request_bytes("PUT", "/v0/entity?id=b", b"2"))
+    time.sleep(0.2)  # b is in the queue now
+    shed = RawClient(server.address)
+    shed.send(
+        request_bytes("GET", "/v0/entity?id=a")
+        + request_bytes("PUT", "/v0/entity?id=c", b"body")
+        + request_bytes("GET", "/v0/status", extra="Transfer-Encoding: chunked\r\n")
+        + b"0\r\n\r\n"
+    )
+    assert [shed.read_reply().status for _ in range(3)] == [503, 503, 503]
+    storage.gate.set()
+    assert running.read_reply().status == 201
+    assert queued.read_reply().status == 201
+    assert shed.request("GET", "/v0/entity?id=c").status == 404  # the shed PUT stored nothing
+    assert shed.request("GET", "/v0/entity?id=b").body == b"2"
