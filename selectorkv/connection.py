@@ -649,6 +649,8 @@ def _plain_request_size(data: bytes, max_head: int) -> int | None:
         or b"\ntransfer-encoding" in lowered
         or b"\nconnection:" in lowered
         or b"\nexpect:" in lowered
+        or b"\ncontent-length " in lowered  # h11 refuses space before the colon
+        or b"\ncontent-length\t" in lowered
         or _raw_head_problem(head)
     ):
         return None
