@@ -27,6 +27,7 @@ from selectorkv.config import (
     Option,
     ServerConfig,
     boolean,
+    byte_size,
     default_of,
     positive_float,
     positive_int,
@@ -60,6 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for option in OPTIONS:
         _add_option(serve, option)
+    fill = commands.add_parser(
+        "fill",
+        help="fill a database for the study: the whole key space, then filler",
+        description=(
+            "Write every key of the benchmark key space (random 3-letter ids, 238,328 of "
+            "them) with a random 300-byte value, then filler entries after them until the "
+            "directory reaches --size. Safe to interrupt and run again. Needs no server "
+            "(and no server may hold the directory)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    fill.add_argument("--data", default="./data", help="RocksDB directory")
+    fill.add_argument("--size", type=byte_size, default="100MiB", help="target size on disk")
     load = commands.add_parser(
         "load",
         help="send load at a constant rate and report latency (open loop)",
@@ -159,6 +173,24 @@ def raise_open_file_limit() -> None:
         log.debug("open-file limit raised from %d to %d", soft, hard)
 
 
+def fill(args: argparse.Namespace) -> int:
+    from selectorkv.lab.fill import fill as fill_database
+
+    try:
+        report = fill_database(args.data, args.size, sys.stderr)
+    except KeyboardInterrupt:
+        print("\nfill interrupted: run the same command again to continue", file=sys.stderr)
+        return 130
+    except StorageError as exc:
+        print(f"selectorkv fill: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.data}: {report.keys:,} keys of the key space and {report.fillers:,} filler "
+        f"entries, {report.size / 2**20:.1f} MiB on disk"
+    )
+    return 0
+
+
 def load(args: argparse.Namespace) -> int:
     try:
         from selectorkv.lab import load as generator
@@ -186,5 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "load":
         return load(args)
+    if args.command == "fill":
+        return fill(args)
     parser.print_help(sys.stderr)
     return 2

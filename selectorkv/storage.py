@@ -110,6 +110,32 @@ class RocksStorage:
         except Exception as exc:
             raise StorageError(f"delete failed: {exc}") from exc
 
+    def put_many(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Store many entries in one atomic write (one write-ahead-log append)."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in items:
+            batch.put(key, value)
+        try:
+            self._db.write(batch)
+        except Exception as exc:
+            raise StorageError(f"batch write failed: {exc}") from exc
+
+    def table_files_size(self) -> int:
+        """Bytes in the live table files: the data on disk, without the
+        write-ahead log or files that compaction is about to delete."""
+        try:
+            return int(self._db.property_int_value("rocksdb.live-sst-files-size") or 0)
+        except Exception as exc:
+            raise StorageError(f"size query failed: {exc}") from exc
+
+    def flush(self) -> None:
+        """Write the memtable out to table files (so the directory's size
+        reflects the data)."""
+        try:
+            self._db.flush()
+        except Exception as exc:
+            raise StorageError(f"flush failed: {exc}") from exc
+
     def range(self, start: bytes, end: bytes | None) -> RocksCursor:
         try:
             return RocksCursor(self._db, start, end)

@@ -45,9 +45,8 @@ from urllib.parse import urlsplit
 
 from hdrh.histogram import HdrHistogram
 
-ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-ID_LENGTH = 3  # the seed's workload, as in wrk_scripts/common.lua
-BODY_LENGTH = 300
+from selectorkv.lab.keyspace import ALPHABET, BODY_LENGTH, ID_LENGTH
+
 WORKLOADS = ("put", "get", "delete", "mixed")
 LATE_AFTER = 0.001  # seconds after its due time that make a request late
 LATE_SHARE = 0.01  # the share of late requests that is reported as falling behind

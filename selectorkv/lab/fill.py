@@ -1,0 +1,126 @@
+"""``selectorkv fill``: a database ready for the study, as the seed's was.
+
+Every key of the benchmark key space is written first (so GETs in a run
+hit), with a random 300-letter value; then filler entries under keys that
+sort after the key space (``~fill...``) until the directory reaches the
+requested size. Writes go in batches, one write-ahead-log append each.
+
+Progress is kept in the database itself (two ``~fill-*`` keys), so an
+interrupted fill picks up where it stopped when run again, and a finished
+one returns at once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from selectorkv.lab.keyspace import ALPHABET, BODY_LENGTH, KEY_COUNT, all_keys
+from selectorkv.storage import RocksStorage
+
+BATCH = 4096  # entries per atomic write
+FLUSH_EVERY = 16 * 1024 * 1024  # bytes written between size checks
+KEY_SPACE_DONE = b"~fill-keyspace-done"
+NEXT_FILLER = b"~fill-next"
+
+
+@dataclass
+class FillReport:
+    keys: int  # of the key space, present
+    fillers: int
+    size: int  # bytes of table files on disk
+
+
+class Values:
+    """Random 300-letter values, cut from one random pool (fast)."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._random = random.Random(seed)
+        self._pool = "".join(self._random.choices(ALPHABET, k=1 << 16)).encode()
+
+    def next(self) -> bytes:
+        start = self._random.randrange(len(self._pool) - BODY_LENGTH)
+        return self._pool[start : start + BODY_LENGTH]
+
+
+def batches(keys: Iterator[bytes], values: Values) -> Iterator[list[tuple[bytes, bytes]]]:
+    batch: list[tuple[bytes, bytes]] = []
+    for key in keys:
+        batch.append((key, values.next()))
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class Progress:
+    """A one-line progress bar on ``out`` (a terminal or a log)."""
+
+    def __init__(self, out: IO[str] | None, target: int) -> None:
+        self._out = out
+        self._target = target
+
+    def show(self, size: int, stage: str) -> None:
+        if self._out is None:
+            return
+        share = min(1.0, size / self._target)
+        bar = "#" * round(share * 30)
+        self._out.write(
+            f"\rfill: [{bar:<30}] {share:4.0%} {size / 2**20:7.1f} / "
+            f"{self._target / 2**20:.1f} MiB  {stage}   "
+        )
+        self._out.flush()
+
+    def done(self) -> None:
+        if self._out is not None:
+            self._out.write("\n")
+
+
+def fill(path: str, size: int, progress_out: IO[str] | None = None) -> FillReport:
+    """Fill ``path`` (created if missing) to at least ``size`` bytes."""
+    os.makedirs(path, exist_ok=True)
+    storage = RocksStorage(path)
+    progress = Progress(progress_out, size)
+    values = Values()
+    written_since_flush = 0
+
+    def size_now() -> int:
+        # Table files plus what has not been flushed into them yet. The
+        # directory itself overstates the data while compaction runs (old
+        # files wait to be deleted), so it is not what is measured.
+        return storage.table_files_size() + written_since_flush
+
+    def write(batch: list[tuple[bytes, bytes]]) -> None:
+        nonlocal written_since_flush
+        storage.put_many(batch)
+        written_since_flush += len(batch) * BODY_LENGTH
+        if written_since_flush >= FLUSH_EVERY:
+            storage.flush()  # the size on disk catches up with what was written
+            written_since_flush = 0
+
+    try:
+        if storage.get(KEY_SPACE_DONE) is None:
+            for number, batch in enumerate(batches(all_keys(), values), start=1):
+                write(batch)
+                done = min(number * BATCH, KEY_COUNT)
+                progress.show(size_now(), f"key space {done:,}/{KEY_COUNT:,}")
+            storage.put(KEY_SPACE_DONE, b"1")
+        next_filler = int(storage.get(NEXT_FILLER) or b"0")
+        storage.flush()
+        while (current := size_now()) < size:
+            progress.show(current, f"filler {next_filler:,}")
+            keys = (b"~fill%010d" % i for i in range(next_filler, next_filler + BATCH))
+            for batch in batches(keys, values):
+                next_filler += len(batch)
+                write([*batch, (NEXT_FILLER, b"%d" % next_filler)])  # progress, atomically
+        storage.flush()
+        final = size_now()
+        progress.show(final, "done")
+        progress.done()
+        return FillReport(keys=KEY_COUNT, fillers=next_filler, size=final)
+    finally:
+        storage.close()
