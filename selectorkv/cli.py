@@ -32,6 +32,7 @@ from selectorkv.config import (
     positive_float,
     positive_int,
 )
+from selectorkv.lab.keyspace import WORKLOADS
 from selectorkv.storage import RocksStorage, StorageError
 
 log = logging.getLogger("selectorkv")
@@ -66,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fill a database for the study: the whole key space, then filler",
         description=(
             "Write every key of the benchmark key space (random 3-letter ids, 238,328 of "
-            "them) with a random 300-byte value, then filler entries after them until the "
-            "directory reaches --size. Safe to interrupt and run again. Needs no server "
-            "(and no server may hold the directory)."
+            "them) with a random 300-byte value, then filler entries after them until "
+            "RocksDB's table files reach --size. Safe to interrupt and run again. Needs no "
+            "server (and no server may hold the directory)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     load.add_argument("--url", default="http://127.0.0.1:8080", help="server to load")
-    load.add_argument("--workload", choices=("put", "get", "delete", "mixed"), default="get")
+    load.add_argument("--workload", choices=WORKLOADS, default="get")
     load.add_argument("--rate", type=positive_float, required=True, help="requests per second")
     load.add_argument("--connections", type=positive_int, default=64, help="keep-alive connections")
     load.add_argument("--duration", type=positive_float, default=10.0, help="seconds of load")

@@ -11,6 +11,7 @@ ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 ID_LENGTH = 3
 BODY_LENGTH = 300
 KEY_COUNT = len(ALPHABET) ** ID_LENGTH
+WORKLOADS = ("put", "get", "delete", "mixed")  # mixed: half GET, half PUT
 
 
 def all_keys() -> Iterator[bytes]:

@@ -47,7 +47,6 @@ from hdrh.histogram import HdrHistogram
 
 from selectorkv.lab.keyspace import ALPHABET, BODY_LENGTH, ID_LENGTH
 
-WORKLOADS = ("put", "get", "delete", "mixed")
 LATE_AFTER = 0.001  # seconds after its due time that make a request late
 LATE_SHARE = 0.01  # the share of late requests that is reported as falling behind
 HIGHEST_US = 3_600_000_000  # an hour, in microseconds
