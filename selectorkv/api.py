@@ -14,7 +14,7 @@ such as ``%zz`` is a client error (400), not a key.
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import NamedTuple
 
 from selectorkv.storage import Cursor, Storage, StorageError
@@ -57,6 +57,7 @@ NOT_FOUND = Response(404)
 ENTITY_METHODS = Response(405, headers=((b"allow", b"GET, PUT, DELETE"),))
 GET_ONLY = Response(405, headers=((b"allow", b"GET"),))
 INTERNAL_ERROR = Response(500)
+METRICS_TYPE = ((b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),)
 SERVICE_UNAVAILABLE = Response(503)
 
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
@@ -119,8 +120,9 @@ def entry_chunks(cursor: Cursor) -> Generator[bytes, None, None]:
 class Api:
     """Routes a ``Request`` to the storage and returns a ``Response``."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, metrics: Callable[[], bytes] | None = None) -> None:
         self._storage = storage
+        self._metrics = metrics  # the server's /metrics text, when there is a server
 
     def handle(self, request: Request) -> Response:
         """Never raises: a storage failure is a 500, logged with its cause.
@@ -137,6 +139,10 @@ class Api:
                 return STATUS_OK if request.method == b"GET" else GET_ONLY
             if path == b"/v0/entities":
                 return self._entities(request.method, query)
+            if path == b"/metrics" and self._metrics is not None:
+                if request.method != b"GET":
+                    return GET_ONLY
+                return Response(200, self._metrics(), METRICS_TYPE)
             return UNKNOWN_PATH
         except StorageError as exc:
             log.error("storage error on %r %r: %s", request.method, request.target, exc)

@@ -100,6 +100,7 @@ from http import HTTPStatus
 from selectors import EVENT_READ, EVENT_WRITE
 from typing import TYPE_CHECKING, Protocol
 
+from selectorkv import metrics
 from selectorkv.api import Request, Response
 from selectorkv.outbound import OutboundBuffer
 from selectorkv.parser import h11
@@ -182,6 +183,7 @@ class Connection:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_size)
         self._out = OutboundBuffer()
         self._head: h11.Request | None = None
+        self._method = b"-"  # of the request being answered, for the metrics
         self._body: list[bytes] = []
         self._body_size = 0
         # When the head of the next request started to arrive; a fresh
@@ -296,6 +298,7 @@ class Connection:
             if not data:
                 self._peer_eof = True  # the client is done: now we may close
             return  # lingering: whatever the client still sends is discarded
+        self.reactor.stats.bytes_in += len(data)
         if not data:
             self._peer_eof = True
         elif self._executor.is_full() and self._between_requests():
@@ -329,7 +332,9 @@ class Connection:
         intact. Anything less plain goes to h11 as usual.
         """
         shed = 0
+        responses = self.reactor.stats.responses
         while (size := _plain_request_size(data, self._limits.max_header_size)) is not None:
+            responses[(data[: data.find(b" ")], 503)] += 1
             data = data[size:]
             self._out.append(_SHED_RESPONSE)
             shed += 1
@@ -384,6 +389,7 @@ class Connection:
     def _on_request_head(self, head: h11.Request) -> None:
         self._head_since = None
         self._head = head
+        self._method = head.method
         if head.http_version not in (b"1.0", b"1.1"):
             self._reject(505, b"only HTTP/1.0 and HTTP/1.1 are served\n")
             return
@@ -412,6 +418,7 @@ class Connection:
         self._head = None
         self._body = []
         self._body_size = 0
+        self.reactor.stats.requests += 1
         self._executor.execute(self, request)
 
     def _request_begun(self) -> bool:
@@ -431,6 +438,8 @@ class Connection:
     def respond(self, response: Response) -> None:
         """Produce a response: a whole one, which ends the request cycle, or
         the head and first slice of a streamed one (see ``produce_slice``)."""
+        self._stats().responses[(self._method, response.status)] += 1
+        self._method = b"-"  # until the next request's head
         if response.stream is None:
             self.send_head(response.status, response.headers, len(response.body))
             self.send_body(response.body)
@@ -529,11 +538,15 @@ class Connection:
         else:
             self._out.append(b"".join(pieces))
 
+    def _stats(self) -> metrics.ThreadStats:
+        """The counters of the thread that owns the connection now."""
+        return self.reactor.stats if self.owner is Owner.SELECTOR else metrics.current()
+
     def _flush(self) -> None:
         if not self._out.size or self._broken:
             return
         try:
-            self._out.send_to(self.sock)
+            self._stats().bytes_out += self._out.send_to(self.sock)
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:

@@ -45,12 +45,13 @@ class OutboundBuffer:
         self._pieces.clear()
         self.size = 0
 
-    def send_to(self, sock: socket.socket) -> None:
-        """Send as much as the socket takes now.
+    def send_to(self, sock: socket.socket) -> int:
+        """Send as much as the socket takes now; return how many bytes went.
 
         Raises BlockingIOError when the socket takes nothing, OSError when
         the peer is gone; the caller decides what either means.
         """
+        before = self.size
         pieces = self._pieces
         if self.size <= JOIN_BELOW:
             # A small response (head + value), the usual case: one copy is
@@ -62,7 +63,7 @@ class OutboundBuffer:
             if sent < len(data):
                 pieces.append(memoryview(data)[sent:])
             self.size -= sent
-            return
+            return sent
         while pieces:
             if len(pieces) == 1:
                 offered = len(pieces[0])
@@ -73,7 +74,8 @@ class OutboundBuffer:
                 sent = sock.sendmsg(batch)
             self._consume(sent)
             if sent < offered:
-                return  # the socket's send buffer is full: wait for EVENT_WRITE
+                break  # the socket's send buffer is full: wait for EVENT_WRITE
+        return before - self.size
 
     def _consume(self, sent: int) -> None:
         self.size -= sent

@@ -30,10 +30,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
+from selectorkv import metrics
 from selectorkv.api import SERVICE_UNAVAILABLE, Request, Response
 from selectorkv.connection import Connection, Owner
+from selectorkv.metrics import StatsThread
 
 log = logging.getLogger("selectorkv.payload")
 
@@ -73,7 +76,7 @@ class PayloadPool:
         )
         self._admission = threading.Lock()
         self.threads = [
-            threading.Thread(target=self._work, name=f"PayloadThread-{i}", daemon=True)
+            StatsThread(target=self._work, name=f"PayloadThread-{i}", daemon=True)
             for i in range(1, workers + 1)
         ]
 
@@ -108,9 +111,20 @@ class PayloadPool:
         for thread in self.threads:
             thread.join()
 
+    def depth(self) -> int:
+        """Requests waiting for a PayloadThread."""
+        return self._queue.qsize()
+
+    def busy(self) -> int:
+        """PayloadThreads running a task now."""
+        return sum(thread.stats.running for thread in self.threads)
+
     def _work(self) -> None:
+        stats = metrics.current()
         while (item := self._queue.get()) is not None:
             conn, request = item
+            started = time.perf_counter()
+            stats.running = 1
             try:
                 if request is None:
                     conn.produce_slice()
@@ -121,3 +135,7 @@ class PayloadPool:
                 conn.hand_back(broken=True)
             else:
                 conn.hand_back()
+            finally:
+                stats.running = 0
+                stats.tasks += 1
+                stats.busy_seconds += time.perf_counter() - started

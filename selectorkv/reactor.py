@@ -43,11 +43,11 @@ import itertools
 import logging
 import selectors
 import socket
-import threading
 import time
 from collections.abc import Callable
 
 from selectorkv.connection import Connection, Owner
+from selectorkv.metrics import StatsThread
 from selectorkv.wakeup import Wakeup
 
 log = logging.getLogger("selectorkv.reactor")
@@ -55,7 +55,7 @@ log = logging.getLogger("selectorkv.reactor")
 ConnectionFactory = Callable[[socket.socket, "SelectorThread"], Connection]
 
 
-class SelectorThread(threading.Thread):
+class SelectorThread(StatsThread):
     """One reactor: a selector, a wakeup channel, timers, its connections."""
 
     def __init__(
@@ -120,6 +120,10 @@ class SelectorThread(threading.Thread):
         if conn.timer_at is None or when < conn.timer_at:
             conn.timer_at = when
             heapq.heappush(self._timers, (when, next(self._timer_seq), conn))
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)  # len() of a set is atomic: safe from any thread
 
     def forget(self, conn: Connection) -> None:
         """``conn`` is closed; drop it (its stale timer entries expire alone)."""

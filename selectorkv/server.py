@@ -54,6 +54,7 @@ from selectorkv.acceptor import Acceptor, ConnectionSlots
 from selectorkv.api import Api
 from selectorkv.config import ServerConfig
 from selectorkv.connection import Connection, Executor, Limits
+from selectorkv.metrics import StatsThread, exposition
 from selectorkv.payload import InlineExecutor, PayloadPool
 from selectorkv.reactor import SelectorThread
 from selectorkv.storage import MAX_OPEN_FILES, Storage, StorageError
@@ -69,7 +70,7 @@ class Server:
     def __init__(self, config: ServerConfig, storage: Storage) -> None:
         self.config = config
         self._storage = storage
-        api = Api(storage)
+        api = Api(storage, metrics=self.metrics)
         self._pool: PayloadPool | None = None
         executor: Executor
         if config.mode == "async":
@@ -134,8 +135,25 @@ class Server:
         if warning:
             log.warning("%s", warning)
 
-    def _payload_threads(self) -> list[threading.Thread]:
+    def _payload_threads(self) -> list[StatsThread]:
         return [] if self._pool is None else self._pool.threads
+
+    def metrics(self) -> bytes:
+        """GET /metrics: every thread's counters, summed now, and the gauges."""
+        pool = self._pool
+        depth = pool.depth() if pool is not None else 0
+        gauges: dict[str, tuple[str, float]] = {
+            "queue_depth": ("Requests waiting for a PayloadThread.", depth),
+            "in_flight": (
+                "Requests handed to PayloadThreads and not yet answered.",
+                depth + (pool.busy() if pool is not None else 0),
+            ),
+            "connections": (
+                "Open client connections.",
+                sum(reactor.connection_count for reactor in self._reactors),
+            ),
+        }
+        return exposition(list(self._reactors), self._payload_threads(), gauges)
 
     def stop(self) -> bool:
         """Graceful stop (see "design: shutdown"); returns when all is closed,
