@@ -339,6 +339,7 @@ class Connection:
             self._out.append(_SHED_RESPONSE)
             shed += 1
         if shed:
+            self._head_since = None  # whole requests came: the connection is idle again
             self.reactor.write_at_round_end(self)
         return data
 
