@@ -72,7 +72,6 @@ class Result:
     served: bytes = b""  # HdrHistogram of the answers below 500 (not shed, not failed)
     status_counts: Counter[int] = field(default_factory=Counter)
     errors: int = 0
-    sent: int = 0
     late: int = 0
     late_with_free_connection: int = 0
     max_lag: float = 0.0
@@ -185,7 +184,6 @@ def run_plan(plan: Plan) -> Result:
                 continue
             conn.in_flight = True
             busy += 1
-            result.sent += 1
         if next_index < plan.requests and free:
             timeout: float | None = max(0.0, plan.start + next_index * interval - now)
         else:
