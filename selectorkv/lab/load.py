@@ -64,6 +64,7 @@ class Plan:
     requests: int
     start: float  # time.monotonic() of request 0, shared by all processes
     seed: int
+    closed_loop: bool = False  # send whenever a connection is free, until start + requests / rate
 
 
 @dataclass
@@ -157,15 +158,23 @@ def run_plan(plan: Plan) -> Result:
         free.append(conn)
     busy = 0
     interval = 1.0 / plan.rate
+    requests = plan.requests
+    closes = plan.start + plan.requests * interval  # closed loop: no request after this
     next_index = 0
-    deadline = plan.start + plan.requests * interval + DRAIN_SECONDS
-    while next_index < plan.requests or busy:
+    deadline = closes + DRAIN_SECONDS
+    while next_index < requests or busy:
         now = time.monotonic()
         if now > deadline:
             result.errors += busy  # never answered
             break
-        while next_index < plan.requests and free:
-            due = plan.start + next_index * interval
+        while next_index < requests and free:
+            if plan.closed_loop:
+                if now >= closes:
+                    requests = next_index  # the time is up: send no more
+                    break
+                due = max(now, plan.start)  # latency counts from the send, as in wrk
+            else:
+                due = plan.start + next_index * interval
             if due > now:
                 break
             conn = free.popleft()
@@ -184,8 +193,9 @@ def run_plan(plan: Plan) -> Result:
                 continue
             conn.in_flight = True
             busy += 1
-        if next_index < plan.requests and free:
-            timeout: float | None = max(0.0, plan.start + next_index * interval - now)
+        if next_index < requests and free:
+            first = plan.start if plan.closed_loop else plan.start + next_index * interval
+            timeout: float | None = max(0.0, first - now)
         else:
             timeout = 0.1
         for key, _ in selector.select(timeout):
@@ -239,6 +249,18 @@ def reconnect(
     return fresh
 
 
+def percentiles_ms(histogram: HdrHistogram) -> dict[str, float]:
+    """The summary percentiles of a histogram of microseconds, in ms."""
+    at = histogram.get_value_at_percentile
+    return {
+        "p50": at(50) / 1000,
+        "p90": at(90) / 1000,
+        "p99": at(99) / 1000,
+        "p99.9": at(99.9) / 1000,
+        "max": histogram.get_max_value() / 1000,
+    }
+
+
 @dataclass
 class Report:
     url: str
@@ -265,17 +287,6 @@ class Report:
         """More than LATE_SHARE of the requests went out late."""
         return self.late > LATE_SHARE * max(1, self.requests + self.errors)
 
-    def latency_ms(self, histogram: HdrHistogram | None = None) -> dict[str, float]:
-        h = self.histogram if histogram is None else histogram
-        at = h.get_value_at_percentile
-        return {
-            "p50": at(50) / 1000,
-            "p90": at(90) / 1000,
-            "p99": at(99) / 1000,
-            "p99.9": at(99.9) / 1000,
-            "max": h.get_max_value() / 1000,
-        }
-
     def as_json(self) -> dict[str, Any]:
         return {
             "tool": "selectorkv load",
@@ -285,12 +296,13 @@ class Report:
             "rate": self.requests / self.elapsed if self.elapsed else 0.0,
             "requests": self.requests,
             "duration_s": self.duration,
+            "elapsed_s": self.elapsed,  # from request 0's due time to the last answer
             "connections": self.connections,
             "processes": self.processes,
             "errors": self.errors,
             "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
-            "latency_ms": self.latency_ms(),
-            "latency_ms_served": self.latency_ms(self.served),  # answers below 500
+            "latency_ms": percentiles_ms(self.histogram),
+            "latency_ms_served": percentiles_ms(self.served),  # answers below 500
             "behind_schedule": self.behind_schedule,
             "late_requests": self.late,
             "late_with_free_connection": self.late_with_free_connection,
@@ -337,11 +349,19 @@ def generate(
     connections: int,
     duration: float,
     processes: int | None = None,
+    *,
+    closed_loop: bool = False,
 ) -> Report:
-    """Run the load and return the merged report."""
+    """Run the load and return the merged report.
+
+    With ``closed_loop`` the rate only sets the length of the run (the
+    number of requests is not bounded by it): each connection sends its next
+    request as soon as its answer arrives, as wrk does, for ``duration``
+    seconds, from one process. The lab measures a server's capacity so.
+    """
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    count = plan_processes(rate, processes)
+    count = 1 if closed_loop else plan_processes(rate, processes)
     if connections < count:
         count = connections
     total = round(rate * duration)
@@ -356,6 +376,7 @@ def generate(
             requests=total // count + (i < total % count),
             start=start + i / rate,  # interleave the processes' schedules
             seed=random.randrange(1 << 30),
+            closed_loop=closed_loop,
         )
         for i in range(count)
     ]
