@@ -136,6 +136,15 @@ class RocksStorage:
         except Exception as exc:
             raise StorageError(f"flush failed: {exc}") from exc
 
+    def compact(self) -> None:
+        """Compact every table file into its final level and wait for it:
+        a database that is copied for a benchmark then starts settled, with
+        no compaction of its own competing with the load."""
+        try:
+            self._db.compact_range(None, None)
+        except Exception as exc:
+            raise StorageError(f"compaction failed: {exc}") from exc
+
     def range(self, start: bytes, end: bytes | None) -> RocksCursor:
         try:
             return RocksCursor(self._db, start, end)

@@ -118,6 +118,8 @@ def fill(path: str, size: int, progress_out: IO[str] | None = None) -> FillRepor
                 next_filler += len(batch)
                 write([*batch, (NEXT_FILLER, b"%d" % next_filler)])  # progress, atomically
         storage.flush()
+        progress.show(size_now(), "compacting")
+        storage.compact()  # every run the lab starts on a copy begins settled
         final = size_now()
         progress.show(final, "done")
         progress.done()
