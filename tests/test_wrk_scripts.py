@@ -10,13 +10,16 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 import rocksdict
 
+from selectorkv.lab.tools import WrkPaced
 from selectorkv.server import Server
 from tests.conftest import RawClient, ServerFactory
+from tests.test_load import FreezingServer
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "wrk_scripts"
 
@@ -82,3 +85,32 @@ def test_range_script_reads_short_ranges(make_server: ServerFactory) -> None:
     output = run_wrk(server, "range.lua")
     assert requests_done(output) > 100
     assert "Non-2xx" not in output  # every range answered 200
+
+
+@needs_wrk
+def test_paced_script_holds_a_constant_rate_within_3_percent(make_server: ServerFactory) -> None:
+    server = make_server("sync")
+    host, port = server.address
+    measured = WrkPaced().constant_rate(f"http://{host}:{port}", "put", 2000, 8, 3)
+    figures = measured.figures
+    assert figures["tool"] == "wrk + paced.lua"
+    assert set(figures["status_counts"]) == {"201"}
+    assert figures["errors"] == 0
+    assert abs(figures["rate"] - 2000) <= 0.03 * 2000, figures
+    assert measured.histogram.get_total_count() == figures["requests"]
+
+
+@needs_wrk
+def test_paced_script_counts_a_stall_from_the_due_time() -> None:
+    server = FreezingServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host, port = server.server_address[:2]
+        measured = WrkPaced().constant_rate(f"http://{host}:{port}", "get", 400, 4, 4)
+    finally:
+        server.shutdown()
+        server.server_close()
+    latency = measured.figures["latency_ms"]
+    # About a quarter of the requests were due during the one-second stall.
+    assert latency["p90"] > 300, latency
+    assert latency["p50"] < 50, latency

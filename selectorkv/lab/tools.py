@@ -1,0 +1,304 @@
+"""The load tools the lab can drive, behind one interface.
+
+# design
+
+The study needs two things from a load tool: the closed-loop maximum of a
+server (its capacity), and a run at a constant request rate whose latencies
+are counted from each request's due time, as an HdrHistogram. Three tools
+can give them:
+
+- ``selectorkv`` -- this package's open-loop generator (lab/load.py), always
+  there;
+- ``wrk`` -- Debian's wrk 4, closed loop by design, paced to a constant rate
+  by wrk_scripts/paced.lua (one connection per wrk thread);
+- ``wrk2`` -- when it is on PATH: ``-R`` and ``-L``, the seed's tool. Its
+  percentile spectrum is read back into a histogram.
+
+Every run comes back as a ``Measurement``: the figures of
+``selectorkv load --json`` plus the histogram, so the rest of the lab never
+asks which tool made it; the figures name the tool, and so does the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from selectorkv.lab import load
+
+WRK_SCRIPTS = Path(__file__).resolve().parents[2] / "wrk_scripts"
+TOOLS = ("selectorkv", "wrk", "wrk2")
+
+
+@dataclass
+class Measurement:
+    figures: dict[str, Any]  # the schema of ``selectorkv load --json``
+    histogram: HdrHistogram  # latency in microseconds, every answer
+
+    @property
+    def served_rate(self) -> float:
+        return served_rate(self.figures)
+
+    def save(self, stem: Path) -> None:
+        """``stem.json`` (the figures) and ``stem.hgrm`` (the spectrum, in ms)."""
+        stem.with_suffix(".json").write_text(json.dumps(self.figures, indent=2) + "\n")
+        with open(stem.with_suffix(".hgrm"), "wb") as out:
+            self.histogram.output_percentile_distribution(out, 1000.0)
+
+
+def served_rate(figures: dict[str, Any]) -> float:
+    """Answers below 500 per second: what the server did, not what it shed.
+    (wrk2 counts only "non-2xx", which is then taken as not served.)"""
+    served = sum(n for code, n in figures["status_counts"].items() if code[0] in "1234")
+    seconds: float = figures["elapsed_s"]
+    return served / seconds if seconds else 0.0
+
+
+def figures_from(
+    tool: str,
+    workload: str,
+    target_rate: float | None,
+    connections: int,
+    duration: float,
+    elapsed: float,
+    statuses: dict[str, int],
+    errors: int,
+    histogram: HdrHistogram,
+    behind_schedule: bool,
+) -> dict[str, Any]:
+    requests = sum(statuses.values())
+    return {
+        "tool": tool,
+        "workload": workload,
+        "target_rate": target_rate,
+        "rate": requests / elapsed if elapsed else 0.0,
+        "requests": requests,
+        "duration_s": duration,
+        "elapsed_s": elapsed,
+        "connections": connections,
+        "errors": errors,
+        "status_counts": statuses,
+        "latency_ms": load.percentiles_ms(histogram),
+        "behind_schedule": behind_schedule,
+    }
+
+
+class LoadTool:
+    name = ""
+
+    def capacity(self, url: str, workload: str, connections: int, duration: float) -> float:
+        """Closed-loop answers below 500 per second."""
+        raise NotImplementedError
+
+    def constant_rate(
+        self, url: str, workload: str, rate: float, connections: int, duration: float
+    ) -> Measurement:
+        raise NotImplementedError
+
+
+class SelectorkvLoad(LoadTool):
+    name = "selectorkv load"
+
+    def _run(
+        self,
+        url: str,
+        workload: str,
+        rate: float,
+        connections: int,
+        duration: float,
+        closed_loop: bool,
+    ) -> Measurement:
+        report = load.generate(url, workload, rate, connections, duration, closed_loop=closed_loop)
+        figures = report.as_json()
+        if closed_loop:
+            figures["target_rate"] = None
+        return Measurement(figures, report.histogram)
+
+    def capacity(self, url: str, workload: str, connections: int, duration: float) -> float:
+        return self._run(url, workload, 1e6, connections, duration, True).served_rate
+
+    def constant_rate(
+        self, url: str, workload: str, rate: float, connections: int, duration: float
+    ) -> Measurement:
+        return self._run(url, workload, rate, connections, duration, False)
+
+
+def _wrk_duration(duration: float) -> str:
+    return f"{max(1, round(duration))}s"
+
+
+class WrkPaced(LoadTool):
+    """Debian's wrk: plain for the closed loop, paced.lua for a constant rate."""
+
+    name = "wrk + paced.lua"
+
+    def __init__(self, binary: str = "wrk") -> None:
+        self.binary = binary
+
+    def capacity(self, url: str, workload: str, connections: int, duration: float) -> float:
+        script = WRK_SCRIPTS / f"{workload}.lua"
+        out = _run_tool(
+            [
+                self.binary,
+                "-t1",
+                f"-c{connections}",
+                f"-d{_wrk_duration(duration)}",
+                "-s",
+                str(script),
+                url,
+            ]
+        )
+        # Every answer counts: wrk cannot tell a 404 (served) from a 503, and
+        # a closed loop of 64 connections never fills the server's queue.
+        return float(_find(r"Requests/sec:\s+([\d.]+)", out))
+
+    def constant_rate(
+        self, url: str, workload: str, rate: float, connections: int, duration: float
+    ) -> Measurement:
+        with tempfile.TemporaryDirectory() as scratch:
+            out_path = Path(scratch) / "paced.json"
+            env = dict(
+                os.environ, PACED_RATE=str(rate), PACED_WORKLOAD=workload, PACED_OUT=str(out_path)
+            )
+            _run_tool(
+                [
+                    self.binary,
+                    f"-t{connections}",
+                    f"-c{connections}",
+                    f"-d{_wrk_duration(duration)}",
+                    "-s",
+                    str(WRK_SCRIPTS / "paced.lua"),
+                    url,
+                ],
+                env,
+            )
+            paced = json.loads(out_path.read_text())
+        histogram = HdrHistogram(1, load.HIGHEST_US, 3)
+        for micros, count in paced["histogram_us"].items():
+            histogram.record_value(max(1, int(float(micros))), count)
+        requests = sum(paced["status_counts"].values())
+        return Measurement(
+            figures_from(
+                self.name,
+                workload,
+                rate,
+                connections,
+                duration,
+                paced["elapsed_s"],
+                paced["status_counts"],
+                paced["errors"],
+                histogram,
+                paced["late"] > load.LATE_SHARE * max(1, requests),
+            ),
+            histogram,
+        )
+
+
+class Wrk2(LoadTool):
+    """wrk2 (-R, -L), the seed's tool, with the same workload scripts."""
+
+    name = "wrk2"
+
+    def __init__(self, binary: str = "wrk2") -> None:
+        self.binary = binary
+
+    def _command(
+        self, url: str, workload: str, rate: float, connections: int, duration: float
+    ) -> list[str]:
+        threads = min(connections, os.cpu_count() or 1)
+        return [
+            self.binary,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{_wrk_duration(duration)}",
+            f"-R{round(rate)}",
+            "-L",
+            "-s",
+            str(WRK_SCRIPTS / f"{workload}.lua"),
+            url,
+        ]
+
+    def capacity(self, url: str, workload: str, connections: int, duration: float) -> float:
+        # A rate far above any capacity: wrk2 then sends as fast as answers come.
+        out = _run_tool(self._command(url, workload, 1e6, connections, duration))
+        return parse_wrk2(out, self.name, workload, None, connections, duration).served_rate
+
+    def constant_rate(
+        self, url: str, workload: str, rate: float, connections: int, duration: float
+    ) -> Measurement:
+        out = _run_tool(self._command(url, workload, rate, connections, duration))
+        return parse_wrk2(out, self.name, workload, rate, connections, duration)
+
+
+SPECTRUM_LINE = re.compile(r"^\s*([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+|inf)\s*$", re.M)
+
+
+def parse_wrk2(
+    out: str, tool: str, workload: str, rate: float | None, connections: int, duration: float
+) -> Measurement:
+    """A Measurement from wrk2's output with ``-L``: the detailed percentile
+    spectrum (value in ms, cumulative count) becomes a histogram again."""
+    histogram = HdrHistogram(1, load.HIGHEST_US, 3)
+    seen = 0
+    for value_ms, _, cumulative, _ in SPECTRUM_LINE.findall(out.split("Detailed Percentile")[-1]):
+        count = int(cumulative) - seen
+        if count > 0:
+            histogram.record_value(max(1, round(float(value_ms) * 1000)), count)
+            seen = int(cumulative)
+    requests = int(_find(r"(\d+) requests in", out))
+    rejected = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non_2xx = int(rejected.group(1)) if rejected else 0
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    rate_seen = float(_find(r"Requests/sec:\s+([\d.]+)", out))
+    statuses = {"2xx": requests - non_2xx}
+    if non_2xx:
+        statuses["non-2xx"] = non_2xx  # wrk2 does not say which codes
+    elapsed = requests / rate_seen if rate_seen else duration
+    return Measurement(
+        figures_from(
+            tool, workload, rate, connections, duration, elapsed, statuses, errors, histogram, False
+        ),
+        histogram,
+    )
+
+
+def _find(pattern: str, text: str) -> str:
+    found = re.search(pattern, text)
+    if not found:
+        raise RuntimeError(f"unexpected load tool output (no {pattern!r}):\n{text[-2000:]}")
+    return found.group(1)
+
+
+def _run_tool(command: list[str], env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return done.stdout
+
+
+FACTORIES: dict[str, Callable[[], LoadTool]] = {
+    "selectorkv": SelectorkvLoad,
+    "wrk": WrkPaced,
+    "wrk2": Wrk2,
+}
+
+
+def choose(name: str) -> LoadTool:
+    """``auto``: wrk2 when it is on PATH (the seed's tool), else selectorkv load."""
+    if name == "auto":
+        name = "wrk2" if shutil.which("wrk2") else "selectorkv"
+    if name != "selectorkv" and not shutil.which(name):
+        raise RuntimeError(f"{name} is not on PATH")
+    if name != "selectorkv" and not (WRK_SCRIPTS / "paced.lua").exists():
+        raise RuntimeError(f"{name} needs wrk_scripts/ (run the lab from a checkout)")
+    return FACTORIES[name]()
