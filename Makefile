@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-fast test-reliability lint bench bench-compare clean
+.PHONY: serve test test-fast test-reliability lint bench bench-compare report clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -52,10 +52,15 @@ bench-compare: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest benchmarks $(BENCH_COLUMNS) --benchmark-compare \
 		--benchmark-compare-fail=median:$(BENCH_THRESHOLD) $(ARGS)
 
+# The study (selectorkv lab): about 15 minutes; `make report ARGS=--quick` for
+# a few. Writes reports/latest/report.md with plots, data and profiles.
+report: $(VENV)/.installed-dev
+	$(BIN)/selectorkv lab --out reports/latest $(ARGS)
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check selectorkv tests benchmarks
 	$(BIN)/ruff format --check selectorkv tests benchmarks
 	$(BIN)/mypy selectorkv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks *.egg-info data-lab

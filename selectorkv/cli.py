@@ -20,6 +20,7 @@ import resource
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from selectorkv import __version__
 from selectorkv.config import (
@@ -100,7 +101,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     load.add_argument("--hgrm", metavar="FILE", help="write the HdrHistogram percentile spectrum")
+    lab = commands.add_parser(
+        "lab",
+        help="the sync-versus-async study: fill, load, profile, plot, report",
+        description=(
+            "Run the seed's study on this machine and write report.md, plots, raw data and "
+            "profiles to --out: for PUT and GET, each mode's capacity, constant-rate runs at "
+            "fractions of it, the breaking point, and py-spy/memray profiles. Takes about 15 "
+            "minutes (--quick: a few). Needs the 'lab' extra; py-spy needs ptrace rights "
+            "(root, or kernel.yama.ptrace_scope=0)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    lab.add_argument("--quick", action="store_true", help="short runs, fewer steps")
+    lab.add_argument("--out", default="reports/latest", help="directory for the report")
+    lab.add_argument("--data", default="./data-lab", help="filled database, reused across runs")
+    lab.add_argument("--size", type=byte_size, default="100MiB", help="fill the database to this")
+    lab.add_argument(
+        "--tool",
+        choices=("auto", "selectorkv", "wrk", "wrk2"),
+        default="auto",
+        help="load tool: wrk2 if on PATH for auto, else selectorkv's generator; "
+        "wrk means Debian's wrk paced by wrk_scripts/paced.lua",
+    )
+    lab.add_argument("--connections", type=positive_int, default=64, help="keep-alive connections")
+    lab.add_argument(
+        "--p99-bound-ms", type=positive_float, default=10.0, help="p99 bound of a held rate"
+    )
+    lab.add_argument(
+        "--ladder", type=fractions, help="fractions of capacity to run at, comma-separated"
+    )
+    lab.add_argument("--refine", type=int, help="halvings of the breaking-point search")
+    for name in ("capacity", "run", "profile"):
+        lab.add_argument(
+            f"--{name}-seconds", type=positive_float, help=f"seconds of each {name} measurement"
+        )
+    lab.add_argument(
+        "--workloads", type=workload_list, default="put,get", help="comma-separated: put, get"
+    )
+    lab.add_argument(
+        "--report-only", action="store_true", help="redraw the report from --out's data"
+    )
     return parser
+
+
+def fractions(text: str) -> tuple[float, ...]:
+    values = tuple(float(part) for part in text.split(","))
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError("positive fractions, such as 0.5,0.8,1.0")
+    return values
+
+
+def workload_list(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(","))
+    if not names or any(name not in ("put", "get") for name in names):
+        raise argparse.ArgumentTypeError("put, get or put,get")
+    return names
 
 
 def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
@@ -212,6 +268,36 @@ def load(args: argparse.Namespace) -> int:
     return 0
 
 
+def lab(args: argparse.Namespace) -> int:
+    try:
+        from selectorkv.lab import report, study, tools
+    except ImportError as exc:
+        print(f"selectorkv lab needs the lab extra: pip install 'selectorkv[lab]' ({exc})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    out = Path(args.out)
+    if not args.report_only:
+        preset = study.QUICK if args.quick else study.FULL
+        given = {key: getattr(args, key) for key in preset if getattr(args, key) is not None}
+        settings = study.Settings(
+            out=out, data=Path(args.data), size=args.size, tool=args.tool,
+            connections=args.connections, p99_bound_ms=args.p99_bound_ms, quick=args.quick,
+            workloads=args.workloads, **{**preset, **given},
+        )  # fmt: skip
+        try:
+            tool = tools.choose(args.tool)
+            study.Lab(settings, tool, sys.stderr).run()
+        except (RuntimeError, StorageError) as exc:
+            print(f"selectorkv lab: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nselectorkv lab interrupted: the data measured so far is in "
+                  f"{out}/runs.json", file=sys.stderr)  # fmt: skip
+            return 130
+    print(f"report: {report.write_report(out)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -221,5 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return load(args)
     if args.command == "fill":
         return fill(args)
+    if args.command == "lab":
+        return lab(args)
     parser.print_help(sys.stderr)
     return 2

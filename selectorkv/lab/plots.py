@@ -1,0 +1,107 @@
+"""The study's plots, drawn with matplotlib from the saved runs.
+
+- Latency by percentile, as the seed's images (and HdrHistogram's plotter)
+  draw it: the x axis is 1 / (1 - percentile) on a log scale, labelled 0%,
+  90%, 99%, 99.9%, 99.99%, so that every "nine" of the tail gets the same
+  width; one line per mode at the same rate.
+- Throughput against p99 for both modes: the served rate on x, p99 on y
+  (log), one point per constant-rate run; the bound is drawn, and where a
+  curve crosses it is the breaking point.
+- Queue depth over time in async mode, one line per rate: how the queue in
+  front of the PayloadThreads fills as the rate nears and passes capacity.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a server or in CI
+
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FixedLocator, NullLocator
+
+NINES = 5  # the x axis goes to 99.999%
+COLOURS = {"sync": "tab:blue", "async": "tab:orange"}
+
+
+def read_hgrm(path: Path) -> list[tuple[float, float]]:
+    """(percentile, latency ms) pairs from an .hgrm spectrum file."""
+    points = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 4 and not line.startswith("#") and parts[0][0].isdigit():
+            points.append((float(parts[1]), float(parts[0])))
+    return points
+
+
+def latency_by_percentile(
+    curves: dict[str, list[tuple[float, float]]], title: str, out: Path
+) -> None:
+    """One line per label, from (percentile in [0, 1], latency ms) points."""
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for label, points in curves.items():
+        xs = [1 / (1 - q) for q, _ in points if q < 1]
+        ys = [ms for q, ms in points if q < 1]
+        axes.plot(xs, ys, label=label, color=COLOURS.get(label.split()[0]), linewidth=1.6)
+    axes.set_xscale("log")
+    ticks = [10.0**k for k in range(NINES + 1)]
+    axes.xaxis.set_major_locator(FixedLocator(ticks))
+    axes.xaxis.set_minor_locator(NullLocator())
+    axes.set_xticklabels(["0%"] + [f"{100 - 100 / t:g}%" for t in ticks[1:]])
+    axes.set_xlim(1, ticks[-1])
+    axes.set_ylim(bottom=0)
+    axes.set_xlabel("percentile")
+    axes.set_ylabel("latency, ms")
+    axes.set_title(title)
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out, dpi=90)
+    plt.close(figure)
+
+
+def throughput_against_p99(
+    points: dict[str, list[tuple[float, float]]], bound_ms: float, title: str, out: Path
+) -> None:
+    """points: mode -> [(served req/s, p99 ms)] in the order of the target rates."""
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for mode, series in points.items():
+        axes.plot(
+            [r for r, _ in series],
+            [p for _, p in series],
+            marker="o",
+            label=mode,
+            color=COLOURS.get(mode),
+        )
+    axes.axhline(
+        bound_ms, color="grey", linestyle="--", linewidth=1, label=f"bound {bound_ms:g} ms"
+    )
+    axes.set_yscale("log")
+    axes.set_xlabel("served, req/s")
+    axes.set_ylabel("p99 latency, ms")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out, dpi=90)
+    plt.close(figure)
+
+
+def queue_depth(series: dict[str, list[Any]], limit: int, title: str, out: Path) -> None:
+    """series: label (a rate) -> [(seconds, depth)]."""
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for label, samples in series.items():
+        axes.plot([t for t, _ in samples], [d for _, d in samples], label=label, linewidth=1.2)
+    axes.axhline(limit, color="grey", linestyle="--", linewidth=1, label=f"--queue-size {limit}")
+    axes.set_yscale("symlog", linthresh=1)
+    axes.set_xlabel("seconds into the run")
+    axes.set_ylabel("requests queued for a PayloadThread")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(out, dpi=90)
+    plt.close(figure)

@@ -1,0 +1,211 @@
+"""Profiles of a running server: py-spy for CPU, waits and the GIL, memray
+for allocations, and what the lab reads out of them.
+
+# design
+
+The seed's profiles were async-profiler's CPU, allocation and lock flame
+graphs. Their closest analogues for CPython here (../shared/guide/lab.md):
+
+- CPU: ``py-spy record --threads``: a flame graph (SVG) and speedscope JSON,
+  one profile per thread, named SelectorThread-1, PayloadThread-1, ...
+- Locks: ``py-spy --idle`` keeps the samples of threads that wait. A wait
+  shows as the Python line that waits (``self._queue.get()``,
+  ``selector.select()``, ``with lock:``); wall-clock samples, no lock owner.
+- GIL: ``py-spy --gil`` keeps only the samples of the thread that holds it.
+- Allocations: the server started under ``memray run
+  --trace-python-allocators`` (small objects come from pymalloc and are
+  missed without it). The flame graph shows memory at its peak; ``memray
+  stats`` ranks the sites by total bytes allocated, which is what
+  async-profiler's allocation profile shows.
+
+Two py-spy processes record at once (SVG and speedscope). Both stop the
+server for each sample (py-spy's default): in ``--nonblocking`` mode, tried
+first, the samples of a thread that is running are torn and dropped more
+often than those of a waiting one, and the work vanished from the profiles
+(RocksStorage.put at 0% instead of 6% of the PayloadThread's samples).
+
+A waiting thread shows where it waits, and that includes the GIL: a
+PayloadThread woken by a task must take the GIL before it leaves
+``queue.get()``, so its "queue" share holds both waits.
+
+The lab turns each speedscope profile into shares of samples per thread
+and category (``thread_shares``), from the innermost frame outwards: the
+categories say where each kind of thread spends its time.
+"""
+
+from __future__ import annotations
+
+import json
+import linecache
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PYSPY_RATE = 100  # samples per second, within run-to-run noise (lab.md)
+
+# What a py-spy recording keeps, and the flags that say so.
+KINDS: dict[str, list[str]] = {
+    "cpu": [],  # threads on CPU
+    "wait": ["--idle"],  # every thread, waiting or not: the lock profile
+    "gil": ["--gil"],  # only the thread holding the GIL
+}
+
+
+def pyspy_binary() -> str:
+    """py-spy is a native program; pip puts it beside this interpreter."""
+    beside = Path(sys.executable).parent / "py-spy"
+    found = str(beside) if beside.exists() else shutil.which("py-spy")
+    if not found:
+        raise RuntimeError("py-spy is not installed: pip install 'selectorkv[lab]'")
+    return found
+
+
+def pyspy_command(pid: int, seconds: float, out: Path, kind: str, fmt: str) -> list[str]:
+    return [
+        pyspy_binary(),
+        "record",
+        "--pid",
+        str(pid),
+        "--threads",
+        "-d",
+        str(max(1, round(seconds))),
+        "-r",
+        str(PYSPY_RATE),
+        "-f",
+        fmt,
+        "-o",
+        str(out),
+        *KINDS[kind],
+    ]
+
+
+def start_pyspy(pid: int, seconds: float, out_dir: Path, stem: str, kind: str) -> list[Any]:
+    """Start the two recordings of one kind; returns the processes to wait for."""
+    return [
+        subprocess.Popen(
+            pyspy_command(pid, seconds, out_dir / f"{stem}{suffix}", kind, fmt),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for fmt, suffix in (("flamegraph", ".svg"), ("speedscope", ".speedscope.json"))
+    ]
+
+
+def finish(processes: list[Any]) -> None:
+    for process in processes:
+        _, err = process.communicate(timeout=120)
+        if process.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-1000:]}")
+
+
+def category(frames: list[dict[str, Any]]) -> str:
+    """Where a sample was, innermost frame first: a wait, RocksDB, h11, a
+    socket call, or other Python."""
+    leaf = frames[0]
+    name = leaf.get("name", "")
+    line = linecache.getline(leaf.get("file", ""), leaf.get("line", 0)).strip()
+    if name.endswith(".select") or name == "select":
+        return "wait: select"
+    if "_queue.get(" in line:
+        return "wait: queue"
+    if "acquire(" in line or ("with self._" in line and "lock" in line.lower()):
+        return "wait: lock"
+    if name == "sigwait":
+        return "wait: signal"
+    files = [frame.get("file", "") for frame in frames]
+    if any(path.endswith("selectorkv/storage.py") for path in files):
+        return "RocksDB"
+    if any("/h11/" in path or "/h11_mypyc/" in path for path in files):
+        return "h11"
+    if any(call in line for call in (".send(", ".recv(", ".sendmsg(", ".recv_into(")):
+        return "socket I/O"
+    return "other Python"
+
+
+@dataclass
+class ThreadProfile:
+    name: str  # SelectorThread-1, PayloadThread-1, Acceptor, MainThread
+    tid: str  # the kernel's thread id
+    seconds: float  # sampled time
+    categories: Counter[str]  # category -> seconds
+
+    @property
+    def kind(self) -> str:
+        return self.name.split("-")[0]
+
+
+def thread_profiles(speedscope: Path) -> list[ThreadProfile]:
+    """Per thread, the sampled seconds by category."""
+    data = json.loads(speedscope.read_text())
+    frames = data["shared"]["frames"]
+    profiles = []
+    for profile in data["profiles"]:
+        # py-spy names a profile 'Thread 1234 "SelectorThread-1"' (1234: the kernel's id).
+        label: str = profile["name"]
+        name = label.split('"')[1] if '"' in label else label
+        tid = label.split()[1] if label.startswith("Thread ") else ""
+        seconds: Counter[str] = Counter()
+        for sample, weight in zip(profile["samples"], profile["weights"], strict=True):
+            stack = [frames[i] for i in reversed(sample)]  # speedscope: outermost first
+            if stack:
+                seconds[category(stack)] += weight
+        profiles.append(ThreadProfile(name, tid, sum(seconds.values()), seconds))
+    return profiles
+
+
+def start_memray(command: list[str], capture: Path) -> list[str]:
+    """The server command, run under memray."""
+    return [
+        sys.executable,
+        "-m",
+        "memray",
+        "run",
+        "--trace-python-allocators",
+        "-q",
+        "-f",
+        "-o",
+        str(capture),
+        *command,
+    ]
+
+
+def memray_outputs(capture: Path, out_dir: Path, stem: str, top: int = 10) -> list[dict[str, Any]]:
+    """Flame graphs (one that opens offline, one that loads its scripts from
+    a CDN and is small enough to keep in git), and the top allocation sites
+    by total bytes."""
+    memray = [sys.executable, "-m", "memray"]
+    for name, extra in ((f"{stem}-offline.html", ["--no-web"]), (f"{stem}.html", [])):
+        subprocess.run(
+            [
+                *memray,
+                "flamegraph",
+                "--split-threads",
+                "-f",
+                *extra,
+                "-o",
+                str(out_dir / name),
+                str(capture),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    stats = out_dir / f"{stem}-stats.json"
+    subprocess.run(
+        [*memray, "stats", "--json", "-f", "-n", str(top), "-o", str(stats), str(capture)],
+        check=True,
+        capture_output=True,
+    )
+    data = json.loads(stats.read_text())
+    sites: list[dict[str, Any]] = data["top_allocations_by_size"]
+    return [
+        {
+            "site": site["location"],
+            "bytes": site["size"],
+            "share": site["size"] / max(1, data["total_bytes_allocated"]),
+        }
+        for site in sites
+    ]

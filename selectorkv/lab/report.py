@@ -1,0 +1,649 @@
+"""report.md and the plots, computed from the out directory alone.
+
+# design
+
+Every sentence of the report that states a finding is computed from the
+saved runs (runs.json, the .hgrm spectra, the speedscope profiles, memray's
+stats), and its wording follows the numbers: which mode is ahead is decided
+here, not written in advance. The comparison with the seed is the same: each
+of the seed's findings is stated, then checked against this run's data and
+marked as agreeing or not. Running ``write_report`` again on the same
+directory writes the same report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from selectorkv.config import DEFAULTS
+from selectorkv.lab import plots
+from selectorkv.lab.profile import ThreadProfile, thread_profiles
+from selectorkv.lab.tools import served_rate
+
+MODES = ("sync", "async")
+CATEGORIES = (
+    "wait: select",
+    "wait: queue",
+    "wait: lock",
+    "RocksDB",
+    "h11",
+    "socket I/O",
+    "other Python",
+)
+SERVER_THREADS = ("SelectorThread", "PayloadThread")
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"
+
+
+def machine() -> list[str]:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        memory = Path("/proc/meminfo").read_text().split()[1]
+        memory_text = f"{int(memory) / 2**20:.0f} GiB memory"
+    except OSError:
+        memory_text = "memory unknown"
+    return [
+        f"- Machine: {cpu}, {os.cpu_count()} CPUs, {memory_text}, Linux {platform.release()}",
+        f"- Python {platform.python_version()} ({sys.implementation.name})",
+    ]
+
+
+def versions(tool: str) -> str:
+    parts = []
+    for package in ("selectorkv", "h11", "rocksdict", "py-spy", "memray", "matplotlib"):
+        try:
+            parts.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            continue
+    if tool.startswith("wrk"):
+        binary = tool.split()[0]
+        try:
+            first = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
+            parts.append((first.stdout or first.stderr).splitlines()[0].strip())
+        except (OSError, IndexError):
+            parts.append(binary)
+    return "- Versions: " + ", ".join(parts)
+
+
+class Data:
+    """runs.json and the files beside it."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.study: dict[str, Any] = json.loads((out / "runs.json").read_text())
+        self.settings: dict[str, Any] = self.study["settings"]
+        self.runs: list[dict[str, Any]] = self.study["runs"]
+
+    def workloads(self) -> list[str]:
+        return list(self.study["capacity"])
+
+    def select(self, workload: str, mode: str, phases: Iterable[str]) -> list[dict[str, Any]]:
+        wanted = set(phases)
+        chosen = [
+            r
+            for r in self.runs
+            if r["workload"] == workload and r["mode"] == mode and r["phase"] in wanted
+        ]
+        return sorted(chosen, key=lambda r: r["rate"])
+
+    def at(self, workload: str, mode: str, rate: float) -> dict[str, Any] | None:
+        for run in self.select(workload, mode, ("ladder",)):
+            if run["rate"] == rate:
+                return run
+        return None
+
+    def ladder_rates(self, workload: str) -> list[float]:
+        return sorted(
+            {r["rate"] for r in self.runs if r["workload"] == workload and r["phase"] == "ladder"}
+        )
+
+    def half_rate(self, workload: str) -> float:
+        """The ladder rate nearest half of capacity."""
+        top: float = max(self.study["capacity"][workload].values())
+        return min(self.ladder_rates(workload), key=lambda rate: abs(rate - top / 2))
+
+    def first_break(self, workload: str) -> float | None:
+        """The lowest ladder rate that some mode did not hold."""
+        for rate in self.ladder_rates(workload):
+            if any(not (run := self.at(workload, m, rate)) or not run["held"] for m in MODES):
+                return rate
+        return None
+
+    def threads(self, workload: str, mode: str, kind: str) -> list[ThreadProfile]:
+        stem = self.study["profiles"].get(workload, {}).get(mode, {}).get(kind)
+        path = self.out / f"{stem}.speedscope.json"
+        return thread_profiles(path) if stem and path.exists() else []
+
+
+def shares(profiles: list[ThreadProfile], kind: str) -> dict[str, float]:
+    """Category -> share of the sampled time of the threads of one kind."""
+    chosen = [p for p in profiles if p.kind == kind]
+    total = sum(p.seconds for p in chosen)
+    if not total:
+        return {}
+    return {c: sum(p.categories[c] for p in chosen) / total for c in CATEGORIES}
+
+
+def cpu_seconds(run: dict[str, Any], tids: Iterable[str] | None = None) -> float:
+    """The server's CPU seconds (user + system, from /proc) during a run,
+    for all its threads or the given ones."""
+    cpu: dict[str, list[float]] = run.get("cpu", {})
+    chosen = cpu if tids is None else {t: cpu[t] for t in tids if t in cpu}
+    return sum(sum(used) for used in chosen.values())
+
+
+def seconds_of(run: dict[str, Any]) -> float:
+    seconds: float = run["figures"].get("elapsed_s") or run["figures"]["duration_s"]
+    return seconds
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+class Writer:
+    def __init__(self, data: Data) -> None:
+        self.data = data
+        self.lines: list[str] = []
+        self.observations: list[str] = []
+        self.seed: list[tuple[str, str, str]] = []  # (seed's finding, here, verdict)
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.add("| " + " | ".join(header) + " |", "|" + "---|" * len(header))
+        self.add(*("| " + " | ".join(row) + " |" for row in rows))
+        self.add("")
+
+    def write(self) -> str:
+        d = self.data
+        s = d.settings
+        minutes = (d.study["finished"] - d.study["started"]) / 60
+        self.add(
+            "# selectorkv lab report: sync against async",
+            "",
+            f"Made by `selectorkv lab{' --quick' if s['quick'] else ''}` on "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(d.study['started']))}, "
+            f"in {minutes:.1f} minutes. Every figure below was measured in that run; every "
+            "observation is computed from the data files beside this report.",
+            "",
+            "## Machine, versions, tool",
+            "",
+            *machine(),
+            versions(d.study["tool"]),
+            f"- Load tool: **{d.study['tool']}** for every figure (capacity and constant "
+            "rates); latency counted from each request's due time.",
+            f"- Server: defaults ({DEFAULTS.selectors} SelectorThread, {DEFAULTS.workers} "
+            f"PayloadThread in async mode, queue {DEFAULTS.queue_size}), Python threads on the "
+            f"highest-numbered CPU; the load tool, py-spy and the metrics sampler on CPUs "
+            f"{d.study['load_cpus']}.",
+            "",
+            "## Method",
+            "",
+            f"- Database filled to {int(s['size']) / 2**20:.0f} MiB (every key of the 3-letter "
+            "key space, then filler); each server starts on a fresh copy.",
+            f"- {s['connections']} keep-alive connections; ids random 3-letter strings, bodies "
+            "300 random letters (as the seed's put.lua/get.lua).",
+            f"- Capacity: closed loop for {s['capacity_seconds']:g} s. Ladder: constant rates at "
+            f"{', '.join(f'{f:g}' for f in s['ladder'])} of the larger capacity, "
+            f"{s['run_seconds']:g} s each, the same rates for both modes.",
+            f"- A rate is *held* when at least 97% of it was served (answers below 500), p99 "
+            f"is at most {s['p99_bound_ms']:g} ms, and no request failed. The breaking point "
+            f"is the highest rate held; the step search halves the interval above the "
+            f"highest held ladder rate {s['refine']} time(s).",
+            f"- Profiles at half of capacity for {s['profile_seconds']:g} s: py-spy CPU, waits "
+            "(`--idle`), GIL (`--gil`), at 100 Hz, non-blocking; allocations with memray "
+            "(`--trace-python-allocators`) at a tenth of capacity (memray slows the server).",
+            "",
+        )
+        for workload in d.workloads():
+            self.workload_section(workload)
+        self.add("## Observations", "", *(f"- {o}" for o in self.observations), "")
+        self.add(
+            "## Compared with the seed",
+            "",
+            "The seed's findings (../shared/seed/, stage 5), each checked against this run.",
+            "",
+        )
+        self.table(["the seed found", "here", "verdict"], [list(row) for row in self.seed])
+        return "\n".join(self.lines)
+
+    def workload_section(self, workload: str) -> None:
+        d = self.data
+        cap = d.study["capacity"][workload]
+        name = workload.upper()
+        self.add(f"## {name}", "", "### Capacity (closed loop)", "")
+        self.table(
+            ["sync req/s", "async req/s", "async / sync"],
+            [[f"{cap['sync']:,.0f}", f"{cap['async']:,.0f}", ratio(cap["async"], cap["sync"])]],
+        )
+        self.observations.append(
+            f"{name} capacity: sync {cap['sync']:,.0f} req/s, async {cap['async']:,.0f} req/s "
+            f"(async/sync {ratio(cap['async'], cap['sync'])})."
+        )
+        self.add("### Constant-rate runs", "")
+        rows = []
+        for rate in sorted(
+            {
+                r["rate"]
+                for r in d.runs
+                if r["workload"] == workload and r["phase"] in ("ladder", "search")
+            }
+        ):
+            for mode in MODES:
+                for run in d.select(workload, mode, ("ladder", "search")):
+                    if run["rate"] == rate:
+                        rows.append(self.run_row(run))
+        self.table(
+            [
+                "rate",
+                "mode",
+                "served req/s",
+                "p50",
+                "p90",
+                "p99",
+                "p99.9",
+                "max",
+                "503",
+                "errors",
+                "held",
+                "server CPU",
+                "CPU µs/req",
+                "data",
+            ],
+            rows,
+        )
+        if any(row[0].endswith("*") for row in rows):
+            self.add(
+                "\\* the load tool fell behind its own schedule with connections free (its "
+                "own loop was late, not the server); those latencies include its delay.",
+                "",
+            )
+        bp = d.study["breaking_point"][workload]
+        lowest = min(d.ladder_rates(workload))
+        self.add("### Breaking point", "")
+        self.table(
+            ["mode", f"highest rate held (p99 <= {d.settings['p99_bound_ms']:g} ms)"],
+            [[m, f"{bp[m]:,.0f} req/s" if bp[m] else f"none (below {lowest:,.0f})"] for m in MODES],
+        )
+        self.plots(workload)
+        self.compare_modes(workload)
+        self.profiles(workload)
+
+    def run_row(self, run: dict[str, Any]) -> list[str]:
+        f = run["figures"]
+        lat = f["latency_ms"]
+        stem = run["stem"]
+        tool_late = f.get("behind_schedule") and 2 * f.get("late_with_free_connection", 0) > f.get(
+            "late_requests", 0
+        )
+        return [
+            f"{run['rate']:,.0f}{' (search)' if run['phase'] == 'search' else ''}"
+            + ("*" if tool_late else ""),
+            run["mode"],
+            f"{served_rate(f):,.0f}",
+            *(f"{lat[k]:.2f}" for k in ("p50", "p90", "p99", "p99.9", "max")),
+            str(f["status_counts"].get("503", 0)),
+            str(f["errors"]),
+            "yes" if run["held"] else "**no**",
+            f"{100 * cpu_seconds(run) / seconds_of(run):.0f}%",
+            f"{1e6 * cpu_seconds(run) / max(1, f['requests']):.0f}",
+            f"[json]({stem}.json) [hgrm]({stem}.hgrm)",
+        ]
+
+    def plots(self, workload: str) -> None:
+        d = self.data
+        name = workload.upper()
+        rates = [d.half_rate(workload)]
+        for rate in (d.first_break(workload), max(d.ladder_rates(workload))):
+            if rate and rate not in rates:
+                rates.append(rate)
+        self.add("### Plots", "")
+        for rate in rates:
+            curves = {}
+            for mode in MODES:
+                run = d.at(workload, mode, rate)
+                if run:
+                    curves[f"{mode} ({run['figures']['latency_ms']['p99']:.1f} ms p99)"] = (
+                        plots.read_hgrm(d.out / f"{run['stem']}.hgrm")
+                    )
+            png = f"latency-{workload}-{rate:.0f}.png"
+            plots.latency_by_percentile(
+                curves,
+                f"{name} at {rate:,.0f} req/s, {d.settings['connections']} connections",
+                d.out / png,
+            )
+            self.add(f"![{name} latency by percentile at {rate:,.0f} req/s]({png})", "")
+        points = {}
+        for mode in MODES:
+            points[mode] = [
+                (served_rate(r["figures"]), r["figures"]["latency_ms"]["p99"])
+                for r in d.select(workload, mode, ("ladder", "search"))
+            ]
+        png = f"throughput-p99-{workload}.png"
+        plots.throughput_against_p99(
+            points, d.settings["p99_bound_ms"], f"{name}: p99 against throughput", d.out / png
+        )
+        self.add(f"![{name} throughput against p99]({png})", "")
+        series = {
+            f"{r['rate']:,.0f} req/s": r["queue"]
+            for r in d.select(workload, "async", ("ladder",))
+            if r["queue"]
+        }
+        png = f"queue-depth-{workload}.png"
+        plots.queue_depth(
+            series,
+            DEFAULTS.queue_size,
+            f"{name}, async: PayloadThread queue over time",
+            d.out / png,
+        )
+        self.add(f"![{name} queue depth over time, async]({png})", "")
+
+    def compare_modes(self, workload: str) -> None:
+        d = self.data
+        name = workload.upper()
+        half = d.half_rate(workload)
+        sync, asyn = d.at(workload, "sync", half), d.at(workload, "async", half)
+        if sync and asyn:
+            s99, a99 = sync["figures"]["latency_ms"]["p99"], asyn["figures"]["latency_ms"]["p99"]
+            s50, a50 = sync["figures"]["latency_ms"]["p50"], asyn["figures"]["latency_ms"]["p50"]
+            lower = "sync" if s99 < a99 else "async"
+            self.observations.append(
+                f"{name} at {half:,.0f} req/s (about half of capacity): p50 sync {s50:.2f} ms, "
+                f"async {a50:.2f} ms; p99 sync {s99:.2f} ms, async {a99:.2f} ms: {lower} has "
+                f"the lower p99, by {ratio(max(s99, a99), min(s99, a99))}."
+            )
+            seed_mode = "sync" if workload == "put" else "async"
+            self.seed.append(
+                (
+                    f"{name} at a moderate rate: {seed_mode} is faster"
+                    + (
+                        " (async slower than sync)"
+                        if workload == "put"
+                        else " (the other way round)"
+                    ),
+                    f"at {half:,.0f} req/s p99 sync {s99:.2f} ms, async {a99:.2f} ms",
+                    "agrees" if lower == seed_mode else "differs",
+                )
+            )
+        bp = d.study["breaking_point"][workload]
+        held = {m: bp[m] or 0.0 for m in MODES}
+        cap_of = d.study["capacity"][workload]
+        ahead = max(MODES, key=lambda m: held[m])
+        if held["sync"] != held["async"]:
+            lowest = min(d.ladder_rates(workload))
+            text = {
+                m: f"{held[m]:,.0f} req/s" if held[m] else f"below {lowest:,.0f} req/s"
+                for m in MODES
+            }
+            times = ratio(max(held.values()), min(held.values())) if min(held.values()) else ""
+            self.observations.append(
+                f"{name} breaking point: sync {text['sync']}, async {text['async']}: {ahead} "
+                f"holds {times + ' ' if times else ''}more."
+            )
+        else:
+            self.observations.append(
+                f"{name} breaking point: both modes held up to {held['sync']:,.0f} req/s."
+            )
+        for mode in MODES:
+            served = [
+                r
+                for r in d.select(workload, mode, ("ladder", "search"))
+                if served_rate(r["figures"]) >= 0.97 * r["rate"] and r.get("cpu")
+            ]
+            if len(served) >= 2 and held[mode]:
+                low, high = served[0], served[-1]
+                per = {r["rate"]: 1e6 * cpu_seconds(r) / max(1, r["figures"]["requests"])
+                       for r in (low, high)}  # fmt: skip
+                self.observations.append(
+                    f"{name} {mode}: the breaking point is {pct(held[mode] / cap_of[mode])} of "
+                    f"the closed-loop capacity. Server CPU per request: {per[low['rate']]:.0f} µs "
+                    f"at {low['rate']:,.0f} req/s, {per[high['rate']]:.0f} µs at "
+                    f"{high['rate']:,.0f} req/s (the highest rate fully served)."
+                )
+        broken = d.first_break(workload)
+        if workload == "put" and broken:
+            s_run, a_run = d.at(workload, "sync", broken), d.at(workload, "async", broken)
+            if s_run and a_run:
+                s99 = s_run["figures"]["latency_ms"]["p99"]
+                a99 = a_run["figures"]["latency_ms"]["p99"]
+                self.seed.append(
+                    (
+                        "PUT at the breaking point: async much faster than sync",
+                        f"at {broken:,.0f} req/s (first rate a mode did not hold) p99 sync "
+                        f"{s99:.1f} ms, async {a99:.1f} ms; breaking points sync "
+                        f"{held['sync']:,.0f}, async {held['async']:,.0f} req/s",
+                        "agrees" if a99 < s99 / 2 else "differs",
+                    )
+                )
+        queues = [
+            (
+                r["rate"],
+                max((q for _, q in r["queue"]), default=0.0),
+                r["figures"]["status_counts"].get("503", 0),
+            )
+            for r in d.select(workload, "async", ("ladder",))
+        ]
+        if queues:
+            deepest = max(queues, key=lambda q: q[1])
+            shed = sum(q[2] for q in queues)
+            self.observations.append(
+                f"{name} async queue: deepest {deepest[1]:.0f} requests (at {deepest[0]:,.0f} "
+                f"req/s, bound {DEFAULTS.queue_size}); {shed} requests shed with 503 over "
+                "the ladder."
+            )
+
+    def profiles(self, workload: str) -> None:
+        d = self.data
+        name = workload.upper()
+        self.add("### Profiles", "")
+        rows = []
+        for mode in MODES:
+            found = d.study["profiles"].get(workload, {}).get(mode, {})
+            links = [
+                f"[{k} svg]({v}.svg), [speedscope]({v}.speedscope.json)" for k, v in found.items()
+            ]
+            alloc = f"profiles/{workload}-{mode}-alloc"
+            links.append(f"[alloc]({alloc}.html) ([offline]({alloc}-offline.html))")
+            rows.append([mode, "; ".join(links)])
+        self.table(["mode", "flame graphs"], rows)
+        self.profiling_cost(workload)
+        self.add(
+            "Where each server thread's time goes, from the wait profiles (py-spy `--idle`: "
+            "wall-clock samples of every thread; the innermost frame decides). A wait includes "
+            "taking the GIL back afterwards: a PayloadThread woken by a task waits for the GIL "
+            "inside `queue.get()`. Then, as shares of the run's duration: the samples in which "
+            "py-spy `--gil` saw the thread holding the GIL, and the thread's user and system "
+            "CPU time counted by the kernel (/proc) during the ladder run at the same rate "
+            "without a profiler. User time is Python running, so the GIL held; system time is "
+            "the system calls, made with the GIL released.",
+            "",
+        )
+        rows = []
+        wall: dict[str, dict[str, dict[str, float]]] = {}
+        gil: dict[str, dict[str, float]] = {}
+        user: dict[str, dict[str, float]] = {}
+        cpu: dict[str, dict[str, float]] = {}
+        seconds = max(1, round(d.settings["profile_seconds"]))  # py-spy's -d
+        plain_rate = d.half_rate(workload)
+        for mode in MODES:
+            profiles = d.threads(workload, mode, "wait")
+            holding = d.threads(workload, mode, "gil")
+            plain = d.at(workload, mode, plain_rate)
+            wall[mode], gil[mode], user[mode], cpu[mode] = {}, {}, {}, {}
+            for kind in SERVER_THREADS:
+                share = shares(profiles, kind)
+                if not share:
+                    continue
+                wall[mode][kind] = share
+                gil[mode][kind] = sum(p.seconds for p in holding if p.kind == kind) / seconds
+                tids = [p.tid for p in profiles if p.kind == kind]
+                used = [0.0, 0.0]
+                if plain:
+                    for tid in tids:
+                        for i, value in enumerate(plain.get("cpu", {}).get(tid, [0.0, 0.0])):
+                            used[i] += value / seconds_of(plain)
+                user[mode][kind] = used[0]
+                cpu[mode][kind] = used[0] + used[1]
+                rows.append([mode, kind, *(pct(share[c]) for c in CATEGORIES),
+                             pct(gil[mode][kind]), pct(used[0]), pct(used[1])])  # fmt: skip
+        self.table(["mode", "thread", *CATEGORIES, "GIL (py-spy)", "user CPU", "system CPU"], rows)
+        self.thread_observations(name, wall, gil, user, cpu)
+        self.alloc_section(name, workload)
+
+    def profiling_cost(self, workload: str) -> None:
+        """The load under each profiler, beside the ladder run at the same
+        rate without one: what the profiles cost the server."""
+        d = self.data
+        rows = []
+        for mode in MODES:
+            for run in d.select(workload, mode, ("profile-cpu", "profile-wait", "profile-gil")):
+                lat = run["figures"]["latency_ms"]
+                plain = d.at(workload, mode, run["rate"])
+                base = plain["figures"]["latency_ms"] if plain else None
+                rows.append(
+                    [
+                        mode,
+                        run["phase"].removeprefix("profile-"),
+                        f"{run['rate']:,.0f}",
+                        f"{lat['p50']:.2f} / {lat['p99']:.2f}",
+                        f"{base['p50']:.2f} / {base['p99']:.2f}" if base else "n/a",
+                    ]
+                )
+        if rows:
+            self.add(
+                "What profiling cost: latency (ms) under py-spy (two recorders, 100 Hz each, "
+                "each stopping the server for every sample) against the ladder run at the "
+                "same rate without it:",
+                "",
+            )
+            self.table(["mode", "profile", "rate", "p50 / p99 profiled", "p50 / p99 plain"], rows)
+
+    def thread_observations(
+        self,
+        name: str,
+        wall: dict[str, dict[str, dict[str, float]]],
+        gil: dict[str, dict[str, float]],
+        user: dict[str, dict[str, float]],
+        cpu: dict[str, dict[str, float]],
+    ) -> None:
+        sync_sel = wall.get("sync", {}).get("SelectorThread")
+        a_sel = wall.get("async", {}).get("SelectorThread")
+        a_pay = wall.get("async", {}).get("PayloadThread")
+        if sync_sel and a_sel and a_pay:
+            self.observations.append(
+                f"{name} threads: in sync mode the SelectorThread spends "
+                f"{pct(sync_sel['RocksDB'])} of its time in RocksDB and {pct(sync_sel['h11'])} in "
+                f"h11; in async mode the SelectorThread spends {pct(a_sel['RocksDB'])} in RocksDB "
+                f"and {pct(a_sel['h11'])} in h11, the PayloadThread {pct(a_pay['RocksDB'])} in "
+                f"RocksDB, {pct(a_pay['h11'])} in h11 (writing responses) and "
+                f"{pct(a_pay['wait: queue'])} waiting for a task."
+            )
+            moved = a_pay["RocksDB"] > a_sel["RocksDB"]
+            self.seed.append(
+                (
+                    f"CPU profiles ({name}): in async mode the PayloadThread executes the tasks "
+                    "and sends the responses",
+                    f"async: RocksDB {pct(a_pay['RocksDB'])} of the PayloadThread's time, "
+                    f"{pct(a_sel['RocksDB'])} of the SelectorThread's",
+                    "agrees" if moved else "differs",
+                )
+            )
+            lock = max(w.get("wait: lock", 0.0) for mode in wall.values() for w in mode.values())
+            self.observations.append(
+                f"{name} locks: no server thread spent more than {pct(lock)} of its time "
+                f"waiting to acquire a lock; the async SelectorThread waited "
+                f"{pct(a_sel['wait: lock'])} (the hand-off is a lock-free SimpleQueue put, "
+                "under a short admission lock)."
+            )
+            self.seed.append(
+                (
+                    f"Lock profiles ({name}): handing a task to the pool almost never blocks",
+                    f"async SelectorThread waiting on a lock: {pct(a_sel['wait: lock'])}",
+                    "agrees" if a_sel["wait: lock"] < 0.05 else "differs",
+                )
+            )
+        for mode, kinds in wall.items():
+            for kind, share in kinds.items():
+                working = 1 - sum(share[c] for c in share if c.startswith("wait"))
+                counted = cpu[mode].get(kind, 0.0)
+                if counted > 2 * working:
+                    self.observations.append(
+                        f"{name} {mode} {kind}: py-spy found it outside a wait in "
+                        f"{pct(working)} of its samples, but the kernel counted {pct(counted)} "
+                        "CPU for it: py-spy's samples of this thread land mostly in the waits. "
+                        "Read its flame graph for proportions between its own frames, and the "
+                        "kernel's figures for how much it works."
+                    )
+        for mode, held in gil.items():
+            if not held:
+                continue
+            sampled, counted = sum(held.values()), sum(user[mode].values())
+            verdict = (
+                "py-spy's GIL samples undercount it"
+                if sampled < 0.8 * counted
+                else "py-spy's GIL samples agree with it"
+                if sampled <= 1.25 * counted
+                else "py-spy's GIL samples overcount it"
+            )
+            self.observations.append(
+                f"{name} {mode} GIL: the server threads' user CPU time, which is Python "
+                f"running under the GIL, adds up to {pct(counted)} of the run "
+                f"({', '.join(f'{t} {pct(v)}' for t, v in sorted(user[mode].items()))}); "
+                f"py-spy --gil saw the GIL held in {pct(sampled)} of its samples: {verdict}. "
+                "Neither can pass 100%: one GIL, one thread running Python at a time."
+            )
+
+    def alloc_section(self, name: str, workload: str) -> None:
+        sites = self.data.study["alloc_sites"].get(workload, {})
+        if not sites:
+            return
+        self.add("Top allocation sites by bytes allocated (memray stats):", "")
+        rows = []
+        for mode in MODES:
+            for site in sites.get(mode, [])[:5]:
+                where = site["site"].replace("<stack trace unavailable>", "(no Python stack)")
+                rows.append(
+                    [mode, f"`{where}`", f"{site['bytes'] / 2**20:,.1f} MiB", pct(site["share"])]
+                )
+        self.table(["mode", "site", "bytes", "share"], rows)
+        tops = {mode: [s["site"] for s in sites.get(mode, [])[:5]] for mode in MODES}
+        common = set(tops["sync"]) & set(tops["async"])
+        if tops["sync"] and tops["async"]:
+            first = sites["sync"][0]
+            self.observations.append(
+                f"{name} allocations: the largest site in sync mode is `{first['site']}` "
+                f"({pct(first['share'])} of bytes); {len(common)} of the top 5 sites are the same "
+                "in both modes."
+            )
+            self.seed.append(
+                (
+                    f"Allocation profiles ({name}): the same allocations, on other threads",
+                    f"{len(common)} of the top 5 allocation sites shared by the modes",
+                    "agrees" if len(common) >= 3 else "differs",
+                )
+            )
+
+
+def write_report(out: Path) -> Path:
+    """Plots and report.md in ``out`` (which holds runs.json)."""
+    text = Writer(Data(out)).write()
+    path = out / "report.md"
+    path.write_text(text + "\n")
+    return path

@@ -1,0 +1,495 @@
+"""``selectorkv lab``: the seed's sync-versus-async study, in one command.
+
+# design
+
+The seed (../shared/seed/) compared two versions of one server under the
+same constant-rate load: latency by percentile side by side, the breaking
+point, and CPU, allocation and lock profiles that show which threads do the
+work. Here the two versions are the two modes of one server, and the study
+runs, per workload (PUT, GET):
+
+1. a database filled once (``selectorkv fill``: every key of the key space,
+   then filler up to the size) and copied for every server started, so each
+   server starts on the same data;
+2. capacity: the closed-loop maximum of each mode, each on a fresh server;
+3. the ladder: constant-rate runs at fractions of the larger capacity, the
+   same absolute rates for both modes, so that the two can be plotted side
+   by side as in the seed (half of capacity, the breaking point, above it);
+4. the step search: between the highest rate a mode held (p99 under the
+   bound, all of the rate served, no errors) and the next one that it did
+   not, the interval is halved ``refine`` times: the breaking point;
+5. profiles at half of capacity on the same server: py-spy CPU, waits
+   (``--idle``: the lock profile) and GIL; then a server under memray at a
+   tenth of capacity (memray's tracing slows every allocation) for the
+   allocation profile;
+6. the metrics (``GET /metrics``) sampled every 200 ms during every run: the
+   queue depth over time comes from there.
+
+Everything measured is written under the out directory as it comes (a
+``.json`` and an ``.hgrm`` per run, ``runs.json`` for the whole study), and
+the report (lab/report.py) is computed from those files alone.
+
+CPUs. The server puts its Python threads on one CPU (``--cpu auto``: the
+highest-numbered). The load tool, py-spy and the sampler run on the others,
+so that on this 2-core machine the load generator does not steal the
+server's core. Affinity is per thread on Linux and inherited by the
+processes a thread starts: the lab's own main thread keeps every CPU, and
+the work meant for the other CPUs runs in a thread that pins itself first.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from selectorkv.lab import profile
+from selectorkv.lab.fill import fill as fill_database
+from selectorkv.lab.tools import LoadTool, Measurement
+
+log = logging.getLogger("selectorkv.lab")
+
+MODES = ("sync", "async")
+WORKLOADS = ("put", "get")
+SERVED_SHARE = 0.97  # a rate is held when this share of it was served ...
+SAMPLE_EVERY = 0.2  # seconds between two scrapes of /metrics
+PROFILE_FRACTION = 0.5  # profiles run at this fraction of capacity
+ALLOC_FRACTION = 0.1  # ... and the allocation profile at this one (memray is slow)
+SETTLE = 1.0  # seconds between runs: the previous run's queues drain
+
+T = TypeVar("T")
+
+
+@dataclass
+class Settings:
+    out: Path
+    data: Path  # the filled database that every server starts from a copy of
+    size: int  # bytes of table files the database is filled to
+    tool: str  # auto, selectorkv, wrk, wrk2 (lab/tools.py)
+    connections: int
+    capacity_seconds: float
+    run_seconds: float
+    profile_seconds: float
+    ladder: tuple[float, ...]  # fractions of capacity
+    refine: int  # halvings of the step search
+    p99_bound_ms: float
+    quick: bool
+    workloads: tuple[str, ...] = WORKLOADS
+
+
+FULL = {
+    "capacity_seconds": 5.0,
+    "run_seconds": 10.0,
+    "profile_seconds": 10.0,
+    "ladder": (0.25, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25),
+    "refine": 2,
+}
+QUICK = {
+    "capacity_seconds": 2.0,
+    "run_seconds": 3.0,
+    "profile_seconds": 2.0,
+    "ladder": (0.5, 0.8, 1.0, 1.2),
+    "refine": 1,
+}
+
+
+@dataclass
+class Run:
+    """One constant-rate run, as runs.json keeps it."""
+
+    workload: str
+    mode: str
+    phase: str  # ladder, search, profile-cpu, profile-wait, profile-gil, alloc
+    rate: float  # the target rate
+    stem: str  # data/<stem>.json and .hgrm, relative to the out directory
+    figures: dict[str, Any]
+    held: bool
+    queue: list[tuple[float, float]] = field(default_factory=list)  # (s, queue depth)
+    # Server CPU seconds during the run, per thread id: [user, system].
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class Study:
+    settings: dict[str, Any]
+    tool: str
+    load_cpus: list[int]
+    capacity: dict[str, dict[str, float]] = field(default_factory=dict)  # workload -> mode ->
+    runs: list[Run] = field(default_factory=list)
+    breaking_point: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    profiles: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    alloc_sites: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+
+    def save(self, out: Path) -> None:
+        (out / "runs.json").write_text(json.dumps(asdict(self), indent=1, default=str) + "\n")
+
+
+def load_cpus() -> set[int]:
+    """The CPUs for everything but the server: all but the server's one."""
+    allowed = os.sched_getaffinity(0)
+    return allowed - {max(allowed)} or allowed
+
+
+def on_load_cpus(work: Callable[[], T]) -> T:
+    """Run ``work`` in a thread pinned to the load CPUs (and so are the
+    processes it starts)."""
+    results: list[T] = []
+    errors: list[BaseException] = []
+
+    def pinned() -> None:
+        os.sched_setaffinity(0, load_cpus())
+        try:
+            results.append(work())
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=pinned, name="lab-load")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ServerUnderTest:
+    """``selectorkv serve`` in a child process, on its own copy of the data."""
+
+    def __init__(self, mode: str, data: Path, log_file: IO[bytes], memray: Path | None = None):
+        self.port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "selectorkv",
+            "serve",
+            "--mode",
+            mode,
+            "--data",
+            str(data),
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
+        if memray is not None:
+            command = profile.start_memray(command[1:], memray)
+        self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("the server did not start listening")
+
+    def stop(self) -> None:
+        """SIGTERM: a process started in the background ignores SIGINT, and
+        the server stops gracefully on either (memray then writes its file)."""
+        self.process.terminate()
+        try:
+            code = self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise RuntimeError("the server did not stop within 120 s") from None
+        if code != 0:
+            raise RuntimeError(f"the server exited with {code}")
+
+
+class MetricsSampler(threading.Thread):
+    """Scrapes ``GET /metrics`` every SAMPLE_EVERY seconds on one keep-alive
+    connection and keeps (time, queue depth)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(name="lab-metrics", daemon=True)
+        self._port = port
+        self._stopping = threading.Event()
+        self.samples: list[tuple[float, float]] = []
+
+    def run(self) -> None:
+        os.sched_setaffinity(0, load_cpus())
+        conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=5)
+        while not self._stopping.wait(SAMPLE_EVERY):
+            try:
+                conn.request("GET", "/metrics")
+                text = conn.getresponse().read().decode()
+            except (OSError, http.client.HTTPException):
+                conn.close()  # reconnects on the next request
+                continue
+            for family in text_string_to_metric_families(text):
+                if family.name == "selectorkv_queue_depth":
+                    self.samples.append((time.monotonic(), family.samples[0].value))
+        conn.close()
+
+    def between(self, start: float, end: float) -> list[tuple[float, float]]:
+        return [(round(t - start, 3), depth) for t, depth in self.samples if start <= t <= end]
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
+
+
+def thread_cpu(pid: int) -> dict[str, list[float]]:
+    """CPU seconds each thread of ``pid`` has used so far, [user, system],
+    from /proc: the kernel's count, which no sampling profiler can skew.
+    User time is Python running (holding the GIL, or RocksDB called with it
+    held); system time is the system calls, made with the GIL released."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        found[task.name] = [int(fields[11]) / tick, int(fields[12]) / tick]
+    return found
+
+
+def held(measurement: Measurement, rate: float, bound_ms: float) -> bool:
+    """The rate was held: nearly all of it served, p99 under the bound, no errors."""
+    figures = measurement.figures
+    return (
+        measurement.served_rate >= SERVED_SHARE * rate
+        and figures["latency_ms"]["p99"] <= bound_ms
+        and figures["errors"] == 0
+    )
+
+
+class Lab:
+    def __init__(self, settings: Settings, tool: LoadTool, out: IO[str]) -> None:
+        self.settings = settings
+        self.tool = tool
+        self.out = out
+        self.study = Study(
+            settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+            tool=tool.name,
+            load_cpus=sorted(load_cpus()),
+        )
+        self.data_dir = settings.out / "data"
+        self.profile_dir = settings.out / "profiles"
+        for directory in (self.data_dir, self.profile_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.scratch = Path(tempfile.mkdtemp(prefix="selectorkv-lab-"))
+        self.server_log = open(settings.out / "servers.log", "ab")  # noqa: SIM115 (closed in run)
+
+    def say(self, text: str) -> None:
+        self.out.write(f"[lab {time.strftime('%H:%M:%S')}] {text}\n")
+        self.out.flush()
+
+    @contextmanager
+    def server(self, mode: str, memray: Path | None = None) -> Iterator[ServerUnderTest]:
+        """A fresh server on a fresh copy of the filled database."""
+        copy = Path(tempfile.mkdtemp(dir=self.scratch, prefix=f"{mode}-"))
+        shutil.rmtree(copy)
+        shutil.copytree(self.settings.data, copy)
+        server = ServerUnderTest(mode, copy, self.server_log, memray)
+        try:
+            yield server
+        finally:
+            server.stop()
+            shutil.rmtree(copy, ignore_errors=True)
+
+    def run(self) -> Study:
+        try:
+            self.say(f"filling {self.settings.data} to {self.settings.size / 2**20:.0f} MiB")
+            report = fill_database(str(self.settings.data), self.settings.size, None)
+            self.say(f"database: {report.keys:,} keys, {report.size / 2**20:.1f} MiB")
+            for workload in self.settings.workloads:
+                self.measure_workload(workload)
+        finally:
+            self.server_log.close()
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        self.study.finished = time.time()
+        self.study.save(self.settings.out)
+        return self.study
+
+    def measure_workload(self, workload: str) -> None:
+        s = self.settings
+        capacity: dict[str, float] = {}
+        for mode in MODES:
+            with self.server(mode) as server:
+                capacity[mode] = on_load_cpus(
+                    lambda: self.tool.capacity(
+                        server.url, workload, s.connections, s.capacity_seconds
+                    )
+                )
+            self.say(f"{workload} {mode}: capacity {capacity[mode]:,.0f} req/s (closed loop)")
+        self.study.capacity[workload] = capacity
+        top = max(capacity.values())
+        ladder = sorted({round(top * fraction) for fraction in s.ladder})
+        self.study.breaking_point[workload] = {}
+        self.study.profiles[workload] = {}
+        for mode in MODES:
+            with self.server(mode) as server:
+                sampler = MetricsSampler(server.port)
+                sampler.start()
+                try:
+                    results = {
+                        rate: self.measure(server, sampler, workload, mode, "ladder", rate)
+                        for rate in ladder
+                    }
+                    point = self.step_search(server, sampler, workload, mode, results)
+                    self.study.breaking_point[workload][mode] = point
+                    self.say(f"{workload} {mode}: breaking point {point} req/s")
+                    self.study.profiles[workload][mode] = self.profile(
+                        server, sampler, workload, mode, round(top * PROFILE_FRACTION)
+                    )
+                finally:
+                    sampler.stop()
+            self.study.save(s.out)
+        self.study.alloc_sites[workload] = {
+            mode: self.profile_allocations(workload, mode, round(top * ALLOC_FRACTION))
+            for mode in MODES
+        }
+        self.study.save(s.out)
+
+    def measure(
+        self,
+        server: ServerUnderTest,
+        sampler: MetricsSampler,
+        workload: str,
+        mode: str,
+        phase: str,
+        rate: float,
+        seconds: float | None = None,
+    ) -> Run:
+        s = self.settings
+        duration = s.run_seconds if seconds is None else seconds
+        started = time.monotonic()
+        cpu_before = thread_cpu(server.process.pid)
+        measurement = on_load_cpus(
+            lambda: self.tool.constant_rate(server.url, workload, rate, s.connections, duration)
+        )
+        cpu_after = thread_cpu(server.process.pid)
+        stem = f"{workload}-{mode}-{phase}-{round(rate)}"
+        measurement.save(self.data_dir / stem)
+        run = Run(
+            workload=workload,
+            mode=mode,
+            phase=phase,
+            rate=rate,
+            stem=f"data/{stem}",
+            figures=measurement.figures,
+            held=held(measurement, rate, s.p99_bound_ms),
+            queue=sampler.between(started, time.monotonic()),
+            cpu={
+                tid: [after - before for after, before in zip(used, cpu_before[tid], strict=True)]
+                for tid, used in cpu_after.items()
+                if tid in cpu_before
+            },
+        )
+        self.study.runs.append(run)
+        lat = measurement.figures["latency_ms"]
+        self.say(
+            f"{workload} {mode} {phase} {rate:,.0f} req/s: served {measurement.served_rate:,.0f}, "
+            f"p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} ms, "
+            f"{'held' if run.held else 'NOT held'}"
+        )
+        time.sleep(SETTLE)
+        return run
+
+    def step_search(
+        self,
+        server: ServerUnderTest,
+        sampler: MetricsSampler,
+        workload: str,
+        mode: str,
+        ladder: dict[int, Run],
+    ) -> float | None:
+        """The highest rate held, refined by halving the step above it."""
+        held_rates = [rate for rate, run in ladder.items() if run.held]
+        if not held_rates:
+            return None  # below the lowest rate tried: the report says so
+        low = max(held_rates)
+        failed = [rate for rate in ladder if rate > low]
+        if not failed:
+            return low  # held everything tried
+        high = min(failed)
+        for _ in range(self.settings.refine):
+            middle = round((low + high) / 2)
+            if middle in (low, high):
+                break
+            if self.measure(server, sampler, workload, mode, "search", middle).held:
+                low = middle
+            else:
+                high = middle
+        return low
+
+    def profile(
+        self,
+        server: ServerUnderTest,
+        sampler: MetricsSampler,
+        workload: str,
+        mode: str,
+        rate: float,
+    ) -> dict[str, str]:
+        """py-spy CPU, wait and GIL profiles under a constant rate."""
+        s = self.settings
+        found = {}
+        for kind in profile.KINDS:
+            stem = f"{workload}-{mode}-{kind}"
+            recorders = on_load_cpus(
+                functools.partial(
+                    profile.start_pyspy,
+                    server.process.pid,
+                    s.profile_seconds,
+                    self.profile_dir,
+                    stem,
+                    kind,
+                )
+            )
+            # The load covers the recording: py-spy takes a moment to attach.
+            self.measure(
+                server, sampler, workload, mode, f"profile-{kind}", rate, s.profile_seconds + 1.5
+            )
+            profile.finish(recorders)
+            found[kind] = f"profiles/{stem}"
+        self.say(f"{workload} {mode}: profiles recorded at {rate:,.0f} req/s")
+        return found
+
+    def profile_allocations(self, workload: str, mode: str, rate: float) -> list[dict[str, Any]]:
+        capture = self.scratch / f"{workload}-{mode}.memray"
+        with self.server(mode, memray=capture) as server:
+            sampler = MetricsSampler(server.port)
+            sampler.start()
+            try:
+                self.measure(
+                    server, sampler, workload, mode, "alloc", rate, self.settings.profile_seconds
+                )
+            finally:
+                sampler.stop()
+        sites = profile.memray_outputs(capture, self.profile_dir, f"{workload}-{mode}-alloc")
+        capture.unlink()
+        self.say(f"{workload} {mode}: allocation profile at {rate:,.0f} req/s")
+        return sites

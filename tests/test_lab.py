@@ -1,0 +1,112 @@
+"""The lab: the study end to end with tiny settings, and reading the load
+tools' outputs.
+
+The end-to-end test runs ``selectorkv lab --quick`` for PUT with one-second
+runs (about a minute on 2 cores): it checks that the pipeline produces the
+report, the plots, and the three kinds of profile for both modes, with the
+server's thread names in them. The figures of such short runs mean nothing
+and are not checked; the figures are what ``make report`` is for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from selectorkv.lab.profile import thread_profiles
+from selectorkv.lab.tools import parse_wrk2
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def ptrace_allowed() -> bool:
+    if os.geteuid() == 0:
+        return True
+    try:
+        return Path("/proc/sys/kernel/yama/ptrace_scope").read_text().strip() == "0"
+    except OSError:
+        return True
+
+
+def test_wrk2_spectrum_becomes_a_histogram_again() -> None:
+    measured = parse_wrk2((DATA / "wrk2-output.txt").read_text(), "wrk2", "get", 2000, 64, 10)
+    figures = measured.figures
+    assert measured.histogram.get_total_count() == 19940
+    assert figures["latency_ms"]["p50"] == pytest.approx(1.371, rel=0.01)
+    assert figures["latency_ms"]["p99"] == pytest.approx(3.021, rel=0.01)
+    assert figures["latency_ms"]["max"] == pytest.approx(12.927, rel=0.01)
+    assert figures["status_counts"] == {"2xx": 19900, "non-2xx": 50}
+    assert figures["errors"] == 0
+    assert figures["rate"] == pytest.approx(1995.22, rel=0.001)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not ptrace_allowed(), reason="py-spy needs ptrace (root or ptrace_scope 0)")
+def test_quick_study_writes_report_plots_and_profiles(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    command = [
+        sys.executable,
+        "-m",
+        "selectorkv",
+        "lab",
+        "--quick",
+        "--out",
+        str(out),
+        "--data",
+        str(tmp_path / "base"),
+        "--size",
+        "1MiB",
+        "--workloads",
+        "put",
+        "--capacity-seconds",
+        "1",
+        "--run-seconds",
+        "1",
+        "--profile-seconds",
+        "1",
+        "--ladder",
+        "1.0",
+        "--refine",
+        "0",
+        "--tool",
+        "selectorkv",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    report = (out / "report.md").read_text()
+    for heading in (
+        "## Machine, versions, tool",
+        "## PUT",
+        "## Observations",
+        "## Compared with the seed",
+    ):
+        assert heading in report
+    assert "selectorkv load" in report  # the tool that produced the figures
+    for png in ("throughput-p99-put.png", "queue-depth-put.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+        assert f"({png})" in report
+    assert list(out.glob("latency-put-*.png"))
+
+    study = json.loads((out / "runs.json").read_text())
+    assert set(study["capacity"]["put"]) == {"sync", "async"}
+    for run in study["runs"]:
+        assert (out / f"{run['stem']}.hgrm").exists()
+        assert (out / f"{run['stem']}.json").exists()
+
+    profiles = out / "profiles"
+    for mode in ("sync", "async"):
+        for kind in ("cpu", "wait", "gil"):
+            assert (profiles / f"put-{mode}-{kind}.svg").stat().st_size > 0
+        names = {p.name for p in thread_profiles(profiles / f"put-{mode}-wait.speedscope.json")}
+        assert "SelectorThread-1" in names
+        assert ("PayloadThread-1" in names) == (mode == "async")
+        assert "SelectorThread-1" in (profiles / f"put-{mode}-cpu.svg").read_text()
+        alloc = (profiles / f"put-{mode}-alloc-offline.html").read_text()
+        assert "<html" in alloc.lower() and "cdn" not in alloc.lower()[:2000]
+        assert study["alloc_sites"]["put"][mode], "memray found no allocation sites"
