@@ -24,7 +24,8 @@
 -- wrk's own latency figures stay closed loop; the paced figures are written
 -- by done() to PACED_OUT as JSON: a histogram of latencies in microseconds
 -- (3 significant digits), status counts, the number of requests that went out
--- late, and the time the load took.
+-- late, and the time the load took (the answers over the threads' summed
+-- rates).
 package.path = debug.getinfo(1, "S").source:match("^@(.*/)") .. "?.lua;" .. package.path
 local common = require("common")
 local ffi = require("ffi")
@@ -72,6 +73,7 @@ local answered_at = 0 -- when the previous answer arrived
 histogram = {} -- latency bucket (us, 3 significant digits) -> count
 statuses = {} -- status code (as a string: JSON keys) -> count
 late = 0
+answered = 0
 first_due = nil
 last_done = 0
 
@@ -129,6 +131,7 @@ function response(status, headers, body)
   histogram[us] = (histogram[us] or 0) + 1
   local key = tostring(status)
   statuses[key] = (statuses[key] or 0) + 1
+  answered = answered + 1
   last_done = done_at
 end
 
@@ -142,7 +145,10 @@ end
 
 function done(summary, latency, requests)
   local merged, codes = {}, {}
-  local total_late, first, last = 0, math.huge, 0
+  -- The rate is each thread's own (answers over its first due time to its
+  -- last answer), summed: wrk stops its threads one by one, and one thread
+  -- that got its last answer late must not stretch the others' time.
+  local total_late, total, rate = 0, 0, 0
   for _, thread in ipairs(threads) do
     for us, count in pairs(thread:get("histogram")) do
       merged[us] = (merged[us] or 0) + count
@@ -151,14 +157,17 @@ function done(summary, latency, requests)
       codes[code] = (codes[code] or 0) + count
     end
     total_late = total_late + thread:get("late")
-    first = math.min(first, thread:get("first_due") or math.huge)
-    last = math.max(last, thread:get("last_done"))
+    local n, first = thread:get("answered"), thread:get("first_due")
+    total = total + n
+    if first and thread:get("last_done") > first then
+      rate = rate + n / (thread:get("last_done") - first)
+    end
   end
   local out = os.getenv("PACED_OUT")
   local text = string.format(
     '{"tool": "wrk paced.lua", "target_rate": %s, "threads": %d, "late": %d, '
       .. '"elapsed_s": %.6f, "errors": %d, "status_counts": %s, "histogram_us": %s}\n',
-    tostring(threads[1]:get("rate")), #threads, total_late, math.max(0, last - first),
+    tostring(threads[1]:get("rate")), #threads, total_late, rate > 0 and total / rate or 0,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     json_object(codes), json_object(merged)
   )
