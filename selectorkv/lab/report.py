@@ -40,6 +40,13 @@ CATEGORIES = (
     "other Python",
 )
 SERVER_THREADS = ("SelectorThread", "PayloadThread")
+PROFILE_FILES = {  # kind -> (link text, file suffix)
+    **{
+        kind: [("svg", ".svg"), ("speedscope", ".speedscope.json")]
+        for kind in ("cpu", "wait", "gil")
+    },
+    "alloc": [("html", ".html"), ("offline html", "-offline.html"), ("stats", "-stats.json")],
+}
 
 
 def ratio(a: float, b: float) -> str:
@@ -208,7 +215,8 @@ class Writer:
             f"is the highest rate held; the step search halves the interval above the "
             f"highest held ladder rate {s['refine']} time(s).",
             f"- Profiles at half of capacity for {s['profile_seconds']:g} s: py-spy CPU, waits "
-            "(`--idle`), GIL (`--gil`), at 100 Hz, non-blocking; allocations with memray "
+            "(`--idle`), GIL (`--gil`), at 100 Hz (each sample stops the server briefly); "
+            "allocations with memray "
             "(`--trace-python-allocators`) at a tenth of capacity (memray slows the server).",
             "",
         )
@@ -344,7 +352,7 @@ class Writer:
         series = {
             f"{r['rate']:,.0f} req/s": r["queue"]
             for r in d.select(workload, "async", ("ladder",))
-            if r["queue"]
+            if r["queue"] and r["rate"] in rates  # the rates of the latency plots
         }
         png = f"queue-depth-{workload}.png"
         plots.queue_depth(
@@ -443,10 +451,18 @@ class Writer:
         if queues:
             deepest = max(queues, key=lambda q: q[1])
             shed = sum(q[2] for q in queues)
+            connections = d.settings["connections"]
             self.observations.append(
                 f"{name} async queue: deepest {deepest[1]:.0f} requests (at {deepest[0]:,.0f} "
                 f"req/s, bound {DEFAULTS.queue_size}); {shed} requests shed with 503 over "
                 "the ladder."
+                + (
+                    f" The queue cannot outgrow the {connections} connections, each with one "
+                    "request in flight: past capacity, requests wait in the load tool for a "
+                    "free connection, and that wait is in their latency."
+                    if deepest[1] <= connections < DEFAULTS.queue_size
+                    else ""
+                )
             )
 
     def profiles(self, workload: str) -> None:
@@ -455,12 +471,15 @@ class Writer:
         self.add("### Profiles", "")
         rows = []
         for mode in MODES:
-            found = d.study["profiles"].get(workload, {}).get(mode, {})
-            links = [
-                f"[{k} svg]({v}.svg), [speedscope]({v}.speedscope.json)" for k, v in found.items()
-            ]
-            alloc = f"profiles/{workload}-{mode}-alloc"
-            links.append(f"[alloc]({alloc}.html) ([offline]({alloc}-offline.html))")
+            stems = dict(d.study["profiles"].get(workload, {}).get(mode, {}))
+            stems["alloc"] = f"profiles/{workload}-{mode}-alloc"
+            links = []
+            for kind, stem in stems.items():
+                # Only what is there: a copy of the report may leave the
+                # large offline flame graphs out.
+                files = [(label, f"{stem}{suffix}") for label, suffix in PROFILE_FILES[kind]]
+                present = [f"[{label}]({path})" for label, path in files if (d.out / path).exists()]
+                links.append(f"{kind}: {', '.join(present) or 'missing'}")
             rows.append([mode, "; ".join(links)])
         self.table(["mode", "flame graphs"], rows)
         self.profiling_cost(workload)
