@@ -37,7 +37,7 @@ test: $(VENV)/.installed-dev
 
 # The same suite with the opt-in compiled parser (see selectorkv/parser.py).
 test-fast: $(VENV)/.installed-dev
-	SELECTORKV_HTTP_PARSER=h11-mypyc $(BIN)/python -m pytest -m "not reliability" $(ARGS)
+	SELECTORKV_HTTP_PARSER=h11-mypyc $(BIN)/python -m pytest -m "not reliability and not study" $(ARGS)
 
 # The long and heavy reliability cases (docs/reliability.md); not run by CI.
 test-reliability: $(VENV)/.installed-dev

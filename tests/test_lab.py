@@ -45,6 +45,7 @@ def test_wrk2_spectrum_becomes_a_histogram_again() -> None:
     assert figures["rate"] == pytest.approx(1995.22, rel=0.001)
 
 
+@pytest.mark.study
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(not ptrace_allowed(), reason="py-spy needs ptrace (root or ptrace_scope 0)")
 def test_quick_study_writes_report_plots_and_profiles(tmp_path: Path) -> None:
