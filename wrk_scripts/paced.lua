@@ -145,10 +145,12 @@ end
 
 function done(summary, latency, requests)
   local merged, codes = {}, {}
-  -- The rate is each thread's own (answers over its first due time to its
-  -- last answer), summed: wrk stops its threads one by one, and one thread
-  -- that got its last answer late must not stretch the others' time.
+  -- The rate is each thread's own, summed: wrk stops its threads one by
+  -- one, and one thread that got its last answer late must not stretch the
+  -- others' time. A thread's n answers cover n intervals of its schedule:
+  -- from its first due time to its last answer, plus one interval.
   local total_late, total, rate = 0, 0, 0
+  local interval = #threads / threads[1]:get("rate")
   for _, thread in ipairs(threads) do
     for us, count in pairs(thread:get("histogram")) do
       merged[us] = (merged[us] or 0) + count
@@ -159,8 +161,8 @@ function done(summary, latency, requests)
     total_late = total_late + thread:get("late")
     local n, first = thread:get("answered"), thread:get("first_due")
     total = total + n
-    if first and thread:get("last_done") > first then
-      rate = rate + n / (thread:get("last_done") - first)
+    if first and n > 0 then
+      rate = rate + n / (thread:get("last_done") - first + interval)
     end
   end
   local out = os.getenv("PACED_OUT")
