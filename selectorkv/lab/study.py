@@ -298,10 +298,15 @@ class Lab:
         )
         self.data_dir = settings.out / "data"
         self.profile_dir = settings.out / "profiles"
+        # A previous study's files would mix with this one's: what the lab
+        # wrote before (and only that) goes.
         for directory in (self.data_dir, self.profile_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+        for old in settings.out.glob("*.png"):
+            old.unlink()
         self.scratch = Path(tempfile.mkdtemp(prefix="selectorkv-lab-"))
-        self.server_log = open(settings.out / "servers.log", "ab")  # noqa: SIM115 (closed in run)
+        self.server_log = open(settings.out / "servers.log", "wb")  # noqa: SIM115 (closed in run)
 
     def say(self, text: str) -> None:
         self.out.write(f"[lab {time.strftime('%H:%M:%S')}] {text}\n")
