@@ -21,6 +21,7 @@ asks which tool made it; the figures name the tool, and so does the report.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -93,17 +94,18 @@ def figures_from(
     }
 
 
-class LoadTool:
+class LoadTool(abc.ABC):
     name = ""
 
+    @abc.abstractmethod
     def capacity(self, url: str, workload: str, connections: int, duration: float) -> float:
         """Closed-loop answers below 500 per second."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def constant_rate(
         self, url: str, workload: str, rate: float, connections: int, duration: float
     ) -> Measurement:
-        raise NotImplementedError
+        """A run at a constant rate, latency counted from each due time."""
 
 
 class SelectorkvLoad(LoadTool):
