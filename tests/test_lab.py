@@ -110,4 +110,5 @@ def test_quick_study_writes_report_plots_and_profiles(tmp_path: Path) -> None:
         assert "SelectorThread-1" in (profiles / f"put-{mode}-cpu.svg").read_text()
         alloc = (profiles / f"put-{mode}-alloc-offline.html").read_text()
         assert "<html" in alloc.lower() and "cdn" not in alloc.lower()[:2000]
+        assert "SelectorThread-1" in alloc  # memray's flame graph is split by thread
         assert study["alloc_sites"]["put"][mode], "memray found no allocation sites"
