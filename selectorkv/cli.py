@@ -248,13 +248,17 @@ def fill(args: argparse.Namespace) -> int:
     return 0
 
 
+def needs_lab_extra(command: str, exc: ImportError) -> int:
+    print(f"selectorkv {command} needs the lab extra: pip install 'selectorkv[lab]' ({exc})",
+          file=sys.stderr)  # fmt: skip
+    return 2
+
+
 def load(args: argparse.Namespace) -> int:
     try:
         from selectorkv.lab import load as generator
     except ImportError as exc:
-        print(f"selectorkv load needs the lab extra: pip install 'selectorkv[lab]' ({exc})",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        return needs_lab_extra("load", exc)
     try:
         report = generator.generate(
             args.url, args.workload, args.rate, args.connections, args.duration, args.processes
@@ -272,9 +276,7 @@ def lab(args: argparse.Namespace) -> int:
     try:
         from selectorkv.lab import report, study, tools
     except ImportError as exc:
-        print(f"selectorkv lab needs the lab extra: pip install 'selectorkv[lab]' ({exc})",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        return needs_lab_extra("lab", exc)
     out = Path(args.out)
     if not args.report_only:
         preset = study.QUICK if args.quick else study.FULL
