@@ -53,14 +53,8 @@ def latency_by_percentile(
     axes.set_xticklabels(["0%"] + [f"{100 - 100 / t:g}%" for t in ticks[1:]])
     axes.set_xlim(1, ticks[-1])
     axes.set_ylim(bottom=0)
-    axes.set_xlabel("percentile")
-    axes.set_ylabel("latency, ms")
-    axes.set_title(title)
     axes.grid(True, which="major", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(out, dpi=90)
-    plt.close(figure)
+    _finish(figure, axes, "percentile", "latency, ms", title, out)
 
 
 def throughput_against_p99(
@@ -80,14 +74,8 @@ def throughput_against_p99(
         bound_ms, color="grey", linestyle="--", linewidth=1, label=f"bound {bound_ms:g} ms"
     )
     axes.set_yscale("log")
-    axes.set_xlabel("served, req/s")
-    axes.set_ylabel("p99 latency, ms")
-    axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(out, dpi=90)
-    plt.close(figure)
+    _finish(figure, axes, "served, req/s", "p99 latency, ms", title, out)
 
 
 def queue_depth(series: dict[str, list[Any]], limit: int, title: str, out: Path) -> None:
@@ -97,10 +85,15 @@ def queue_depth(series: dict[str, list[Any]], limit: int, title: str, out: Path)
         axes.plot([t for t, _ in samples], [d for _, d in samples], label=label, linewidth=1.2)
     axes.axhline(limit, color="grey", linestyle="--", linewidth=1, label=f"--queue-size {limit}")
     axes.set_yscale("symlog", linthresh=1)
-    axes.set_xlabel("seconds into the run")
-    axes.set_ylabel("requests queued for a PayloadThread")
-    axes.set_title(title)
     axes.grid(True, alpha=0.3)
+    _finish(figure, axes, "seconds into the run", "requests queued for a PayloadThread", title, out)
+
+
+def _finish(figure: Any, axes: Any, xlabel: str, ylabel: str, title: str, out: Path) -> None:
+    """Labels, legend, and the PNG written (the figure is then released)."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
     axes.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(out, dpi=90)
