@@ -96,6 +96,7 @@ def test_quick_study_writes_report_plots_and_profiles(tmp_path: Path) -> None:
 
     study = json.loads((out / "runs.json").read_text())
     assert set(study["capacity"]["put"]) == {"sync", "async"}
+    assert study["machine"][0] in report  # recorded when measured, not when redrawn
     for run in study["runs"]:
         assert (out / f"{run['stem']}.hgrm").exists()
         assert (out / f"{run['stem']}.json").exists()

@@ -7,20 +7,16 @@ saved runs (runs.json, the .hgrm spectra, the speedscope profiles, memray's
 stats), and its wording follows the numbers: which mode is ahead is decided
 here, not written in advance. The comparison with the seed is the same: each
 of the seed's findings is stated, then checked against this run's data and
-marked as agreeing or not. Running ``write_report`` again on the same
-directory writes the same report.
+marked as agreeing or not. The machine and versions are the ones recorded
+in runs.json when the study ran, so running ``write_report`` again on the
+same directory, anywhere, writes the same report.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
-import sys
 import time
 from collections.abc import Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -51,40 +47,6 @@ PROFILE_FILES = {  # kind -> (link text, file suffix)
 
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
-
-
-def machine() -> list[str]:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        memory = Path("/proc/meminfo").read_text().split()[1]
-        memory_text = f"{int(memory) / 2**20:.0f} GiB memory"
-    except OSError:
-        memory_text = "memory unknown"
-    return [
-        f"- Machine: {cpu}, {os.cpu_count()} CPUs, {memory_text}, Linux {platform.release()}",
-        f"- Python {platform.python_version()} ({sys.implementation.name})",
-    ]
-
-
-def versions(tool: str) -> str:
-    parts = []
-    for package in ("selectorkv", "h11", "rocksdict", "py-spy", "memray", "matplotlib"):
-        try:
-            parts.append(f"{package} {metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            continue
-    if tool.startswith("wrk"):
-        binary = tool.split()[0]
-        try:
-            first = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
-            parts.append((first.stdout or first.stderr).splitlines()[0].strip())
-        except (OSError, IndexError):
-            parts.append(binary)
-    return "- Versions: " + ", ".join(parts)
 
 
 class Data:
@@ -192,8 +154,8 @@ class Writer:
             "",
             "## Machine, versions, tool",
             "",
-            *machine(),
-            versions(d.study["tool"]),
+            *d.study["machine"],
+            d.study["versions"],
             f"- Load tool: **{d.study['tool']}** for every figure (capacity and constant "
             "rates); latency counted from each request's due time.",
             f"- Server: defaults ({DEFAULTS.selectors} SelectorThread, {DEFAULTS.workers} "

@@ -44,6 +44,7 @@ import http.client
 import json
 import logging
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -54,6 +55,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -130,6 +132,8 @@ class Study:
     settings: dict[str, Any]
     tool: str
     load_cpus: list[int]
+    machine: list[str]
+    versions: str
     capacity: dict[str, dict[str, float]] = field(default_factory=dict)  # workload -> mode ->
     runs: list[Run] = field(default_factory=list)
     breaking_point: dict[str, dict[str, float | None]] = field(default_factory=dict)
@@ -140,6 +144,42 @@ class Study:
 
     def save(self, out: Path) -> None:
         (out / "runs.json").write_text(json.dumps(asdict(self), indent=1, default=str) + "\n")
+
+
+def describe_machine() -> list[str]:
+    """The machine, as the report states it (recorded when measured)."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        memory = Path("/proc/meminfo").read_text().split()[1]
+        memory_text = f"{int(memory) / 2**20:.0f} GiB memory"
+    except OSError:
+        memory_text = "memory unknown"
+    return [
+        f"- Machine: {cpu}, {os.cpu_count()} CPUs, {memory_text}, Linux {platform.release()}",
+        f"- Python {platform.python_version()} ({sys.implementation.name})",
+    ]
+
+
+def describe_versions(tool: str) -> str:
+    """The versions of what was measured and what measured it."""
+    parts = []
+    for package in ("selectorkv", "h11", "rocksdict", "py-spy", "memray", "matplotlib"):
+        try:
+            parts.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            continue
+    if tool.startswith("wrk"):
+        binary = tool.split()[0]
+        try:
+            first = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
+            parts.append((first.stdout or first.stderr).splitlines()[0].strip())
+        except (OSError, IndexError):
+            parts.append(binary)
+    return "- Versions: " + ", ".join(parts)
 
 
 def load_cpus() -> set[int]:
@@ -295,6 +335,8 @@ class Lab:
             settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
             tool=tool.name,
             load_cpus=sorted(load_cpus()),
+            machine=describe_machine(),
+            versions=describe_versions(tool.name),
         )
         self.data_dir = settings.out / "data"
         self.profile_dir = settings.out / "profiles"
