@@ -157,7 +157,7 @@ def thread_profiles(speedscope: Path) -> list[ThreadProfile]:
     return profiles
 
 
-def start_memray(command: list[str], capture: Path) -> list[str]:
+def memray_command(command: list[str], capture: Path) -> list[str]:
     """The server command, run under memray."""
     return [
         sys.executable,

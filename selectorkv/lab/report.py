@@ -23,9 +23,9 @@ from typing import Any
 from selectorkv.config import DEFAULTS
 from selectorkv.lab import plots
 from selectorkv.lab.profile import ThreadProfile, thread_profiles
+from selectorkv.lab.study import MODES
 from selectorkv.lab.tools import served_rate
 
-MODES = ("sync", "async")
 CATEGORIES = (
     "wait: select",
     "wait: queue",

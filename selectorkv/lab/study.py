@@ -236,7 +236,7 @@ class ServerUnderTest:
             "warning",
         ]
         if memray is not None:
-            command = profile.start_memray(command[1:], memray)
+            command = profile.memray_command(command[1:], memray)
         self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
         self._wait_ready()

@@ -38,7 +38,6 @@ from hdrh.histogram import HdrHistogram
 from selectorkv.lab import load
 
 WRK_SCRIPTS = Path(__file__).resolve().parents[2] / "wrk_scripts"
-TOOLS = ("selectorkv", "wrk", "wrk2")
 
 
 @dataclass
