@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes",
         type=positive_int,
         default=None,
-        help="processes to spread over (default: one per 15k req/s, at most one per core)",
+        help="processes to spread over (default: one per 30k req/s, at most one per core)",
     )
     load.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     load.add_argument("--hgrm", metavar="FILE", help="write the HdrHistogram percentile spectrum")

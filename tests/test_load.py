@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from selectorkv.lab.load import generate, percentiles_ms
+from selectorkv.lab.keyspace import ALPHABET, BODY_LENGTH, ID_LENGTH
+from selectorkv.lab.load import Workload, generate, percentiles_ms
 from tests.conftest import ServerProcess
 
 
@@ -25,6 +26,20 @@ def selectorkv_url(tmp_path: Path) -> Iterator[str]:
     proc = ServerProcess("--data", str(tmp_path / "db"), "--mode", "sync")
     yield f"http://{proc.address[0]}:{proc.address[1]}"
     proc.stop()
+
+
+def test_put_requests_carry_fresh_bodies_of_the_seeds_alphabet() -> None:
+    workload = Workload("put", "127.0.0.1", 8080, seed=1)
+    letters = set(ALPHABET.encode())
+    bodies = set()
+    for _ in range(200):
+        head, _, body = workload.next_request().partition(b"\r\n\r\n")
+        assert head.startswith(b"PUT /v0/entity?id=")
+        assert len(head.split(b" ")[1]) == len("/v0/entity?id=") + ID_LENGTH
+        assert b"\r\nContent-Length: %d" % BODY_LENGTH in head
+        assert len(body) == BODY_LENGTH and set(body) <= letters
+        bodies.add(body)
+    assert len(bodies) == 200  # each request its own window of the random text
 
 
 def test_holds_a_constant_rate_within_3_percent(selectorkv_url: str) -> None:
