@@ -6,6 +6,7 @@ clients that behave. Needs wrk.
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 import subprocess
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 from benchmarks.serving import serving
+from selectorkv.lab.study import on_load_cpus
+from selectorkv.lab.tools import SelectorkvLoad
 from tests.conftest import RawClient, request_bytes, rss_bytes
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "wrk_scripts"
@@ -85,6 +88,7 @@ def stalled_readers() -> None:
 
 
 def overload() -> None:
+    """Closed loop with more connections than queue slots (a burst)."""
     with tempfile.TemporaryDirectory() as data, serving(PORT, data, "--queue-size", "32") as url:
         normal = wrk(url, "put.lua", 16)
         heavy = wrk(url, "put.lua", 512)
@@ -96,6 +100,40 @@ def overload() -> None:
         f"{share:.0%} shed with 503, p99 {heavy['p99']}; after: {float(after['rate']):,.0f} req/s, "
         f"{after['non2xx']} errors |"
     )
+
+
+def twice_the_capacity(queues: tuple[int, ...]) -> None:
+    """Open loop (constant arrival rate, latency from each due time), PUT,
+    async mode. The capacity is the closed-loop maximum with 64 connections
+    and the default queue; then, for each queue size on a fresh server, half
+    of it, twice it and half again, over 256 connections. The generator runs
+    on the CPUs the server does not use (study.on_load_cpus)."""
+    tool = SelectorkvLoad()
+    with tempfile.TemporaryDirectory() as data, serving(PORT, data) as url:
+        capacity = on_load_cpus(lambda: tool.capacity(url, "put", 64, 5))
+    print(f"closed-loop capacity {capacity:,.0f} PUT/s\n")
+    print(
+        "| queue | offered PUT/s | answered/s | 201s/s | 503 | 201s' p50 / p99 / max ms "
+        "| errors | late, connection free |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for queue in queues:
+        args = ("--queue-size", str(queue))
+        with tempfile.TemporaryDirectory() as data, serving(PORT, data, *args) as url:
+            for phase, factor, seconds in (("half", 0.5, 5), ("twice", 2, 10), ("half", 0.5, 5)):
+                rate = factor * capacity
+                figures = on_load_cpus(
+                    functools.partial(tool.constant_rate, url, "put", rate, 256, seconds)
+                ).figures
+                statuses, elapsed = figures["status_counts"], figures["elapsed_s"]
+                served = figures["latency_ms_served"]
+                print(
+                    f"| {queue} | {phase}: {rate:,.0f} | {figures['requests'] / elapsed:,.0f} | "
+                    f"{statuses.get('201', 0) / elapsed:,.0f} | "
+                    f"{statuses.get('503', 0) / max(1, figures['requests']):.0%} | "
+                    f"{served['p50']:.1f} / {served['p99']:.1f} / {served['max']:.1f} | "
+                    f"{figures['errors']} | {figures['late_with_free_connection']:,} |"
+                )
 
 
 def idle_connections() -> None:
@@ -124,6 +162,8 @@ def main() -> None:
     stalled_readers()
     overload()
     idle_connections()
+    print()
+    twice_the_capacity((16, 32, 64, 1024))
 
 
 if __name__ == "__main__":

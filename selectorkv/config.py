@@ -140,7 +140,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("selectors", positive_int, "number of SelectorThreads (reactors owning connections)"),
     Option("workers", positive_int, "number of PayloadThreads in async mode"),
-    Option("queue_size", positive_int, "PayloadThread queue bound; a full queue answers 503"),
+    Option(
+        "queue_size",
+        positive_int,
+        "PayloadThread queue bound; a full queue answers 503. It is the overload latency "
+        "budget: an accepted request waits behind at most this many, and nothing is shed "
+        "while clients have fewer requests in flight (docs/reliability.md)",
+    ),
     Option(
         "max_connections",
         positive_int,

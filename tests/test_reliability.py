@@ -16,6 +16,8 @@ from pathlib import Path
 import h11
 import pytest
 
+from selectorkv.lab.study import on_load_cpus
+from selectorkv.lab.tools import SelectorkvLoad
 from selectorkv.server import exposure_warning
 from selectorkv.storage import StorageError
 from tests.conftest import (
@@ -207,6 +209,48 @@ def test_10000_idle_keep_alive_connections(tmp_path: Path) -> None:
             client.close()
         assert proc.stop() == 0
     assert "ERROR" not in proc.text() and "Traceback" not in proc.text()
+
+
+# ----------------------------------------------------------------------
+# Overload
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("queue", "connections", "seconds"),
+    [pytest.param(16, 64, 1.5), pytest.param(64, 256, 5.0, marks=pytest.mark.reliability)],
+)
+def test_twice_the_capacity_is_all_answered_the_excess_shed_and_recovered_from(
+    tmp_path: Path, queue: int, connections: int, seconds: float
+) -> None:
+    """Async mode, open loop: measure the closed-loop capacity, offer twice
+    that, then a quarter of it. Every request is answered, the excess with
+    503 (more connections than queue slots, so the queue does fill), and
+    once the load drops nothing is shed. The latencies are figures in
+    docs/reliability.md (benchmarks/reliability_figures.py), not asserted."""
+    proc = ServerProcess(
+        "--data", str(tmp_path / "db"), "--mode", "async", "--queue-size", str(queue)
+    )
+    url = f"http://{proc.address[0]}:{proc.address[1]}"
+    tool = SelectorkvLoad()
+    try:
+        # As many connections as queue slots: the closed loop never sheds.
+        capacity = on_load_cpus(lambda: tool.capacity(url, "put", queue, seconds))
+        twice = on_load_cpus(
+            lambda: tool.constant_rate(url, "put", 2 * capacity, connections, seconds)
+        ).figures
+        after = on_load_cpus(
+            lambda: tool.constant_rate(url, "put", capacity / 4, connections, seconds)
+        ).figures
+    finally:
+        assert proc.stop() == 0
+    print(f"capacity {capacity:,.0f} req/s; twice: {twice['status_counts']}")
+    assert twice["errors"] == 0
+    assert twice["requests"] == round(2 * capacity * seconds)  # every one answered
+    assert set(twice["status_counts"]) == {"201", "503"}
+    assert after["errors"] == 0
+    assert set(after["status_counts"]) == {"201"}
+    assert "Traceback" not in proc.text()
 
 
 # ----------------------------------------------------------------------
