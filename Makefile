@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-fast test-reliability lint bench bench-compare report clean
+.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -38,6 +38,14 @@ test: $(VENV)/.installed-dev
 # The same suite with the opt-in compiled parser (see selectorkv/parser.py).
 test-fast: $(VENV)/.installed-dev
 	SELECTORKV_HTTP_PARSER=h11-mypyc $(BIN)/python -m pytest -m "not reliability and not study" $(ARGS)
+
+# The tests whose verdict waits on timers, rates or other threads (marked
+# "timing"), the whole set STRESS_COUNT times in a row: the proof that the
+# suite does not depend on this machine's speed. No retries: one failure fails.
+STRESS_COUNT ?= 20
+test-stress: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "timing and not reliability" --count $(STRESS_COUNT) \
+		--repeat-scope session -p no:cacheprovider $(ARGS)
 
 # The long and heavy reliability cases (docs/reliability.md); not run by CI.
 test-reliability: $(VENV)/.installed-dev

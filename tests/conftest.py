@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -111,6 +112,24 @@ def request_bytes(
     return head.encode() + b"\r\n" + (body or b"")
 
 
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait for ``condition`` to hold, polling: a test waits for what it
+    needs to have happened, never for a fixed time (this machine's speed
+    drifts). ``timeout`` only bounds a hang; it is not part of the verdict."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting after {timeout:g} s: {what}")
+        time.sleep(0.01)
+
+
+def queue_depth(server: Server) -> int:
+    """Requests waiting for a PayloadThread, as GET /metrics reports it."""
+    match = re.search(rb"^selectorkv_queue_depth (\S+)$", server.metrics(), re.MULTILINE)
+    assert match, "no selectorkv_queue_depth in the metrics"
+    return int(float(match.group(1)))
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of process ``pid`` (Linux /proc)."""
     with open(f"/proc/{pid}/status") as status:
@@ -118,6 +137,17 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for {pid}")
+
+
+def peak_growth(pid: int, before: int, seconds: float) -> int:
+    """The most that process ``pid`` grew past ``before`` bytes, sampled
+    every 50 ms for ``seconds``."""
+    peak = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        peak = max(peak, rss_bytes(pid) - before)
+        time.sleep(0.05)
+    return peak
 
 
 # ----------------------------------------------------------------------

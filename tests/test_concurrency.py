@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import BlockingServerFactory, RawClient, ServerFactory, request_bytes
+from tests.conftest import (
+    BlockingServerFactory,
+    RawClient,
+    ServerFactory,
+    queue_depth,
+    request_bytes,
+    wait_until,
+)
 
 CLIENTS = 200
 ROUNDS = 5
@@ -108,6 +114,7 @@ def test_connection_cap_leaves_new_clients_in_the_backlog(make_server: ServerFac
         assert client.request("GET", "/v0/status").status == 200
 
 
+@pytest.mark.timing
 def test_full_queue_sheds_plain_requests_and_keeps_the_connection(
     make_blocking_server: BlockingServerFactory,
 ) -> None:
@@ -119,7 +126,7 @@ def test_full_queue_sheds_plain_requests_and_keeps_the_connection(
     running.send(request_bytes("PUT", "/v0/entity?id=a", b"1"))
     assert storage.entered.acquire(timeout=10)
     queued.send(request_bytes("PUT", "/v0/entity?id=b", b"2"))
-    time.sleep(0.2)  # b is in the queue now
+    wait_until(lambda: queue_depth(server) == 1, "b in the queue")
     shed = RawClient(server.address)
     shed.send(
         request_bytes("GET", "/v0/entity?id=a")

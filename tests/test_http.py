@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from selectorkv.server import Server
-from tests.conftest import RawClient, ServerFactory, ServerProcess, request_bytes, rss_bytes
+from tests.conftest import (
+    RawClient,
+    ServerFactory,
+    ServerProcess,
+    peak_growth,
+    request_bytes,
+    rss_bytes,
+)
 
 
 def test_api_table(client: RawClient) -> None:
@@ -209,22 +216,23 @@ def test_malformed_request_disturbs_no_other_connection(server: Server) -> None:
     assert good.request("GET", "/v0/entity?id=g").body == b"1"
 
 
+@pytest.mark.timing
 def test_incomplete_head_times_out_with_408(make_server: ServerFactory, mode: str) -> None:
     server = make_server(mode, header_timeout=0.3)
     client = RawClient(server.address)
     client.send(b"GET /v0/status HTTP/1.1\r\nHost: t\r\n")  # no blank line: never complete
-    started = time.monotonic()
-    data = client.read_until_closed()
-    assert data.startswith(b"HTTP/1.1 408 ")
-    assert time.monotonic() - started < 5
+    # The wait is for the event; the client's 10 s socket timeout bounds a hang.
+    assert client.read_until_closed().startswith(b"HTTP/1.1 408 ")
 
 
+@pytest.mark.timing
 def test_silent_new_connection_is_cut_after_header_timeout(make_server: ServerFactory) -> None:
     server = make_server("sync", header_timeout=0.3)
     client = RawClient(server.address)
     assert client.read_until_closed().startswith(b"HTTP/1.1 408 ")
 
 
+@pytest.mark.timing
 def test_stalled_body_times_out(make_server: ServerFactory, mode: str) -> None:
     server = make_server(mode, header_timeout=0.3)
     client = RawClient(server.address)
@@ -233,13 +241,16 @@ def test_stalled_body_times_out(make_server: ServerFactory, mode: str) -> None:
     assert RawClient(server.address).request("GET", "/v0/entity?id=s").status == 404
 
 
+@pytest.mark.timing
 def test_idle_keep_alive_connection_is_closed(make_server: ServerFactory, mode: str) -> None:
     server = make_server(mode, keepalive_timeout=0.3)
     client = RawClient(server.address)
+    asked = time.monotonic()  # the server's idle timer starts after this
     assert client.request("GET", "/v0/status").status == 200
-    started = time.monotonic()
     assert client.read_until_closed() == b""  # closed quietly, no 408 for an idle client
-    assert 0.2 < time.monotonic() - started < 5
+    # Never before the timeout (a timer cannot fire early); how much later is
+    # the machine's business, bounded only by the client's socket timeout.
+    assert time.monotonic() - asked >= 0.3
 
 
 def test_disconnect_mid_body_stores_nothing(server: Server) -> None:
@@ -269,7 +280,10 @@ def test_four_mib_value_to_a_client_with_a_tiny_receive_buffer(server: Server) -
     assert writer.request("PUT", "/v0/entity?id=huge", value).status == 201
     reader = RawClient(server.address, rcvbuf=4096)
     reader.send(request_bytes("GET", "/v0/entity?id=huge"))
-    time.sleep(0.2)  # the server fills the tiny window and must wait for EVENT_WRITE
+    # Reading only once the response has started leaves the server facing a
+    # full tiny window, to wait for EVENT_WRITE; the verdict is the same
+    # whenever the reading starts.
+    reader.sock.recv(1, socket.MSG_PEEK)
     reply = reader.read_reply(read_size=4096)
     assert reply.status == 200
     assert len(reply.body) == len(value)
@@ -278,6 +292,7 @@ def test_four_mib_value_to_a_client_with_a_tiny_receive_buffer(server: Server) -
     assert reader.request("GET", "/v0/status").status == 200
 
 
+@pytest.mark.timing
 def test_client_that_pipelines_without_reading_holds_bounded_memory(
     tmp_path: Path, mode: str
 ) -> None:
@@ -290,8 +305,11 @@ def test_client_that_pipelines_without_reading_holds_bounded_memory(
         before = rss_bytes(proc.proc.pid)
         greedy = RawClient(proc.address, rcvbuf=4096)
         greedy.send(request_bytes("GET", "/v0/entity?id=m") * 64)
-        time.sleep(1.0)
-        growth = rss_bytes(proc.proc.pid) - before
+        greedy.sock.recv(1, socket.MSG_PEEK)  # the server has read and answered
+        # A server that buffered every response would hold 64 MiB within
+        # milliseconds of this. The highest of a second's samples is taken:
+        # a slow machine could make a faulty server pass, never fail a sound one.
+        growth = peak_growth(proc.proc.pid, before, seconds=1.0)
         assert growth < 16 * 1024 * 1024, f"server grew by {growth} bytes"
         # Other clients are served meanwhile, and the greedy one gets all 64
         # responses once it reads.

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,13 +43,26 @@ def test_put_requests_carry_fresh_bodies_of_the_seeds_alphabet() -> None:
     assert len(bodies) == 200  # each request its own window of the random text
 
 
-def test_holds_a_constant_rate_within_3_percent(selectorkv_url: str) -> None:
+def assert_on_schedule(figures: dict[str, Any], rate: float) -> None:
+    """What a constant-rate run must show whatever the machine's speed:
+    never ahead of its schedule (no request goes out before its due time, so
+    the rate cannot pass the target by more than the last interval's share
+    and paced.lua's 1 ms rounding: 0.1 % here); and when it fell more than
+    3 % short, the run says it was behind schedule instead of passing the
+    shortfall off as the server's. How close it came is printed."""
+    print(f"target {rate:g} req/s, measured {figures['rate']:,.1f} req/s")
+    assert figures["rate"] <= 1.001 * rate, figures
+    assert figures["rate"] >= 0.97 * rate or figures["behind_schedule"], figures
+
+
+@pytest.mark.timing
+def test_keeps_to_its_schedule_or_says_it_fell_behind(selectorkv_url: str) -> None:
     report = generate(selectorkv_url, "put", rate=2000, connections=16, duration=3, processes=1)
     figures = report.as_json()
-    assert figures["requests"] == 6000
+    assert_on_schedule(figures, 2000)
+    assert figures["requests"] == 6000  # every planned request, however late
     assert figures["status_counts"] == {"201": 6000}
     assert figures["errors"] == 0
-    assert abs(figures["rate"] - 2000) <= 0.03 * 2000, figures["rate"]
 
 
 class FreezingServer(socketserver.ThreadingTCPServer):
@@ -87,6 +101,20 @@ class FreezingHandler(socketserver.BaseRequestHandler):
             self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 
 
+def assert_counts_the_stall(latency: dict[str, float]) -> None:
+    """The freezing server's one-second stall, as a tool that counts from
+    the due time must show it. A quarter of the requests were due during
+    the stall and waited for its end: p90 is at least a few hundred ms,
+    however fast the machine (a slow one only adds to it). The median
+    request was due well outside the stall: its latency is the server's
+    instant answer, far below the stall, on any machine that is not itself
+    stalled for half the run."""
+    assert latency["p90"] > 300, latency
+    assert latency["max"] > 900, latency
+    assert latency["p50"] < 250, latency
+
+
+@pytest.mark.timing
 def test_a_server_stall_shows_in_p90_not_only_in_max() -> None:
     server = FreezingServer()
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -97,10 +125,7 @@ def test_a_server_stall_shows_in_p90_not_only_in_max() -> None:
         server.shutdown()
         server.server_close()
     latency = percentiles_ms(report.histogram)
-    # A quarter of the requests were due during the stall and waited for it.
-    assert latency["p90"] > 300, latency
-    assert latency["max"] > 900, latency
-    assert latency["p50"] < 50, latency
+    assert_counts_the_stall(latency)
     assert report.status_counts == {200: 1600}
 
 
@@ -137,8 +162,11 @@ def test_counts_errors_when_the_server_hangs_up() -> None:
     assert report.requests == 0
 
 
+@pytest.mark.timing
 def test_reports_falling_behind_loudly(selectorkv_url: str) -> None:
-    report = generate(selectorkv_url, "get", rate=50_000, connections=2, duration=1, processes=1)
+    # 2 connections cannot carry 50k/s: one round trip through Python's h11
+    # alone is tens of microseconds, so this is behind on any machine.
+    report = generate(selectorkv_url, "get", 50_000, connections=2, duration=0.2, processes=1)
     assert report.behind_schedule
     out, err = io.StringIO(), io.StringIO()
     report.print_summary(out, err)

@@ -3,6 +3,7 @@ as the client reads it, in both modes."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -141,12 +142,13 @@ def test_100000_entries_in_order(make_server: ServerFactory, mode: str, tmp_path
     assert client.request("GET", "/v0/entity?id=0000042").body == b"0000042vvv"
 
 
+@pytest.mark.timing
 def test_write_and_delete_during_a_stream_do_not_change_it(
     make_server: ServerFactory, mode: str, tmp_path: Path
 ) -> None:
     server = filled_server(make_server, mode, tmp_path, 50_000)
     reader = start_range(server)
-    time.sleep(0.2)  # the stream has started and is held back by the small window
+    reader.sock.recv(1, socket.MSG_PEEK)  # the stream has started: its snapshot is taken
     writer = RawClient(server.address)
     assert writer.request("PUT", "/v0/entity?id=0049999x", b"new").status == 201
     assert writer.request("DELETE", "/v0/entity?id=0040000").status == 202
@@ -225,6 +227,7 @@ def test_other_connections_are_served_while_a_range_streams(
     assert len(read_stream(streaming)) == 100_000 * ENTRY
 
 
+@pytest.mark.timing
 def test_slow_reader_of_a_large_range_holds_bounded_memory(tmp_path: Path, mode: str) -> None:
     """300-byte values: the whole range is 31 MB; the server holds a slice."""
     data = str(tmp_path / "filled")
@@ -258,6 +261,7 @@ def stream_then_stop(
     return client, stopper
 
 
+@pytest.mark.timing
 def test_shutdown_lets_a_stream_finish_within_the_grace_period(
     make_server: ServerFactory, mode: str, tmp_path: Path
 ) -> None:
@@ -267,11 +271,13 @@ def test_shutdown_lets_a_stream_finish_within_the_grace_period(
     assert not stopper.is_alive()
 
 
+@pytest.mark.timing
 def test_shutdown_cuts_a_stream_that_outlasts_the_grace_period(
     make_server: ServerFactory, mode: str, tmp_path: Path
 ) -> None:
     client, stopper = stream_then_stop(make_server, mode, tmp_path, 100_000, grace=0.3)
-    time.sleep(1.0)  # the reader is far too slow for the grace period
+    stopper.join(15)  # the reader reads nothing until the stop has run its course
+    assert not stopper.is_alive()
     received = bytearray()
     try:
         while piece := client.sock.recv(65536):
@@ -279,8 +285,6 @@ def test_shutdown_cuts_a_stream_that_outlasts_the_grace_period(
     except ConnectionResetError:
         pass
     assert not received.endswith(b"\r\n0\r\n\r\n")  # cut: never a well-formed lie
-    stopper.join(15)
-    assert not stopper.is_alive()
 
 
 def test_request_pipelined_behind_a_range_is_answered(server: Server) -> None:

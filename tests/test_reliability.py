@@ -10,12 +10,12 @@ import resource
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 
 import h11
 import pytest
 
+from selectorkv.lab.load import generate
 from selectorkv.lab.study import on_load_cpus
 from selectorkv.lab.tools import SelectorkvLoad
 from selectorkv.server import exposure_warning
@@ -24,8 +24,10 @@ from tests.conftest import (
     RawClient,
     ServerFactory,
     ServerProcess,
+    peak_growth,
     request_bytes,
     rss_bytes,
+    wait_until,
 )
 
 # ----------------------------------------------------------------------
@@ -67,12 +69,17 @@ class Writers:
                 else:
                     self.other.append(status)
 
+    def wait_for(self, acknowledged: int) -> None:
+        """Until that many writes were acknowledged: the load is under way."""
+        wait_until(lambda: len(self.acknowledged) >= acknowledged, f"{acknowledged} writes")
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
             thread.join(30)
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(
     "writers", [pytest.param(8), pytest.param(64, marks=pytest.mark.reliability)]
 )
@@ -82,10 +89,9 @@ def test_kill_9_under_load_loses_no_acknowledged_write(
     data = str(tmp_path / "db")
     first = ServerProcess("--data", data, "--mode", mode)
     load = Writers(first.address, writers)
-    time.sleep(1.0)
+    load.wait_for(200)
     first.stop(signal.SIGKILL)
     load.stop()
-    assert len(load.acknowledged) > 100
     second = ServerProcess("--data", data, "--mode", mode)
     try:
         client = RawClient(second.address)
@@ -99,6 +105,7 @@ def test_kill_9_under_load_loses_no_acknowledged_write(
         second.stop()
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(
     "writers", [pytest.param(8), pytest.param(64, marks=pytest.mark.reliability)]
 )
@@ -110,10 +117,11 @@ def test_sigterm_under_load_answers_every_request_it_executed(
     data = str(tmp_path / "db")
     first = ServerProcess("--data", data, "--mode", mode, "--grace", "5")
     load = Writers(first.address, writers)
-    time.sleep(1.0)
-    started = time.monotonic()
+    load.wait_for(200)
     assert first.stop(signal.SIGTERM) == 0
-    assert time.monotonic() - started < 5 + 2
+    # In time: every connection finished before the grace period ran out,
+    # none was cut (the reactor logs a cut; how long the stop took is logged).
+    assert "grace period over" not in first.text()
     load.stop()
     assert load.other == []
     second = ServerProcess("--data", data, "--mode", mode)
@@ -142,6 +150,7 @@ def open_half_heads(address: tuple[str, int], count: int) -> list[socket.socket]
     return stalled
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(
     "count", [pytest.param(100), pytest.param(500, marks=pytest.mark.reliability)]
 )
@@ -154,7 +163,7 @@ def test_stalled_heads_slow_nobody_and_are_cut_after_the_header_timeout(
         client = RawClient(proc.address)
         for i in range(200):  # normal clients are served meanwhile
             assert client.request("PUT", f"/v0/entity?id=k{i}", b"v").status == 201
-        time.sleep(2.5)
+        # Each recv waits for the cut (the sockets' 10 s timeout bounds a hang).
         cut = 0
         for sock in stalled:
             data = sock.recv(1024)
@@ -165,6 +174,7 @@ def test_stalled_heads_slow_nobody_and_are_cut_after_the_header_timeout(
         assert proc.stop() == 0
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(
     "readers", [pytest.param(10), pytest.param(100, marks=pytest.mark.reliability)]
 )
@@ -179,8 +189,11 @@ def test_stalled_readers_of_large_values_hold_bounded_memory(tmp_path: Path, rea
         stalled = [RawClient(proc.address, rcvbuf=4096) for _ in range(readers)]
         for client in stalled:
             client.send(request_bytes("GET", "/v0/entity?id=big") * 8)
-        time.sleep(1.0)
-        growth = rss_bytes(proc.proc.pid) - before
+        for client in stalled:
+            client.sock.recv(1, socket.MSG_PEEK)  # its first response has started
+        # The highest of a second's samples: a slow machine could make a
+        # faulty server pass, never fail a sound one.
+        growth = peak_growth(proc.proc.pid, before, seconds=1.0)
         # One 4 MiB response per reader in the outbound buffer, and slack.
         assert growth < readers * (4 * 1024 * 1024 + 512 * 1024) + 32 * 1024 * 1024, growth
         assert RawClient(proc.address).request("GET", "/v0/status").status == 200
@@ -216,6 +229,7 @@ def test_10000_idle_keep_alive_connections(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize(
     ("queue", "connections", "seconds"),
     [pytest.param(16, 64, 1.5), pytest.param(64, 256, 5.0, marks=pytest.mark.reliability)],
@@ -226,8 +240,18 @@ def test_twice_the_capacity_is_all_answered_the_excess_shed_and_recovered_from(
     """Async mode, open loop: measure the closed-loop capacity, offer twice
     that, then a quarter of it. Every request is answered, the excess with
     503 (more connections than queue slots, so the queue does fill), and
-    once the load drops nothing is shed. The latencies are figures in
-    docs/reliability.md (benchmarks/reliability_figures.py), not asserted."""
+    once the load has passed the server is not stuck shedding. The
+    latencies are figures in docs/reliability.md
+    (benchmarks/reliability_figures.py), not asserted.
+
+    What "recovered" can assert: at a quarter of capacity, open loop, a
+    request is still shed whenever more than ``queue`` of them arrive while
+    the PayloadThread is held up (a few milliseconds' stall of a shared
+    machine, a GIL hand-over, a RocksDB flush): a 16-slot queue is 7 ms of
+    work at that rate, so how many are shed there is the machine's business
+    and is printed, not asserted. A closed loop over no more connections
+    than queue slots can never fill the queue, so a single 503 there would
+    be a server that still believes its queue full: that is asserted."""
     proc = ServerProcess(
         "--data", str(tmp_path / "db"), "--mode", "async", "--queue-size", str(queue)
     )
@@ -239,17 +263,25 @@ def test_twice_the_capacity_is_all_answered_the_excess_shed_and_recovered_from(
         twice = on_load_cpus(
             lambda: tool.constant_rate(url, "put", 2 * capacity, connections, seconds)
         ).figures
-        after = on_load_cpus(
+        quarter = on_load_cpus(
             lambda: tool.constant_rate(url, "put", capacity / 4, connections, seconds)
         ).figures
+        after = on_load_cpus(
+            lambda: generate(url, "put", 1e6, queue, seconds, processes=1, closed_loop=True)
+        )
     finally:
         assert proc.stop() == 0
-    print(f"capacity {capacity:,.0f} req/s; twice: {twice['status_counts']}")
+    print(
+        f"capacity {capacity:,.0f} req/s; twice: {twice['status_counts']}; a quarter, "
+        f"open loop: {quarter['status_counts']}; closed loop after: {after.status_counts}"
+    )
     assert twice["errors"] == 0
     assert twice["requests"] == round(2 * capacity * seconds)  # every one answered
     assert set(twice["status_counts"]) == {"201", "503"}
-    assert after["errors"] == 0
-    assert set(after["status_counts"]) == {"201"}
+    assert quarter["errors"] == 0
+    assert quarter["requests"] == round(capacity / 4 * seconds)
+    assert after.errors == 0 and after.requests > 0
+    assert set(after.status_counts) == {201}
     assert "Traceback" not in proc.text()
 
 
