@@ -107,9 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run the seed's study on this machine and write report.md, plots, raw data and "
             "profiles to --out: for PUT and GET, each mode's capacity, constant-rate runs at "
-            "fractions of it, the breaking point, and py-spy/memray profiles. Takes about 15 "
-            "minutes (--quick: a few). Needs the 'lab' extra; py-spy needs ptrace rights "
-            "(root, or kernel.yama.ptrace_scope=0)."
+            "fractions of it, the breaking point, and py-spy/memray profiles, each figure the "
+            "median of --repeat interleaved rounds. Takes about 30 minutes (--quick: a few). "
+            "Needs the 'lab' extra; py-spy needs ptrace rights (root, or "
+            "kernel.yama.ptrace_scope=0)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -132,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ladder", type=fractions, help="fractions of capacity to run at, comma-separated"
     )
     lab.add_argument("--refine", type=int, help="halvings of the breaking-point search")
+    lab.add_argument(
+        "--repeat",
+        type=positive_int,
+        help="rounds of every capacity, ladder and search run, the modes taking turns in each; "
+        "figures are their median and min-max (default 3, 1 with --quick)",
+    )
     for name in ("capacity", "run", "profile"):
         lab.add_argument(
             f"--{name}-seconds", type=positive_float, help=f"seconds of each {name} measurement"

@@ -74,6 +74,8 @@ def test_quick_study_writes_report_plots_and_profiles(tmp_path: Path) -> None:
         "1.0",
         "--refine",
         "0",
+        "--repeat",
+        "2",
         "--tool",
         "selectorkv",
     ]
@@ -96,6 +98,15 @@ def test_quick_study_writes_report_plots_and_profiles(tmp_path: Path) -> None:
 
     study = json.loads((out / "runs.json").read_text())
     assert set(study["capacity"]["put"]) == {"sync", "async"}
+    assert {mode: len(rounds) for mode, rounds in study["capacity_rounds"]["put"].items()} == {
+        "sync": 2,
+        "async": 2,
+    }
+    # The ladder in interleaved rounds: sync, async, then async, sync.
+    ladder = [(run["round"], run["mode"]) for run in study["runs"] if run["phase"] == "ladder"]
+    assert ladder == [(0, "sync"), (0, "async"), (1, "async"), (1, "sync")]
+    assert "r2: [json](data/put-sync-ladder-" in report  # every round's data linked
+    assert " (" in report.split("### Capacity (closed loop)")[1].split("###")[0]  # min-max
     assert study["machine"][0] in report  # recorded when measured, not when redrawn
     for run in study["runs"]:
         assert (out / f"{run['stem']}.hgrm").exists()

@@ -7,12 +7,17 @@
 - Throughput against p99 for both modes: the served rate on x, p99 on y
   (log), one point per constant-rate run; the bound is drawn, and where a
   curve crosses it is the breaking point.
+
+A figure measured in several rounds is drawn as its median, with the
+rounds' min-max as a shaded band around it: a difference between two lines
+is only as real as the gap between their bands.
 - Queue depth over time in async mode, one line per rate: how the queue in
   front of the PayloadThreads fills as the rate nears and passes capacity.
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,8 @@ matplotlib.use("Agg")  # files only: no display on a server or in CI
 
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FixedLocator, NullLocator
+
+from selectorkv.lab.spread import Spread
 
 NINES = 5  # the x axis goes to 99.999%
 COLOURS = {"sync": "tab:blue", "async": "tab:orange"}
@@ -37,15 +44,39 @@ def read_hgrm(path: Path) -> list[tuple[float, float]]:
     return points
 
 
+def latency_at(points: list[tuple[float, float]], quantile: float) -> float:
+    """The latency at ``quantile`` of one spectrum: that of its first point
+    at or above it (an .hgrm spectrum is a step function)."""
+    for q, ms in points:
+        if q >= quantile:
+            return ms
+    return points[-1][1]
+
+
 def latency_by_percentile(
-    curves: dict[str, list[tuple[float, float]]], title: str, out: Path
+    curves: dict[str, list[list[tuple[float, float]]]], title: str, out: Path
 ) -> None:
-    """One line per label, from (percentile in [0, 1], latency ms) points."""
+    """One line per label, from one or more spectra of (percentile in
+    [0, 1], latency ms) points: their median at each percentile, and their
+    min-max as a band when there are several."""
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    for label, points in curves.items():
-        xs = [1 / (1 - q) for q, _ in points if q < 1]
-        ys = [ms for q, ms in points if q < 1]
-        axes.plot(xs, ys, label=label, color=COLOURS.get(label.split()[0]), linewidth=1.6)
+    # Percentiles evenly spaced on the axis, to just short of the last nine.
+    grid = [1 - 10 ** (-k / 20) for k in range(NINES * 20)]
+    for label, spectra in curves.items():
+        spectra = [[(q, ms) for q, ms in points if q < 1] for points in spectra]
+        spectra = [points for points in spectra if points]
+        if not spectra:
+            continue
+        top = min(points[-1][0] for points in spectra)  # as far as every spectrum goes
+        quantiles = [q for q in grid if q <= top]
+        at = [[latency_at(points, q) for points in spectra] for q in quantiles]
+        xs = [1 / (1 - q) for q in quantiles]
+        colour = COLOURS.get(label.split()[0])
+        axes.plot(xs, [statistics.median(v) for v in at], label=label, color=colour, linewidth=1.6)
+        if len(spectra) > 1:
+            axes.fill_between(
+                xs, [min(v) for v in at], [max(v) for v in at], color=colour, alpha=0.2, linewidth=0
+            )
     axes.set_xscale("log")
     ticks = [10.0**k for k in range(NINES + 1)]
     axes.xaxis.set_major_locator(FixedLocator(ticks))
@@ -58,18 +89,32 @@ def latency_by_percentile(
 
 
 def throughput_against_p99(
-    points: dict[str, list[tuple[float, float]]], bound_ms: float, title: str, out: Path
+    points: dict[str, list[tuple[Spread, Spread]]], bound_ms: float, title: str, out: Path
 ) -> None:
-    """points: mode -> [(served req/s, p99 ms)] in the order of the target rates."""
+    """points: mode -> [(served req/s, p99 ms)] in the order of the target
+    rates, each the spread of its rounds: the medians as a line, the p99's
+    min-max as a band and the served rate's as a horizontal bar."""
     figure, axes = plt.subplots(figsize=(8, 4.5))
     for mode, series in points.items():
-        axes.plot(
-            [r for r, _ in series],
-            [p for _, p in series],
-            marker="o",
-            label=mode,
-            color=COLOURS.get(mode),
-        )
+        colour = COLOURS.get(mode)
+        xs = [served.median for served, _ in series]
+        axes.plot(xs, [p99.median for _, p99 in series], marker="o", label=mode, color=colour)
+        if any(p99.count > 1 for _, p99 in series):
+            axes.fill_between(
+                xs,
+                [p99.low for _, p99 in series],
+                [p99.high for _, p99 in series],
+                color=colour,
+                alpha=0.2,
+                linewidth=0,
+            )
+            axes.hlines(
+                [p99.median for _, p99 in series],
+                [served.low for served, _ in series],
+                [served.high for served, _ in series],
+                color=colour,
+                linewidth=1,
+            )
     axes.axhline(
         bound_ms, color="grey", linestyle="--", linewidth=1, label=f"bound {bound_ms:g} ms"
     )

@@ -5,7 +5,10 @@
 Every sentence of the report that states a finding is computed from the
 saved runs (runs.json, the .hgrm spectra, the speedscope profiles, memray's
 stats), and its wording follows the numbers: which mode is ahead is decided
-here, not written in advance. The comparison with the seed is the same: each
+here, not written in advance. A figure measured in several rounds is given
+as its median and min-max (lab/spread.py), and one mode is said to be ahead
+of the other only when their ranges do not overlap: otherwise the report
+says "within noise". The comparison with the seed is the same: each
 of the seed's findings is stated, then checked against this run's data and
 marked as agreeing or not. The machine and versions are the ones recorded
 in runs.json when the study ran, so running ``write_report`` again on the
@@ -23,7 +26,8 @@ from typing import Any
 from selectorkv.config import DEFAULTS
 from selectorkv.lab import plots
 from selectorkv.lab.profile import ThreadProfile, thread_profiles
-from selectorkv.lab.study import MODES
+from selectorkv.lab.spread import Spread, compare
+from selectorkv.lab.study import MODES, held
 from selectorkv.lab.tools import served_rate
 
 CATEGORIES = (
@@ -70,11 +74,31 @@ class Data:
         ]
         return sorted(chosen, key=lambda r: r["rate"])
 
+    def rounds(
+        self, workload: str, mode: str, rate: float, phases: Iterable[str] = ("ladder",)
+    ) -> list[dict[str, Any]]:
+        """The runs of one mode at one rate, one per round."""
+        return [run for run in self.select(workload, mode, phases) if run["rate"] == rate]
+
     def at(self, workload: str, mode: str, rate: float) -> dict[str, Any] | None:
-        for run in self.select(workload, mode, ("ladder",)):
-            if run["rate"] == rate:
-                return run
-        return None
+        """The round with the median p99 at a ladder rate: the one run that
+        stands for the rate where a single run is needed (its CPU counts)."""
+        runs = sorted(self.rounds(workload, mode, rate), key=lambda r: p99_of(r))
+        return runs[(len(runs) - 1) // 2] if runs else None
+
+    def held_at(self, workload: str, mode: str, rate: float) -> bool:
+        runs = self.rounds(workload, mode, rate, ("ladder", "search"))
+        bound: float = self.settings["p99_bound_ms"]
+        return bool(runs) and held([r["figures"] for r in runs], rate, bound)
+
+    def latency(self, workload: str, mode: str, rate: float, key: str = "p99") -> Spread | None:
+        runs = self.rounds(workload, mode, rate)
+        return Spread.of(r["figures"]["latency_ms"][key] for r in runs) if runs else None
+
+    def capacity_rounds(self, workload: str) -> dict[str, list[float]]:
+        """Each round's capacity per mode (a study from before rounds had one)."""
+        rounds: dict[str, list[float]] = self.study.get("capacity_rounds", {}).get(workload)
+        return rounds or {m: [self.study["capacity"][workload][m]] for m in MODES}
 
     def ladder_rates(self, workload: str) -> list[float]:
         return sorted(
@@ -87,9 +111,10 @@ class Data:
         return min(self.ladder_rates(workload), key=lambda rate: abs(rate - top / 2))
 
     def first_break(self, workload: str) -> float | None:
-        """The lowest ladder rate that some mode did not hold."""
+        """The lowest ladder rate that some mode did not hold (by the median
+        of its rounds)."""
         for rate in self.ladder_rates(workload):
-            if any(not (run := self.at(workload, m, rate)) or not run["held"] for m in MODES):
+            if not all(self.held_at(workload, m, rate) for m in MODES):
                 return rate
         return None
 
@@ -116,9 +141,30 @@ def cpu_seconds(run: dict[str, Any], tids: Iterable[str] | None = None) -> float
     return sum(sum(used) for used in chosen.values())
 
 
+def cpu_per_request(run: dict[str, Any]) -> float:
+    """The server's CPU microseconds per request during a run."""
+    requests: int = run["figures"]["requests"]
+    return 1e6 * cpu_seconds(run) / max(1, requests)
+
+
+def p99_of(run: dict[str, Any]) -> float:
+    p99: float = run["figures"]["latency_ms"]["p99"]
+    return p99
+
+
 def seconds_of(run: dict[str, Any]) -> float:
     seconds: float = run["figures"].get("elapsed_s") or run["figures"]["duration_s"]
     return seconds
+
+
+def seed_verdict(comparison: str, seed_mode: str) -> str:
+    """The seed's claim that ``seed_mode`` is ahead, against a comparison
+    from spread.compare: agrees, differs, or cannot tell."""
+    if comparison.startswith("within noise"):
+        return "within noise: cannot tell"
+    agrees = comparison.startswith(seed_mode)
+    single = "single run" in comparison
+    return ("agrees" if agrees else "differs") + (" (one run, no spread)" if single else "")
 
 
 def pct(value: float) -> str:
@@ -196,18 +242,37 @@ class Writer:
 
     def workload_section(self, workload: str) -> None:
         d = self.data
-        cap = d.study["capacity"][workload]
         name = workload.upper()
+        rounds = d.capacity_rounds(workload)
+        cap = {m: Spread.of(rounds[m]) for m in MODES}
+        # The ratio within each round: both modes measured minutes apart.
+        ratios = Spread.of(a / s for s, a in zip(rounds["sync"], rounds["async"], strict=False))
         self.add(f"## {name}", "", "### Capacity (closed loop)", "")
         self.table(
-            ["sync req/s", "async req/s", "async / sync"],
-            [[f"{cap['sync']:,.0f}", f"{cap['async']:,.0f}", ratio(cap["async"], cap["sync"])]],
+            ["rounds", "sync req/s", "async req/s", "async / sync, per round"],
+            [
+                [
+                    str(cap["sync"].count),
+                    cap["sync"].format(),
+                    cap["async"].format(),
+                    ratios.format(".2f", "x"),
+                ]
+            ],
         )
         self.observations.append(
-            f"{name} capacity: sync {cap['sync']:,.0f} req/s, async {cap['async']:,.0f} req/s "
-            f"(async/sync {ratio(cap['async'], cap['sync'])})."
+            f"{name} capacity: sync {cap['sync'].format()} req/s, async "
+            f"{cap['async'].format()} req/s (async/sync {ratios.format('.2f', 'x')}): "
+            + compare("sync", cap["sync"], "async", cap["async"], lower_is_better=False)
+            + "."
         )
         self.add("### Constant-rate runs", "")
+        if cap["sync"].count > 1:
+            self.add(
+                "Each row is one rate in one mode, measured in every round: the median, and "
+                "in brackets the min-max of the rounds; *errors* counts all rounds together. "
+                "*held* is the verdict on the medians.",
+                "",
+            )
         rows = []
         for rate in sorted(
             {
@@ -217,9 +282,10 @@ class Writer:
             }
         ):
             for mode in MODES:
-                for run in d.select(workload, mode, ("ladder", "search")):
-                    if run["rate"] == rate:
-                        rows.append(self.run_row(run))
+                for phase in ("ladder", "search"):
+                    runs = d.rounds(workload, mode, rate, (phase,))
+                    if runs:
+                        rows.append(self.rate_row(runs))
         self.table(
             [
                 "rate",
@@ -256,25 +322,43 @@ class Writer:
         self.compare_modes(workload)
         self.profiles(workload)
 
-    def run_row(self, run: dict[str, Any]) -> list[str]:
-        f = run["figures"]
-        lat = f["latency_ms"]
-        stem = run["stem"]
-        tool_late = f.get("behind_schedule") and 2 * f.get("late_with_free_connection", 0) > f.get(
-            "late_requests", 0
+    def rate_row(self, runs: list[dict[str, Any]]) -> list[str]:
+        """One rate in one mode: the median of its rounds, with min-max for
+        the figures the verdict rests on (served rate, p50, p99)."""
+        first = runs[0]
+        rate = first["rate"]
+        figures = [r["figures"] for r in runs]
+
+        def spread(key: str) -> Spread:
+            return Spread.of(f["latency_ms"][key] for f in figures)
+
+        tool_late = any(
+            f.get("behind_schedule")
+            and 2 * f.get("late_with_free_connection", 0) > f.get("late_requests", 0)
+            for f in figures
         )
+        links = " ".join(
+            f"[json]({r['stem']}.json) [hgrm]({r['stem']}.hgrm)" if len(runs) == 1
+            else f"r{r['round'] + 1}: [json]({r['stem']}.json) [hgrm]({r['stem']}.hgrm)"
+            for r in sorted(runs, key=lambda r: r.get("round", 0))
+        )  # fmt: skip
+        verdict = held(figures, rate, self.data.settings["p99_bound_ms"])
         return [
-            f"{run['rate']:,.0f}{' (search)' if run['phase'] == 'search' else ''}"
+            f"{rate:,.0f}{' (search)' if first['phase'] == 'search' else ''}"
             + ("*" if tool_late else ""),
-            run["mode"],
-            f"{served_rate(f):,.0f}",
-            *(f"{lat[k]:.2f}" for k in ("p50", "p90", "p99", "p99.9", "max")),
-            str(f["status_counts"].get("503", 0)),
-            str(f["errors"]),
-            "yes" if run["held"] else "**no**",
-            f"{100 * cpu_seconds(run) / seconds_of(run):.0f}%",
-            f"{1e6 * cpu_seconds(run) / max(1, f['requests']):.0f}",
-            f"[json]({stem}.json) [hgrm]({stem}.hgrm)",
+            first["mode"],
+            Spread.of(served_rate(f) for f in figures).format(),
+            spread("p50").format(".2f"),
+            f"{spread('p90').median:.2f}",
+            spread("p99").format(".2f"),
+            f"{spread('p99.9').median:.2f}",
+            f"{spread('max').median:.2f}",
+            f"{Spread.of(f['status_counts'].get('503', 0) for f in figures).median:.0f}",
+            str(sum(f["errors"] for f in figures)),
+            "yes" if verdict else "**no**",
+            f"{Spread.of(100 * cpu_seconds(r) / seconds_of(r) for r in runs).median:.0f}%",
+            f"{Spread.of(cpu_per_request(r) for r in runs).median:.0f}",
+            links,
         ]
 
     def plots(self, workload: str) -> None:
@@ -288,11 +372,12 @@ class Writer:
         for rate in rates:
             curves = {}
             for mode in MODES:
-                run = d.at(workload, mode, rate)
-                if run:
-                    curves[f"{mode} ({run['figures']['latency_ms']['p99']:.1f} ms p99)"] = (
-                        plots.read_hgrm(d.out / f"{run['stem']}.hgrm")
-                    )
+                runs = d.rounds(workload, mode, rate)
+                p99 = d.latency(workload, mode, rate)
+                if runs and p99:
+                    curves[f"{mode} ({p99.format('.1f')} ms p99)"] = [
+                        plots.read_hgrm(d.out / f"{run['stem']}.hgrm") for run in runs
+                    ]
             png = f"latency-{workload}-{rate:.0f}.png"
             plots.latency_by_percentile(
                 curves,
@@ -300,21 +385,24 @@ class Writer:
                 d.out / png,
             )
             self.add(f"![{name} latency by percentile at {rate:,.0f} req/s]({png})", "")
-        points = {}
+        points: dict[str, list[tuple[Spread, Spread]]] = {}
         for mode in MODES:
-            points[mode] = [
-                (served_rate(r["figures"]), r["figures"]["latency_ms"]["p99"])
-                for r in d.select(workload, mode, ("ladder", "search"))
-            ]
+            points[mode] = []
+            for rate in sorted({r["rate"] for r in d.select(workload, mode, ("ladder", "search"))}):
+                runs = d.rounds(workload, mode, rate, ("ladder", "search"))
+                points[mode].append(
+                    (Spread.of(served_rate(r["figures"]) for r in runs),
+                     Spread.of(p99_of(r) for r in runs))
+                )  # fmt: skip
         png = f"throughput-p99-{workload}.png"
         plots.throughput_against_p99(
             points, d.settings["p99_bound_ms"], f"{name}: p99 against throughput", d.out / png
         )
         self.add(f"![{name} throughput against p99]({png})", "")
-        series = {
+        series = {  # the first round's, at the rates of the latency plots
             f"{r['rate']:,.0f} req/s": r["queue"]
             for r in d.select(workload, "async", ("ladder",))
-            if r["queue"] and r["rate"] in rates  # the rates of the latency plots
+            if r["queue"] and r["rate"] in rates and r.get("round", 0) == 0
         }
         png = f"queue-depth-{workload}.png"
         plots.queue_depth(
@@ -329,15 +417,18 @@ class Writer:
         d = self.data
         name = workload.upper()
         half = d.half_rate(workload)
-        sync, asyn = d.at(workload, "sync", half), d.at(workload, "async", half)
-        if sync and asyn:
-            s99, a99 = sync["figures"]["latency_ms"]["p99"], asyn["figures"]["latency_ms"]["p99"]
-            s50, a50 = sync["figures"]["latency_ms"]["p50"], asyn["figures"]["latency_ms"]["p50"]
-            lower = "sync" if s99 < a99 else "async"
+        s99, a99 = d.latency(workload, "sync", half), d.latency(workload, "async", half)
+        s50, a50 = (
+            d.latency(workload, "sync", half, "p50"),
+            d.latency(workload, "async", half, "p50"),
+        )
+        if s99 and a99 and s50 and a50:
+            verdict = compare("sync", s99, "async", a99, lower_is_better=True)
             self.observations.append(
-                f"{name} at {half:,.0f} req/s (about half of capacity): p50 sync {s50:.2f} ms, "
-                f"async {a50:.2f} ms; p99 sync {s99:.2f} ms, async {a99:.2f} ms: {lower} has "
-                f"the lower p99, by {ratio(max(s99, a99), min(s99, a99))}."
+                f"{name} at {half:,.0f} req/s (about half of capacity): p50 sync "
+                f"{s50.format('.2f')} ms, async {a50.format('.2f')} ms; p99 sync "
+                f"{s99.format('.2f')} ms, async {a99.format('.2f')} ms: on p99, {verdict}; the "
+                f"medians differ by {ratio(*sorted((s99.median, a99.median), reverse=True))}."
             )
             seed_mode = "sync" if workload == "put" else "async"
             self.seed.append(
@@ -348,28 +439,33 @@ class Writer:
                         if workload == "put"
                         else " (the other way round)"
                     ),
-                    f"at {half:,.0f} req/s p99 sync {s99:.2f} ms, async {a99:.2f} ms",
-                    "agrees" if lower == seed_mode else "differs",
+                    f"at {half:,.0f} req/s p99 sync {s99.format('.2f')} ms, async "
+                    f"{a99.format('.2f')} ms",
+                    seed_verdict(verdict, seed_mode),
                 )
             )
         bp = d.study["breaking_point"][workload]
-        held = {m: bp[m] or 0.0 for m in MODES}
+        reached = {m: bp[m] or 0.0 for m in MODES}
         cap_of = d.study["capacity"][workload]
-        ahead = max(MODES, key=lambda m: held[m])
-        if held["sync"] != held["async"]:
+        ahead = max(MODES, key=lambda m: reached[m])
+        behind = MODES[1 - MODES.index(ahead)]
+        if reached["sync"] != reached["async"]:
             lowest = min(d.ladder_rates(workload))
             text = {
-                m: f"{held[m]:,.0f} req/s" if held[m] else f"below {lowest:,.0f} req/s"
+                m: f"{reached[m]:,.0f} req/s" if reached[m] else f"below {lowest:,.0f} req/s"
                 for m in MODES
             }
-            times = ratio(max(held.values()), min(held.values())) if min(held.values()) else ""
+            times = (
+                ratio(max(reached.values()), min(reached.values())) if min(reached.values()) else ""
+            )
             self.observations.append(
                 f"{name} breaking point: sync {text['sync']}, async {text['async']}: {ahead} "
-                f"holds {times + ' ' if times else ''}more."
+                f"holds {times + ' ' if times else ''}more. "
+                + self.breaking_point_noise(workload, ahead, behind)
             )
         else:
             self.observations.append(
-                f"{name} breaking point: both modes held up to {held['sync']:,.0f} req/s."
+                f"{name} breaking point: both modes held up to {reached['sync']:,.0f} req/s."
             )
         for mode in MODES:
             served = [
@@ -377,31 +473,32 @@ class Writer:
                 for r in d.select(workload, mode, ("ladder", "search"))
                 if served_rate(r["figures"]) >= 0.97 * r["rate"] and r.get("cpu")
             ]
-            if len(served) >= 2 and held[mode]:
+            if len(served) >= 2 and reached[mode]:
                 low, high = served[0], served[-1]
-                per = {r["rate"]: 1e6 * cpu_seconds(r) / max(1, r["figures"]["requests"])
-                       for r in (low, high)}  # fmt: skip
+                per = {r["rate"]: cpu_per_request(r) for r in (low, high)}
                 self.observations.append(
-                    f"{name} {mode}: the breaking point is {pct(held[mode] / cap_of[mode])} of "
+                    f"{name} {mode}: the breaking point is {pct(reached[mode] / cap_of[mode])} of "
                     f"the closed-loop capacity. Server CPU per request: {per[low['rate']]:.0f} µs "
                     f"at {low['rate']:,.0f} req/s, {per[high['rate']]:.0f} µs at "
                     f"{high['rate']:,.0f} req/s (the highest rate fully served)."
                 )
         broken = d.first_break(workload)
         if workload == "put" and broken:
-            s_run, a_run = d.at(workload, "sync", broken), d.at(workload, "async", broken)
-            if s_run and a_run:
-                s99 = s_run["figures"]["latency_ms"]["p99"]
-                a99 = a_run["figures"]["latency_ms"]["p99"]
+            s99, a99 = d.latency(workload, "sync", broken), d.latency(workload, "async", broken)
+            if s99 and a99:
+                # "Much faster": half the p99 or less, in every round's range.
+                much = a99.high < s99.low / 2
                 self.seed.append(
                     (
                         "PUT at the breaking point: async much faster than sync",
                         f"at {broken:,.0f} req/s (first rate a mode did not hold) p99 sync "
-                        f"{s99:.1f} ms, async {a99:.1f} ms; breaking points sync "
-                        f"{held['sync']:,.0f}, async {held['async']:,.0f} req/s",
-                        "agrees" if a99 < s99 / 2 else "differs",
+                        f"{s99.format('.1f')} ms, async {a99.format('.1f')} ms; breaking points "
+                        f"sync {reached['sync']:,.0f}, async {reached['async']:,.0f} req/s",
+                        "agrees" if much else seed_verdict(
+                            compare("sync", s99, "async", a99, lower_is_better=True), "async"
+                        ).replace("agrees", "differs (faster, not much faster)"),
                     )
-                )
+                )  # fmt: skip
         queues = [
             (
                 r["rate"],
@@ -417,7 +514,7 @@ class Writer:
             self.observations.append(
                 f"{name} async queue: deepest {deepest[1]:.0f} requests (at {deepest[0]:,.0f} "
                 f"req/s, bound {DEFAULTS.queue_size}); {shed} requests shed with 503 over "
-                "the ladder."
+                "the ladder's rounds."
                 + (
                     f" The queue cannot outgrow the {connections} connections, each with one "
                     "request in flight: past capacity, requests wait in the load tool for a "
@@ -426,6 +523,37 @@ class Writer:
                     else ""
                 )
             )
+
+    def breaking_point_noise(self, workload: str, ahead: str, behind: str) -> str:
+        """Whether the rounds carry the difference in breaking points: at
+        the highest ladder rate that one mode held and the other did not,
+        do their p99 ranges overlap?"""
+        d = self.data
+        split = [
+            rate
+            for rate in d.ladder_rates(workload)
+            if d.held_at(workload, ahead, rate) and not d.held_at(workload, behind, rate)
+        ]
+        if not split:
+            return (
+                "The ladder's rates were held or not alike: the difference comes from the "
+                "step search alone."
+            )
+        rate = max(split)
+        first, second = d.latency(workload, ahead, rate), d.latency(workload, behind, rate)
+        assert first and second
+        if first.count < 2:
+            return f"At {rate:,.0f} req/s: one run each, so no spread to judge it by."
+        if first.overlaps(second):
+            return (
+                f"But at {rate:,.0f} req/s the p99 ranges overlap ({ahead} "
+                f"{first.format('.1f')} ms, {behind} {second.format('.1f')} ms): within noise, "
+                "near the bound."
+            )
+        return (
+            f"At {rate:,.0f} req/s the p99 ranges do not overlap ({ahead} "
+            f"{first.format('.1f')} ms, {behind} {second.format('.1f')} ms)."
+        )
 
     def profiles(self, workload: str) -> None:
         d = self.data
@@ -572,10 +700,10 @@ class Writer:
                         "Read its flame graph for proportions between its own frames, and the "
                         "kernel's figures for how much it works."
                     )
-        for mode, held in gil.items():
-            if not held:
+        for mode, holding in gil.items():
+            if not holding:
                 continue
-            sampled, counted = sum(held.values()), sum(user[mode].values())
+            sampled, counted = sum(holding.values()), sum(user[mode].values())
             verdict = (
                 "py-spy's GIL samples undercount it"
                 if sampled < 0.8 * counted

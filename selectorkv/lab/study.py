@@ -25,6 +25,17 @@ runs, per workload (PUT, GET):
 6. the metrics (``GET /metrics``) sampled every 200 ms during every run: the
    queue depth over time comes from there.
 
+Repeats. This machine's speed drifts 10-40 % from minute to minute, so one
+run per rate cannot tell a difference between the modes from drift. Every
+measurement of steps 2-4 is made ``repeat`` times, in rounds, and within a
+round the two modes take turns (sync, async; then async, sync: neither
+always goes first): a drift then hits both modes alike, and the spread of
+the rounds is the noise that a difference must exceed. Both modes' servers
+are up at once for the ladder and the search (an idle one takes no CPU), so
+the turns cost no restarts. A rate counts as held when the *median* of its
+rounds held; the report gives medians with their min-max. The profiles and
+the allocation run are made once: they show where time goes, not how much.
+
 Everything measured is written under the out directory as it comes (a
 ``.json`` and an ``.hgrm`` per run, ``runs.json`` for the whole study), and
 the report (lab/report.py) is computed from those files alone.
@@ -63,7 +74,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from selectorkv.lab import profile
 from selectorkv.lab.fill import fill as fill_database
-from selectorkv.lab.tools import LoadTool, Measurement
+from selectorkv.lab.spread import Spread
+from selectorkv.lab.tools import LoadTool, served_rate
 
 log = logging.getLogger("selectorkv.lab")
 
@@ -92,6 +104,7 @@ class Settings:
     refine: int  # halvings of the step search
     p99_bound_ms: float
     quick: bool
+    repeat: int  # rounds of every capacity, ladder and search measurement
     workloads: tuple[str, ...] = WORKLOADS
 
 
@@ -101,6 +114,7 @@ FULL = {
     "profile_seconds": 10.0,
     "ladder": (0.25, 0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25),
     "refine": 2,
+    "repeat": 3,
 }
 QUICK = {
     "capacity_seconds": 2.0,
@@ -108,6 +122,7 @@ QUICK = {
     "profile_seconds": 2.0,
     "ladder": (0.5, 0.8, 1.0, 1.2),
     "refine": 1,
+    "repeat": 1,
 }
 
 
@@ -121,7 +136,8 @@ class Run:
     rate: float  # the target rate
     stem: str  # data/<stem>.json and .hgrm, relative to the out directory
     figures: dict[str, Any]
-    held: bool
+    held: bool  # this run alone; a rate's verdict is its rounds' median (Study.held)
+    round: int = 0  # which of the ``repeat`` rounds
     queue: list[tuple[float, float]] = field(default_factory=list)  # (s, queue depth)
     # Server CPU seconds during the run, per thread id: [user, system].
     cpu: dict[str, list[float]] = field(default_factory=dict)
@@ -134,7 +150,9 @@ class Study:
     load_cpus: list[int]
     machine: list[str]
     versions: str
-    capacity: dict[str, dict[str, float]] = field(default_factory=dict)  # workload -> mode ->
+    # workload -> mode -> the median of the rounds, and each round's figure
+    capacity: dict[str, dict[str, float]] = field(default_factory=dict)
+    capacity_rounds: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     breaking_point: dict[str, dict[str, float | None]] = field(default_factory=dict)
     profiles: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
@@ -316,14 +334,20 @@ def thread_cpu(pid: int) -> dict[str, list[float]]:
     return found
 
 
-def held(measurement: Measurement, rate: float, bound_ms: float) -> bool:
-    """The rate was held: nearly all of it served, p99 under the bound, no errors."""
-    figures = measurement.figures
+def held(rounds: list[dict[str, Any]], rate: float, bound_ms: float) -> bool:
+    """The rate was held: in the median of its rounds' figures, nearly all
+    of it served, p99 under the bound, no errors."""
     return (
-        measurement.served_rate >= SERVED_SHARE * rate
-        and figures["latency_ms"]["p99"] <= bound_ms
-        and figures["errors"] == 0
+        Spread.of(served_rate(f) for f in rounds).median >= SERVED_SHARE * rate
+        and Spread.of(f["latency_ms"]["p99"] for f in rounds).median <= bound_ms
+        and Spread.of(f["errors"] for f in rounds).median == 0
     )
+
+
+def turns(round_number: int) -> tuple[str, ...]:
+    """The order of the modes in one round: sync first in even rounds,
+    async first in odd ones, so that neither always runs first."""
+    return MODES if round_number % 2 == 0 else MODES[::-1]
 
 
 class Lab:
@@ -383,38 +407,54 @@ class Lab:
 
     def measure_workload(self, workload: str) -> None:
         s = self.settings
-        capacity: dict[str, float] = {}
-        for mode in MODES:
-            with self.server(mode) as server:
-                capacity[mode] = on_load_cpus(
-                    lambda: self.tool.capacity(
-                        server.url, workload, s.connections, s.capacity_seconds
+        rounds: dict[str, list[float]] = {mode: [] for mode in MODES}
+        for number in range(s.repeat):
+            for mode in turns(number):
+                with self.server(mode) as server:
+                    found = on_load_cpus(
+                        lambda: self.tool.capacity(
+                            server.url, workload, s.connections, s.capacity_seconds
+                        )
                     )
+                rounds[mode].append(found)
+                self.say(
+                    f"{workload} {mode}: capacity {found:,.0f} req/s (closed loop, "
+                    f"round {number + 1} of {s.repeat})"
                 )
-            self.say(f"{workload} {mode}: capacity {capacity[mode]:,.0f} req/s (closed loop)")
+        self.study.capacity_rounds[workload] = rounds
+        capacity = {mode: Spread.of(rounds[mode]).median for mode in MODES}
         self.study.capacity[workload] = capacity
         top = max(capacity.values())
         ladder = sorted({round(top * fraction) for fraction in s.ladder})
-        self.study.breaking_point[workload] = {}
         self.study.profiles[workload] = {}
-        for mode in MODES:
-            with self.server(mode) as server:
-                sampler = MetricsSampler(server.port)
+        with self.server("sync") as sync, self.server("async") as asyn:
+            servers = {"sync": sync, "async": asyn}
+            samplers = {mode: MetricsSampler(server.port) for mode, server in servers.items()}
+            for sampler in samplers.values():
                 sampler.start()
-                try:
-                    results = {
-                        rate: self.measure(server, sampler, workload, mode, "ladder", rate)
-                        for rate in ladder
-                    }
-                    point = self.step_search(server, sampler, workload, mode, results)
-                    self.study.breaking_point[workload][mode] = point
-                    self.say(f"{workload} {mode}: breaking point {point} req/s")
+            try:
+                measured: dict[str, dict[float, list[Run]]] = {mode: {} for mode in MODES}
+                for number in range(s.repeat):
+                    for rate in ladder:
+                        for mode in turns(number):
+                            run = self.measure(
+                                servers[mode], samplers[mode], workload, mode, "ladder", rate,
+                                number=number,
+                            )  # fmt: skip
+                            measured[mode].setdefault(rate, []).append(run)
+                self.study.breaking_point[workload] = self.step_search(
+                    servers, samplers, workload, measured
+                )
+                for mode in MODES:
+                    point = self.study.breaking_point[workload][mode]
+                    self.say(f"{workload} {mode}: breaking point {point} req/s (median)")
                     self.study.profiles[workload][mode] = self.profile(
-                        server, sampler, workload, mode, round(top * PROFILE_FRACTION)
+                        servers[mode], samplers[mode], workload, mode, round(top * PROFILE_FRACTION)
                     )
-                finally:
+            finally:
+                for sampler in samplers.values():
                     sampler.stop()
-            self.study.save(s.out)
+        self.study.save(s.out)
         self.study.alloc_sites[workload] = {
             mode: self.profile_allocations(workload, mode, round(top * ALLOC_FRACTION))
             for mode in MODES
@@ -430,6 +470,7 @@ class Lab:
         phase: str,
         rate: float,
         seconds: float | None = None,
+        number: int = 0,
     ) -> Run:
         s = self.settings
         duration = s.run_seconds if seconds is None else seconds
@@ -440,6 +481,8 @@ class Lab:
         )
         cpu_after = thread_cpu(server.process.pid)
         stem = f"{workload}-{mode}-{phase}-{round(rate)}"
+        if phase in ("ladder", "search"):  # the measurements made in rounds
+            stem += f"-r{number + 1}"
         measurement.save(self.data_dir / stem)
         run = Run(
             workload=workload,
@@ -448,7 +491,8 @@ class Lab:
             rate=rate,
             stem=f"data/{stem}",
             figures=measurement.figures,
-            held=held(measurement, rate, s.p99_bound_ms),
+            held=held([measurement.figures], rate, s.p99_bound_ms),
+            round=number,
             queue=sampler.between(started, time.monotonic()),
             cpu={
                 tid: [after - before for after, before in zip(used, cpu_before[tid], strict=True)]
@@ -462,35 +506,62 @@ class Lab:
             f"{workload} {mode} {phase} {rate:,.0f} req/s: served {measurement.served_rate:,.0f}, "
             f"p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} ms, "
             f"{'held' if run.held else 'NOT held'}"
+            + (f" (round {number + 1} of {s.repeat})" if phase in ("ladder", "search") else "")
         )
         time.sleep(SETTLE)
         return run
 
     def step_search(
         self,
-        server: ServerUnderTest,
-        sampler: MetricsSampler,
+        servers: dict[str, ServerUnderTest],
+        samplers: dict[str, MetricsSampler],
         workload: str,
-        mode: str,
-        ladder: dict[int, Run],
-    ) -> float | None:
-        """The highest rate held, refined by halving the step above it."""
-        held_rates = [rate for rate, run in ladder.items() if run.held]
-        if not held_rates:
-            return None  # below the lowest rate tried: the report says so
-        low = max(held_rates)
-        failed = [rate for rate in ladder if rate > low]
-        if not failed:
-            return low  # held everything tried
-        high = min(failed)
+        ladder: dict[str, dict[float, list[Run]]],
+    ) -> dict[str, float | None]:
+        """Per mode, the highest rate held (by the median of its rounds),
+        refined by halving the step above it. The two modes' searches go in
+        step, each probe measured in the same interleaved rounds as the
+        ladder."""
+        bound = self.settings.p99_bound_ms
+
+        def rate_held(rate: float, runs: list[Run]) -> bool:
+            return held([run.figures for run in runs], rate, bound)
+
+        low: dict[str, float | None] = {}
+        high: dict[str, float] = {}
+        for mode in MODES:
+            held_rates = [rate for rate, runs in ladder[mode].items() if rate_held(rate, runs)]
+            if not held_rates:
+                low[mode] = None  # below the lowest rate tried: the report says so
+                continue
+            low[mode] = highest = max(held_rates)
+            failed = [rate for rate in ladder[mode] if rate > highest]
+            if failed:
+                high[mode] = min(failed)
         for _ in range(self.settings.refine):
-            middle = round((low + high) / 2)
-            if middle in (low, high):
+            probes = {}
+            for mode, top in high.items():
+                bottom = low[mode]
+                assert bottom is not None  # only modes that held a rate search
+                middle = round((bottom + top) / 2)
+                if middle not in (bottom, top):
+                    probes[mode] = middle
+            if not probes:
                 break
-            if self.measure(server, sampler, workload, mode, "search", middle).held:
-                low = middle
-            else:
-                high = middle
+            runs: dict[str, list[Run]] = {mode: [] for mode in probes}
+            for number in range(self.settings.repeat):
+                for mode in turns(number):
+                    if mode in probes:
+                        run = self.measure(
+                            servers[mode], samplers[mode], workload, mode, "search",
+                            probes[mode], number=number,
+                        )  # fmt: skip
+                        runs[mode].append(run)
+            for mode, middle in probes.items():
+                if rate_held(middle, runs[mode]):
+                    low[mode] = middle
+                else:
+                    high[mode] = middle
         return low
 
     def profile(
