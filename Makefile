@@ -9,7 +9,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report clean
+.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report peers clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -28,6 +28,11 @@ $(VENV)/.installed-base: setup.cfg pyproject.toml | $(BIN)/python
 $(VENV)/.installed-dev: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,lint,fast,lab]'
 	touch $@ $(VENV)/.installed-base
+
+# The peers of benchmarks/peers.py (uvicorn, httptools, uvloop, gunicorn).
+$(VENV)/.installed-peers: setup.cfg pyproject.toml | $(VENV)/.installed-dev
+	$(BIN)/python -m pip install -q -e '.[test,lint,fast,lab,peers]'
+	touch $@
 
 serve: $(VENV)/.installed-base
 	$(BIN)/selectorkv serve --data ./data $(ARGS)
@@ -64,6 +69,11 @@ bench-compare: $(VENV)/.installed-dev
 # a few. Writes reports/latest/report.md with plots, data and profiles.
 report: $(VENV)/.installed-dev
 	$(BIN)/selectorkv lab --out reports/latest $(ARGS)
+
+# selectorkv beside uvicorn and gunicorn, all up at once, in interleaved
+# rounds (about 8 minutes; ARGS="--rounds 3 --seconds 5" for less).
+peers: $(VENV)/.installed-peers
+	$(BIN)/python -m benchmarks.peers $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check selectorkv tests benchmarks

@@ -1,0 +1,220 @@
+"""selectorkv against the servers a Python user would pick instead, side by
+side: ``python -m benchmarks.peers`` (or ``make peers``).
+
+# design
+
+../shared/peers/compare.sh runs the servers one after another, so a drift of
+the machine between two servers reads as a difference between them (this
+machine's speed drifts 10-40 % from minute to minute). Here every server is
+up at once, each on its own port and its own copy of one database that
+holds every key of the workload's key space (``selectorkv fill``, so that
+every GET finds its key, as in the lab), and the load
+visits them in rounds: in each round every server gets the same closed-loop
+wrk run (``wrk -t1 -c64`` with wrk_scripts/put.lua, then get.lua), in an
+order rotated by one each round so that none is always first or last. The
+ratio to uvicorn + h11 (the same HTTP parser as selectorkv) is taken within
+each round, minutes apart at most, and the table gives medians with their
+min-max over the rounds.
+
+The servers: selectorkv in both modes, uvicorn + h11 on asyncio, uvicorn +
+httptools on uvloop (the fastest common stack), gunicorn's gthread worker
+(selectors and a thread pool: the closest relative of async mode), the last
+three serving benchmarks/peer_apps.py. Every server process is pinned to
+one CPU (the highest-numbered) and wrk to the others, so that on a 2-core
+machine each server gets one core, as selectorkv uses one core's worth of
+Python. The peers need ``pip install 'selectorkv[peers]'``; wrk is Debian's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from selectorkv.lab.fill import fill
+from selectorkv.lab.spread import Spread
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "wrk_scripts"
+BASELINE = "uvicorn-h11"
+WORKLOADS = ("put", "get")
+PY = sys.executable
+# name -> command; {port} is filled in, the database comes from the environment.
+SERVERS = {
+    "selectorkv-sync": [PY, "-m", "selectorkv", "serve", "--mode", "sync", "--port", "{port}",
+                        "--data", "{db}", "--log-level", "warning"],
+    "selectorkv-async": [PY, "-m", "selectorkv", "serve", "--mode", "async", "--port", "{port}",
+                         "--data", "{db}", "--log-level", "warning"],
+    "uvicorn-h11": [PY, "-m", "uvicorn", "benchmarks.peer_apps:asgi_app", "--http", "h11",
+                    "--loop", "asyncio", "--port", "{port}", "--no-access-log",
+                    "--log-level", "warning"],
+    "uvicorn-httptools-uvloop": [PY, "-m", "uvicorn", "benchmarks.peer_apps:asgi_app",
+                                 "--http", "httptools", "--loop", "uvloop", "--port", "{port}",
+                                 "--no-access-log", "--log-level", "warning"],
+    "gunicorn-gthread": [PY, "-m", "gunicorn", "-k", "gthread", "--threads", "8", "-w", "1",
+                         "-b", "127.0.0.1:{port}", "--log-level", "warning",
+                         "benchmarks.peer_apps:wsgi_app"],
+}  # fmt: skip
+
+
+def cpus() -> tuple[set[int], set[int]]:
+    """(the servers' CPU, the load's CPUs): the highest-numbered for the
+    servers, the rest for wrk (all of them on a 1-CPU machine)."""
+    allowed = os.sched_getaffinity(0)
+    server = {max(allowed)}
+    return server, (allowed - server) or allowed
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running(name: str, scratch: Path, server_cpus: set[int]) -> Iterator[str]:
+    """One server, on a free port and its own copy of scratch/filled;
+    yields its URL once it answers /v0/status."""
+    port = free_port()
+    db = scratch / name
+    shutil.copytree(scratch / "filled", db)
+    command = [part.format(port=port, db=db) for part in SERVERS[name]]
+    log = open(scratch / f"{name}.log", "wb")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "SELECTORKV_PEER_DB": str(db)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: os.sched_setaffinity(0, server_cpus),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/v0/status", timeout=1)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{name} did not start; its log: {scratch / name}.log"
+                    ) from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def wrk(url: str, workload: str, seconds: int, connections: int, load_cpus: set[int]) -> float:
+    """Requests/s of one closed-loop wrk run; a run with socket errors or
+    non-2xx answers is refused, not averaged in."""
+    done = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(SCRIPTS / f"{workload}.lua"),
+         url],
+        capture_output=True, text=True, timeout=seconds + 60, check=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, load_cpus),
+    )  # fmt: skip
+    out = done.stdout
+    if "Socket errors" in out or "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors or non-2xx answers from {url}:\n{out}")
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not found:
+        raise RuntimeError(f"no Requests/sec in wrk's output:\n{out}")
+    return float(found.group(1))
+
+
+def rotated(names: list[str], by: int) -> list[str]:
+    by %= len(names)
+    return names[by:] + names[:by]
+
+
+def compare(rounds: int, seconds: int, connections: int) -> dict[str, dict[str, list[float]]]:
+    """workload -> server -> requests/s of each round."""
+    server_cpus, load_cpus = cpus()
+    names = list(SERVERS)
+    results: dict[str, dict[str, list[float]]] = {w: {n: [] for n in names} for w in WORKLOADS}
+    with tempfile.TemporaryDirectory(prefix="selectorkv-peers-") as temp, ExitStack() as stack:
+        scratch = Path(temp)
+        fill(str(scratch / "filled"), 0)  # the key space alone
+        urls = {name: stack.enter_context(running(name, scratch, server_cpus)) for name in names}
+        for number in range(rounds):
+            order = rotated(names, number)
+            for workload in WORKLOADS:
+                for name in order:
+                    rate = wrk(urls[name], workload, seconds, connections, load_cpus)
+                    results[workload][name].append(rate)
+                    print(f"round {number + 1}/{rounds} {workload} {name}: {rate:,.0f} req/s",
+                          file=sys.stderr, flush=True)  # fmt: skip
+    return results
+
+
+def table(results: dict[str, dict[str, list[float]]]) -> str:
+    """Markdown: per workload and server, the median req/s with min-max and
+    the ratio to the baseline taken within each round."""
+    lines = []
+    for workload, servers in results.items():
+        base = servers[BASELINE]
+        lines += [
+            f"{workload.upper()}: requests/s, median (min-max) of {len(base)} rounds",
+            "",
+            f"| server | req/s | ratio to {BASELINE}, per round |",
+            "|---|---|---|",
+        ]
+        for name, rates in servers.items():
+            ratios = Spread.of(r / b for r, b in zip(rates, base, strict=True))
+            lines.append(f"| {name} | {Spread.of(rates).format()} | {ratios.format('.2f', 'x')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.peers",
+        description="selectorkv (sync, async), uvicorn + h11, uvicorn + httptools + uvloop and "
+        "gunicorn gthread, all up at once and loaded in interleaved rounds with wrk; prints "
+        "medians with min-max and the ratios to uvicorn + h11 taken within each round.",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    parser.add_argument("--seconds", type=int, default=8, help="seconds of each wrk run (8)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    parser.add_argument("--json", metavar="FILE", help="also write every round's figures")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("benchmarks.peers needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+    try:
+        import gunicorn  # noqa: F401
+        import httptools  # noqa: F401
+        import uvicorn  # noqa: F401
+        import uvloop  # noqa: F401
+    except ImportError as exc:
+        print(f"benchmarks.peers needs the peers extra: pip install -e '.[peers]' ({exc})",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    results = compare(args.rounds, args.seconds, args.connections)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
