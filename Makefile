@@ -3,9 +3,11 @@
 # The virtual environment lives in .venv/ inside the checkout. Each target
 # depends on a stamp file that records which extras were installed, so the
 # first run installs and later runs start at once (until setup.cfg changes).
+# Another interpreter gets a venv of its own:
+#     make test PYTHON=python3.13 VENV=.venv-3.13
 
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 

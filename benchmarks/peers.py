@@ -76,6 +76,12 @@ def cpus() -> tuple[set[int], set[int]]:
     return server, (allowed - server) or allowed
 
 
+def pinned(cpus: set[int]) -> list[str]:
+    """A command prefix that runs a program on ``cpus``: util-linux's
+    taskset, rather than Python code between fork and exec."""
+    return ["taskset", "-c", ",".join(map(str, sorted(cpus)))]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -90,7 +96,7 @@ def running(name: str, scratch: Path, server_cpus: set[int]) -> Iterator[str]:
     port = free_port()
     db = scratch / name
     shutil.copytree(scratch / "filled", db)
-    command = [part.format(port=port, db=db) for part in SERVERS[name]]
+    command = [*pinned(server_cpus), *(part.format(port=port, db=db) for part in SERVERS[name])]
     log = open(scratch / f"{name}.log", "wb")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
         command,
@@ -98,7 +104,6 @@ def running(name: str, scratch: Path, server_cpus: set[int]) -> Iterator[str]:
         env={**os.environ, "SELECTORKV_PEER_DB": str(db)},
         stdout=log,
         stderr=subprocess.STDOUT,
-        preexec_fn=lambda: os.sched_setaffinity(0, server_cpus),
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -127,10 +132,9 @@ def wrk(url: str, workload: str, seconds: int, connections: int, load_cpus: set[
     """Requests/s of one closed-loop wrk run; a run with socket errors or
     non-2xx answers is refused, not averaged in."""
     done = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(SCRIPTS / f"{workload}.lua"),
-         url],
+        [*pinned(load_cpus), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+         "-s", str(SCRIPTS / f"{workload}.lua"), url],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
-        preexec_fn=lambda: os.sched_setaffinity(0, load_cpus),
     )  # fmt: skip
     out = done.stdout
     if "Socket errors" in out or "Non-2xx" in out:

@@ -274,21 +274,23 @@ LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
 
 
 class ServerProcess:
-    """``python -m selectorkv serve`` in a child process."""
+    """``python -m selectorkv serve`` in a child process. ``launcher`` is a
+    command that runs it (``prlimit ...``): no Python code runs between the
+    fork and the exec (no ``preexec_fn``), which is unsafe in a process with
+    threads, as pytest's is."""
 
     def __init__(
         self,
         *args: str,
         env: dict[str, str] | None = None,
-        preexec_fn: Callable[[], None] | None = None,
+        launcher: tuple[str, ...] = (),
     ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "selectorkv", "serve", "--port", "0", *args],
+            [*launcher, sys.executable, "-m", "selectorkv", "serve", "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, **(env or {})},
-            preexec_fn=preexec_fn,
         )
         self.log: list[str] = []
         assert self.proc.stdout is not None

@@ -6,7 +6,6 @@ the full size is marked ``reliability`` and run by ``make test-reliability``
 from __future__ import annotations
 
 import logging
-import resource
 import signal
 import socket
 import threading
@@ -317,15 +316,15 @@ def test_storage_fault_answers_500_logs_once_and_serves_the_rest(
     assert client.request("GET", "/v0/status").status == 200
 
 
-def limit_file_size() -> None:
-    """In the server's process: no file may grow past 256 KiB. CPython
-    ignores SIGXFSZ, so RocksDB's write-ahead log write fails with EFBIG,
-    a real I/O error, as on a full disk."""
-    resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+# In the server's process no file may grow past 256 KiB (util-linux's
+# prlimit sets the limit and execs the server). CPython ignores SIGXFSZ, so
+# RocksDB's write-ahead log write fails with EFBIG, a real I/O error, as on
+# a full disk.
+LIMIT_FILE_SIZE = ("prlimit", f"--fsize={256 * 1024}:{256 * 1024}")
 
 
 def test_real_rocksdb_write_error_answers_500_and_the_server_goes_on(tmp_path: Path) -> None:
-    proc = ServerProcess("--data", str(tmp_path / "db"), preexec_fn=limit_file_size)
+    proc = ServerProcess("--data", str(tmp_path / "db"), launcher=LIMIT_FILE_SIZE)
     try:
         client = RawClient(proc.address)
         statuses = [

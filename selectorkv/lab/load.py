@@ -389,26 +389,41 @@ def generate(
     if connections < count:
         count = connections
     total = round(rate * duration)
-    start = time.monotonic() + 0.2 + 0.05 * count  # time to connect before request 0
-    plans = [
-        Plan(
-            host=host,
-            port=port,
-            workload=workload,
-            rate=rate / count,
-            connections=connections // count + (i < connections % count),
-            requests=total // count + (i < total % count),
-            start=start + i / rate,  # interleave the processes' schedules
-            seed=random.randrange(1 << 30),
-            closed_loop=closed_loop,
-        )
-        for i in range(count)
-    ]
+
+    def plans() -> list[Plan]:
+        """Each process's share, on a schedule that starts shortly from now."""
+        start = time.monotonic() + 0.2 + 0.05 * count  # time to connect before request 0
+        return [
+            Plan(
+                host=host,
+                port=port,
+                workload=workload,
+                rate=rate / count,
+                connections=connections // count + (i < connections % count),
+                requests=total // count + (i < total % count),
+                start=start + i / rate,  # interleave the processes' schedules
+                seed=random.randrange(1 << 30),
+                closed_loop=closed_loop,
+            )
+            for i in range(count)
+        ]
+
     if count == 1:
-        results = [run_plan(plans[0])]
+        planned = plans()
+        results = [run_plan(planned[0])]
     else:
-        with multiprocessing.get_context("fork").Pool(count) as pool:
-            results = pool.map(run_plan, plans)
+        # Never fork this process: it may run threads (the lab's sampler, a
+        # test's server), and a lock one of them held at the fork would stay
+        # locked in the child for ever. A forkserver is a clean
+        # single-threaded process that has imported this module once; each
+        # worker is forked from it, and gets its Plan, a plain dataclass,
+        # through the pool. The schedule starts once the workers are up.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        with context.Pool(count) as pool:
+            planned = plans()
+            results = pool.map(run_plan, planned, chunksize=1)
+    start = planned[0].start
     merged = HdrHistogram(1, HIGHEST_US, 3)
     served = HdrHistogram(1, HIGHEST_US, 3)
     statuses: Counter[int] = Counter()
