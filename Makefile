@@ -67,7 +67,7 @@ bench-compare: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest benchmarks $(BENCH_COLUMNS) --benchmark-compare \
 		--benchmark-compare-fail=median:$(BENCH_THRESHOLD) $(ARGS)
 
-# The study (selectorkv lab): about 15 minutes; `make report ARGS=--quick` for
+# The study (selectorkv lab): about 30 minutes; `make report ARGS=--quick` for
 # a few. Writes reports/latest/report.md with plots, data and profiles.
 report: $(VENV)/.installed-dev
 	$(BIN)/selectorkv lab --out reports/latest $(ARGS)

@@ -468,19 +468,25 @@ class Writer:
                 f"{name} breaking point: both modes held up to {reached['sync']:,.0f} req/s."
             )
         for mode in MODES:
-            served = [
-                r
-                for r in d.select(workload, mode, ("ladder", "search"))
-                if served_rate(r["figures"]) >= 0.97 * r["rate"] and r.get("cpu")
-            ]
-            if len(served) >= 2 and reached[mode]:
-                low, high = served[0], served[-1]
-                per = {r["rate"]: cpu_per_request(r) for r in (low, high)}
+            # Per rate, the median of the rounds: the served rate and the
+            # server's CPU per request.
+            per: dict[float, float] = {}
+            for rate in sorted({r["rate"] for r in d.select(workload, mode, ("ladder", "search"))}):
+                runs = [
+                    r for r in d.rounds(workload, mode, rate, ("ladder", "search")) if r.get("cpu")
+                ]
+                if (
+                    runs
+                    and Spread.of(served_rate(r["figures"]) for r in runs).median >= 0.97 * rate
+                ):
+                    per[rate] = Spread.of(cpu_per_request(r) for r in runs).median
+            if len(per) >= 2 and reached[mode]:
+                low, high = min(per), max(per)
                 self.observations.append(
                     f"{name} {mode}: the breaking point is {pct(reached[mode] / cap_of[mode])} of "
-                    f"the closed-loop capacity. Server CPU per request: {per[low['rate']]:.0f} µs "
-                    f"at {low['rate']:,.0f} req/s, {per[high['rate']]:.0f} µs at "
-                    f"{high['rate']:,.0f} req/s (the highest rate fully served)."
+                    f"the closed-loop capacity. Server CPU per request (median of the rounds): "
+                    f"{per[low]:.0f} µs at {low:,.0f} req/s, {per[high]:.0f} µs at {high:,.0f} "
+                    "req/s (the highest rate fully served)."
                 )
         broken = d.first_break(workload)
         if workload == "put" and broken:
