@@ -45,6 +45,7 @@ def test_200_concurrent_connections_put_and_get(make_server: ServerFactory, mode
     assert problems == []
 
 
+@pytest.mark.timing
 def test_503_when_queue_full_with_blocked_storage(
     make_blocking_server: BlockingServerFactory,
 ) -> None:
@@ -55,6 +56,7 @@ def test_503_when_queue_full_with_blocked_storage(
     running.send(request_bytes("PUT", "/v0/entity?id=a", b"1"))
     assert storage.entered.acquire(timeout=10)  # the PayloadThread is now stuck in put
     queued.send(request_bytes("PUT", "/v0/entity?id=b", b"2"))
+    wait_until(lambda: queue_depth(server) == 1, "b in the queue")
     # The third request finds the queue full. Its 503 comes while storage is
     # still blocked: proof that the SelectorThread answered it.
     reply = rejected.request("PUT", "/v0/entity?id=c", b"3")
@@ -83,6 +85,7 @@ def test_pipelined_requests_while_in_flight_are_parked_then_served(
     assert client.read_reply().status == 200
 
 
+@pytest.mark.timing
 def test_request_in_flight_outlives_the_keepalive_timeout(
     make_blocking_server: BlockingServerFactory, mode: str
 ) -> None:

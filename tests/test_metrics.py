@@ -3,10 +3,17 @@ counters that move under load, kept per thread."""
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from selectorkv.server import Server
-from tests.conftest import BlockingServerFactory, RawClient, request_bytes
+from tests.conftest import (
+    BlockingServerFactory,
+    RawClient,
+    queue_depth,
+    request_bytes,
+    wait_until,
+)
 
 
 def scrape(server: Server) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -47,6 +54,7 @@ def test_counters_move_under_load(server: Server, mode: str) -> None:
         assert after[busy] > before[busy]
 
 
+@pytest.mark.timing
 def test_shed_requests_and_queue_depth_show(make_blocking_server: BlockingServerFactory) -> None:
     """Injected blocking storage holds the only PayloadThread: the queue
     depth, the requests in flight and the 503s are visible meanwhile."""
@@ -56,6 +64,8 @@ def test_shed_requests_and_queue_depth_show(make_blocking_server: BlockingServer
     assert storage.entered.acquire(timeout=10)
     queued = RawClient(server.address)
     queued.send(request_bytes("PUT", "/v0/entity?id=b", b"2"))
+    # b must be in the queue before c arrives, or c would take its place.
+    wait_until(lambda: queue_depth(server) == 1, "b in the queue")
     shed = RawClient(server.address)
     assert shed.request("PUT", "/v0/entity?id=c", b"3").status == 503
     # A scrape over HTTP would itself be shed now (the queue is full), so
