@@ -83,23 +83,27 @@ def pyspy_command(pid: int, seconds: float, out: Path, kind: str, fmt: str) -> l
     ]
 
 
-def start_pyspy(pid: int, seconds: float, out_dir: Path, stem: str, kind: str) -> list[Any]:
-    """Start the two recordings of one kind; returns the processes to wait for."""
-    return [
-        subprocess.Popen(
-            pyspy_command(pid, seconds, out_dir / f"{stem}{suffix}", kind, fmt),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for fmt, suffix in (("flamegraph", ".svg"), ("speedscope", ".speedscope.json"))
-    ]
+# A recording's two files, each made by its own py-spy run: the flame graph
+# to look at, and speedscope's JSON that the report computes shares from.
+FORMATS = (("flamegraph", ".svg"), ("speedscope", ".speedscope.json"))
 
 
-def finish(processes: list[Any]) -> None:
-    for process in processes:
-        _, err = process.communicate(timeout=120)
-        if process.returncode != 0:
-            raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-1000:]}")
+def start_pyspy(pid: int, seconds: float, out: Path, kind: str, fmt: str) -> Any:
+    """Start one recording; returns the process to wait for. One at a time
+    per server: two py-spy processes suspend the same threads with ptrace,
+    and one whose start-up collides with the other's sample fails with
+    EPERM ("Failed to suspend process"), more often the busier the machine."""
+    return subprocess.Popen(
+        pyspy_command(pid, seconds, out, kind, fmt),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish(process: Any) -> None:
+    _, err = process.communicate(timeout=120)
+    if process.returncode != 0:
+        raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-1000:]}")
 
 
 def category(frames: list[dict[str, Any]]) -> str:

@@ -643,9 +643,8 @@ class Writer:
                 )
         if rows:
             self.add(
-                "What profiling cost: latency (ms) under py-spy (two recorders, 100 Hz each, "
-                "each stopping the server for every sample) against the ladder run at the "
-                "same rate without it:",
+                "What profiling cost: latency (ms) under py-spy (100 Hz, each sample "
+                "stopping the server) against the ladder run at the same rate without it:",
                 "",
             )
             self.table(["mode", "profile", "rate", "p50 / p99 profiled", "p50 / p99 plain"], rows)

@@ -132,7 +132,7 @@ class Run:
 
     workload: str
     mode: str
-    phase: str  # ladder, search, profile-cpu, profile-wait, profile-gil, alloc
+    phase: str  # ladder, search, profile-<kind>[-flamegraph] (kind: cpu, wait, gil), alloc
     rate: float  # the target rate
     stem: str  # data/<stem>.json and .hgrm, relative to the out directory
     figures: dict[str, Any]
@@ -572,26 +572,28 @@ class Lab:
         mode: str,
         rate: float,
     ) -> dict[str, str]:
-        """py-spy CPU, wait and GIL profiles under a constant rate."""
+        """py-spy CPU, wait and GIL profiles under a constant rate: per kind
+        a flame graph, then the speedscope recording (the one the report
+        reads, so its load run is the one kept as "profile-<kind>")."""
         s = self.settings
         found = {}
         for kind in profile.KINDS:
             stem = f"{workload}-{mode}-{kind}"
-            recorders = on_load_cpus(
-                functools.partial(
-                    profile.start_pyspy,
-                    server.process.pid,
-                    s.profile_seconds,
-                    self.profile_dir,
-                    stem,
-                    kind,
+            for fmt, suffix in profile.FORMATS:
+                recorder = on_load_cpus(
+                    functools.partial(
+                        profile.start_pyspy,
+                        server.process.pid,
+                        s.profile_seconds,
+                        self.profile_dir / f"{stem}{suffix}",
+                        kind,
+                        fmt,
+                    )
                 )
-            )
-            # The load covers the recording: py-spy takes a moment to attach.
-            self.measure(
-                server, sampler, workload, mode, f"profile-{kind}", rate, s.profile_seconds + 1.5
-            )
-            profile.finish(recorders)
+                # The load covers the recording: py-spy takes a moment to attach.
+                phase = f"profile-{kind}" if fmt == "speedscope" else f"profile-{kind}-{fmt}"
+                self.measure(server, sampler, workload, mode, phase, rate, s.profile_seconds + 1.5)
+                profile.finish(recorder)
             found[kind] = f"profiles/{stem}"
         self.say(f"{workload} {mode}: profiles recorded at {rate:,.0f} req/s")
         return found
