@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from pathlib import Path
 
 from selectorkv.lab.fill import fill
 from selectorkv.lab.spread import Spread
+from selectorkv.lab.study import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "wrk_scripts"
@@ -80,13 +80,6 @@ def pinned(cpus: set[int]) -> list[str]:
     """A command prefix that runs a program on ``cpus``: util-linux's
     taskset, rather than Python code between fork and exec."""
     return ["taskset", "-c", ",".join(map(str, sorted(cpus)))]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager
