@@ -2,11 +2,11 @@
 the connection back on the SelectorThread, against executing it inline.
 
 The real executors and the real wakeup channel are measured; a small probe
-stands where a Connection would, so that neither h11 nor a socket is in the
-numbers. The handler returns a constant response: only the hand-off is timed.
-``same-cpu`` pins the PayloadThread and the benchmark's thread (the
-"SelectorThread") to one CPU, as the server does by default; ``any-cpu``
-leaves them to the operating system.
+stands where a request's cycle (its responder, cycle.py) would, so that
+neither h11 nor a socket is in the numbers. The handler returns a constant
+response: only the hand-off is timed. ``same-cpu`` pins the PayloadThread
+and the benchmark's thread (the "SelectorThread") to one CPU, as the server
+does by default; ``any-cpu`` leaves them to the operating system.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from selectorkv.api import STATUS_OK, Request, Response
-from selectorkv.connection import Owner
 from selectorkv.payload import InlineExecutor, PayloadPool
 from selectorkv.server import choose_cpu, place_threads
 from selectorkv.wakeup import Wakeup
@@ -32,23 +31,27 @@ def constant(request: Request) -> Response:
 
 
 class Probe:
-    """Stands where a Connection stands for an executor: takes the response,
-    and hands back through a real wakeup channel."""
+    """Stands where a RequestCycle stands for an executor: takes the
+    response and, once handed off, hands back through a real wakeup channel
+    as a connection does."""
 
     def __init__(self, wakeup: Wakeup) -> None:
-        self.owner = Owner.SELECTOR
+        self.handed_off = False
         self.wakeup = wakeup
         self.response: Response | None = None
         self.back = False
 
-    def respond(self, response: Response) -> None:
-        self.response = response
+    def hand_off(self) -> None:
+        self.handed_off = True
 
-    def hand_back(self, *, broken: bool = False) -> None:
-        self.wakeup.call_soon(self._on_handed_back)
+    def respond(self, response: Response) -> bool:
+        self.response = response
+        if self.handed_off:
+            self.wakeup.call_soon(self._on_handed_back)
+        return True
 
     def _on_handed_back(self) -> None:
-        self.owner = Owner.SELECTOR
+        self.handed_off = False
         self.back = True
 
 
@@ -65,7 +68,7 @@ def test_inline(benchmark: BenchmarkFixture, wakeup: Wakeup) -> None:
     executor = InlineExecutor(constant)
 
     def run() -> Response | None:
-        executor.execute(probe, REQUEST)  # type: ignore[arg-type]
+        executor.execute(REQUEST, probe)  # type: ignore[arg-type]
         return probe.response
 
     assert benchmark(run) is STATUS_OK
@@ -90,7 +93,7 @@ def test_payload_thread_and_back(
 
     def hand_off_and_back() -> Response | None:
         probe.back = False
-        pool.execute(probe, REQUEST)  # type: ignore[arg-type]
+        pool.execute(REQUEST, probe)  # type: ignore[arg-type]
         while not probe.back:
             selector.select()
             wakeup.run_calls()

@@ -5,10 +5,13 @@ them out round-robin to the SelectorThreads.
 
 The acceptor is a small reactor of its own: a selector with two sockets in
 it, the listening socket and a wakeup channel (used to stop it). When the
-listening socket is readable it accepts in a loop until the backlog is empty,
-makes each client socket non-blocking, and hands it to the next
-SelectorThread with ``adopt``, which queues the socket on that reactor's
-wakeup channel. From then on the connection belongs to that SelectorThread
+listening socket is readable it accepts up to ``ACCEPT_BATCH`` connections
+(fewer if the backlog empties first), makes each client socket non-blocking,
+and hands it to the next SelectorThread with ``adopt``, which queues the
+socket on that reactor's wakeup channel. The listening socket stays readable
+(level-triggered) while connections are left in the backlog, so the next
+``select()`` returns at once for them, and a stop request between two
+batches is seen. From then on the connection belongs to that SelectorThread
 for its whole life; the acceptor never sees it again.
 
 Keeping accept on its own thread means a SelectorThread busy with requests
@@ -20,13 +23,13 @@ do.
 
 Every connection holds a file descriptor and some memory, so their number is
 bounded (``--max-connections``). The acceptor takes a slot from
-``ConnectionSlots`` before each ``accept``; a SelectorThread gives it back when
-it forgets a closed connection. When no slot is free the acceptor takes the
-listening socket out of its selector: new clients wait in the kernel's
-backlog, their handshake done, instead of the server running out of
-descriptors. The first slot given back wakes the acceptor through its
-wakeup channel, and accepting resumes (gunicorn's gthread worker toggles
-accept the same way).
+``ConnectionSlots`` before each ``accept`` and hands ``give_back`` over with
+the socket; the connection calls it when its socket is closed (or cut).
+When no slot is free the acceptor takes the listening socket out of its
+selector: new clients wait in the kernel's backlog, their handshake done,
+instead of the server running out of descriptors. The first slot given
+back wakes the acceptor through its wakeup channel, and accepting resumes
+(gunicorn's gthread worker toggles accept the same way).
 """
 
 from __future__ import annotations
@@ -146,7 +149,7 @@ class Acceptor(threading.Thread):
             sock.setblocking(False)
             # Responses leave in one write; Nagle would only delay them.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._reactors[self._next].adopt(sock)
+            self._reactors[self._next].adopt(sock, self._slots.give_back)
             self._next = (self._next + 1) % len(self._reactors)
 
     def _pause(self) -> None:

@@ -32,6 +32,10 @@ class ServerConfig:
     max_header_size: int = 16 * 1024
     keepalive_timeout: float = 30.0
     header_timeout: float = 10.0
+    # How long a complete request may wait for an answer given later by
+    # another thread (504 after it). Sync and async mode answer at once, so
+    # it becomes a flag with the first executor that answers later.
+    request_timeout: float = 10.0
     grace: float = 10.0
     fsync: bool = False
     cpu: str = "auto"
@@ -50,7 +54,7 @@ class ServerConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("keepalive_timeout", "header_timeout", "grace"):
+        for name in ("keepalive_timeout", "header_timeout", "request_timeout", "grace"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if not 0 <= self.port <= 65535:

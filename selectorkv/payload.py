@@ -3,18 +3,20 @@ SelectorThread; async mode hands it to a bounded pool of PayloadThreads.
 
 # design
 
-A SelectorThread calls ``executor.execute(conn, request)`` with a complete,
-decoded request on a connection it owns.
+A SelectorThread calls ``executor.execute(request, cycle)`` with a complete,
+decoded request on a connection it owns; ``cycle`` is the responder that the
+answer is given to (cycle.py).
 
 ``InlineExecutor`` (sync mode) calls the API and writes the response right
 there. The SelectorThread is blocked for the storage call, but nothing
 crosses a thread: no queue, no wake-up, no GIL hand-over.
 
-``PayloadPool`` (async mode) gives the connection away with the request (the
-ownership rule in connection.py) and returns to its loop at once. A
-PayloadThread takes the pair from the bounded queue, calls the API, writes
-the response through the non-blocking socket and hands the connection back.
-When the queue is full the request is not queued and not executed: the
+``PayloadPool`` (async mode) gives the connection away with the request
+(``cycle.hand_off``, the ownership rule in connection.py) and returns to its
+loop at once. A PayloadThread takes the pair from the bounded queue, calls
+the API, and gives the response to ``cycle.respond``; on the thread that
+owns the connection that writes it through the non-blocking socket and
+hands the connection back. When the queue is full the request is not queued and not executed: the
 SelectorThread answers 503 itself, immediately. Shedding load at the door
 keeps latency bounded for the requests that are accepted.
 
@@ -34,8 +36,8 @@ import time
 from collections.abc import Callable
 
 from selectorkv import metrics
-from selectorkv.api import SERVICE_UNAVAILABLE, Request, Response
-from selectorkv.connection import Connection, Owner
+from selectorkv.api import INTERNAL_ERROR, SERVICE_UNAVAILABLE, Request, Response
+from selectorkv.cycle import RequestCycle
 from selectorkv.metrics import StatsThread
 
 log = logging.getLogger("selectorkv.payload")
@@ -49,11 +51,11 @@ class InlineExecutor:
     def __init__(self, handle: Handler) -> None:
         self._handle = handle
 
-    def execute(self, conn: Connection, request: Request) -> None:
-        conn.respond(self._handle(request))
+    def execute(self, request: Request, cycle: RequestCycle) -> None:
+        cycle.respond(self._handle(request))
 
-    def resume(self, conn: Connection) -> None:
-        conn.produce_slice()
+    def resume(self, cycle: RequestCycle) -> None:
+        cycle.continue_stream()
 
     def is_full(self) -> bool:
         return False
@@ -69,9 +71,9 @@ class PayloadPool:
         # check in ``execute``, made atomic with the put by ``_admission``
         # (several SelectorThreads submit at once). queue.Queue would bound it
         # for us, at several times the cost per request in Python locking.
-        # An item is a request to execute, or (conn, None): the next slice of
-        # conn's streamed response.
-        self._queue: queue.SimpleQueue[tuple[Connection, Request | None] | None] = (
+        # An item is a request to execute, or (cycle, None): the next slice
+        # of that cycle's streamed response.
+        self._queue: queue.SimpleQueue[tuple[RequestCycle, Request | None] | None] = (
             queue.SimpleQueue()
         )
         self._admission = threading.Lock()
@@ -84,25 +86,25 @@ class PayloadPool:
         for thread in self.threads:
             thread.start()
 
-    def execute(self, conn: Connection, request: Request) -> None:
+    def execute(self, request: Request, cycle: RequestCycle) -> None:
         """On the SelectorThread: queue the request, or answer 503 at once."""
         with self._admission:
             admitted = self._queue.qsize() < self._capacity
             if admitted:
-                conn.owner = Owner.PAYLOAD  # given away before any PayloadThread sees it
-                self._queue.put((conn, request))
+                cycle.hand_off()  # given away before any PayloadThread sees it
+                self._queue.put((cycle, request))
         if not admitted:
-            conn.respond(SERVICE_UNAVAILABLE)
+            cycle.respond(SERVICE_UNAVAILABLE)
 
     def is_full(self) -> bool:
         return self._queue.qsize() >= self._capacity
 
-    def resume(self, conn: Connection) -> None:
+    def resume(self, cycle: RequestCycle) -> None:
         """On the SelectorThread: have a PayloadThread produce the next slice
         of a streamed response. Not bounded by the queue size: the request
         was admitted already, and each stream has at most one slice queued."""
-        conn.owner = Owner.PAYLOAD
-        self._queue.put((conn, None))
+        cycle.hand_off()
+        self._queue.put((cycle, None))
 
     def stop(self) -> None:
         """Let the queued requests finish, then end the threads."""
@@ -122,19 +124,20 @@ class PayloadPool:
     def _work(self) -> None:
         stats = metrics.current()
         while (item := self._queue.get()) is not None:
-            conn, request = item
+            cycle, request = item
             started = time.perf_counter()
             stats.running = 1
             try:
                 if request is None:
-                    conn.produce_slice()
-                else:
-                    conn.respond(self._handle(request))
-            except Exception:  # a bug: lose this connection, not the thread
-                log.exception("responding on %r failed", conn)
-                conn.hand_back(broken=True)
-            else:
-                conn.hand_back()
+                    cycle.continue_stream()
+                    continue
+                try:
+                    response = self._handle(request)
+                except Exception:  # Api.handle does not raise; another handler might
+                    log.exception("handling %r failed", request)
+                    response = INTERNAL_ERROR
+                # Writes the response here and hands the connection back.
+                cycle.respond(response)
             finally:
                 stats.running = 0
                 stats.tasks += 1

@@ -1,14 +1,15 @@
-"""SelectorThread: a reactor that owns a selector and the connections in it.
+"""SelectorThread: a reactor that owns a selector, the sockets registered in
+it, and their timers.
 
 # design
 
 Each SelectorThread runs one loop; one pass is a "round":
 
-    select(timeout = time to the nearest deadline)
+    select(timeout = time to the nearest timer)
       -> the wakeup socket is ready:  run the calls other threads queued
-      -> a client socket is ready:    connection.on_events(mask)
-    expire the deadlines that have passed
-    write the responses this round produced
+      -> a registered socket is ready: its handler's on_events(mask)
+    run the timers that are due
+    write the round: on_round_end() for each handler that asked for it
 
 Reads first, writes last. A response that this thread produces (every one in
 sync mode; 503s and errors in async mode) waits in its connection's outbound
@@ -16,24 +17,43 @@ buffer until every ready socket of the round has been read and parsed, then
 all of them are written together. Writing each response as soon as it exists
 interleaves recv and send, and each send then wakes the client process for
 that one response; writing them in a burst lets a client that holds many
-connections (a load generator, a proxy) wake once for many. Measured on the
-2-core machine with wrk -t1 -c64: sync PUT 12.4k -> 15.3k req/s, GET
-16.6k -> 18.7k req/s. The delay this adds is one round of parsing, tens of
-microseconds. A PayloadThread does not wait for rounds: it writes at once.
+connections (a load generator, a proxy) wake once for many. The figures are
+in docs/architecture.md ("Rounds"). The delay this adds is one round of
+parsing, tens of microseconds. Two things do not wait for the round end: a
+PayloadThread's response (it writes at once) and what a client is waiting
+for before it sends more (``100 Continue``, a stream's next slice).
 
-Only this thread touches its selector, its timers and the connections it
-owns (see connection.py, "design: ownership"). Other threads talk to it in
-one way only: ``call_soon``, which queues a callable and writes one byte to
-the wakeup socketpair (wakeup.py). The acceptor uses it to hand over a new
+# design: what the reactor knows of a socket
+
+The reactor serves any kind of socket: a client connection today, an
+outbound connection to a peer tomorrow. It knows each one only through a
+``Handler`` (the events it is told about) and keeps its own bookkeeping in
+a ``Registration``: the selector interest, whether the handler asked to be
+called at the end of the round, whether it is still registered. Handlers
+change that bookkeeping only through the reactor's methods, on this thread.
+
+Readiness. Sockets are non-blocking and the selector (epoll on Linux) is
+level-triggered: a socket that has unread bytes is reported in every round
+until they are read. So a handler that will not read for a while (its
+request is with a PayloadThread) must stop watching (interest 0), or the
+reactor would spin; it re-registers when it can read again.
+
+# design: timers
+
+``call_later(delay, callback)`` returns a ``Timer`` that can be cancelled
+or moved (``schedule``). A connection's timer moves on nearly every request,
+nearly always to a later time, so a heap entry is a reminder to look, not a
+promise: moving a timer later pushes nothing; when a reminder comes due and
+the timer has moved on, one new reminder is pushed for it. A keep-alive
+connection serving thousands of requests costs a handful of heap operations,
+not thousands. Cancelling sets the timer's time to None; its stale entries
+expire alone.
+
+Only this thread touches its selector, its timers and the handlers it owns
+(see connection.py, "design: ownership"). Other threads talk to it in one
+way only: ``call_soon``, which queues a callable and writes one byte to the
+wakeup socketpair (wakeup.py). The acceptor uses it to hand over a new
 socket, PayloadThreads to hand a connection back, the server to shut down.
-
-Timers. A connection has one ``deadline`` at a time (header, body, write or
-keep-alive timeout, or the end of a lingering close); it changes on nearly
-every request, nearly always to a later time. A heap entry is therefore a
-reminder to look, not a promise: setting a later deadline pushes nothing;
-when a reminder comes due and the deadline has moved on, one new reminder
-is pushed for it. A keep-alive connection serving thousands of requests
-costs a handful of heap operations, not thousands.
 """
 
 from __future__ import annotations
@@ -43,38 +63,90 @@ import itertools
 import logging
 import selectors
 import socket
+import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from selectorkv.connection import Connection, Owner
 from selectorkv.metrics import StatsThread
 from selectorkv.wakeup import Wakeup
 
 log = logging.getLogger("selectorkv.reactor")
 
-ConnectionFactory = Callable[[socket.socket, "SelectorThread"], Connection]
+
+class Handler(Protocol):
+    """What a SelectorThread calls on the object behind a registered socket."""
+
+    # True for what shutdown must wait for (a client's request), False for
+    # what it may cut at once (an idle outbound connection).
+    holds_shutdown: bool
+
+    def on_events(self, mask: int) -> None:
+        """The socket is ready for ``mask`` (EVENT_READ and/or EVENT_WRITE)."""
+
+    def on_round_end(self) -> None:
+        """Called once at the end of a round in which it asked for it."""
+
+    def drain(self) -> None:
+        """The server is stopping: finish what has begun, take nothing new."""
+
+    def abort(self) -> None:
+        """Stop now (the grace period is over, or the handler failed)."""
+
+
+class Registration:
+    """The reactor's bookkeeping for one socket. Fields are written by the
+    reactor only; the handler may read them."""
+
+    __slots__ = ("active", "handler", "interest", "round_write", "sock")
+
+    def __init__(self, sock: socket.socket, handler: Handler) -> None:
+        self.sock = sock
+        self.handler = handler
+        self.interest = 0  # the events the selector watches for; 0: not in it
+        self.round_write = False  # on_round_end is due at the end of this round
+        self.active = True  # False once unregistered
+
+
+class Timer:
+    """A callback due on one SelectorThread; ``when`` is None when cancelled
+    or run. Use and move it on that thread only."""
+
+    __slots__ = ("callback", "handler", "queued_at", "when")
+
+    def __init__(self, callback: Callable[[], None], handler: Handler | None) -> None:
+        self.when: float | None = None
+        self.callback = callback
+        self.handler = handler  # aborted if the callback fails
+        self.queued_at: float | None = None  # the earliest reminder in the heap
+
+    def cancel(self) -> None:
+        self.when = None
+
+
+# Builds the handler of an adopted socket, which registers itself and starts.
+ConnectionFactory = Callable[[socket.socket, "SelectorThread", Callable[[], None]], object]
 
 
 class SelectorThread(StatsThread):
-    """One reactor: a selector, a wakeup channel, timers, its connections."""
+    """One reactor: a selector, a wakeup channel, timers, its sockets."""
 
-    def __init__(
-        self,
-        index: int,
-        make_connection: ConnectionFactory,
-        on_connection_gone: Callable[[], None],
-    ) -> None:
+    def __init__(self, index: int, make_connection: ConnectionFactory) -> None:
         super().__init__(name=f"SelectorThread-{index}", daemon=True)
         self._make_connection = make_connection
-        self._on_connection_gone = on_connection_gone  # frees a slot of the connection cap
         self._selector = selectors.DefaultSelector()
         self._wakeup = Wakeup()
         self._selector.register(self._wakeup.reader, selectors.EVENT_READ, None)
-        self._connections: set[Connection] = set()
-        self._timers: list[tuple[float, int, Connection]] = []
-        self._round_writes: list[Connection] = []
+        self._registrations: set[Registration] = set()
+        self._holding: set[Registration] = set()  # those that shutdown waits for
+        self._timers: list[tuple[float, int, Timer]] = []
+        self._round_writes: list[Registration] = []
         self._timer_seq = itertools.count()
         self._shutdown_deadline: float | None = None
+        # Set once, on this thread, when shutdown begins. PayloadThreads read
+        # it (connection.py, "design: ownership" says why that is safe).
+        self.draining = False
+        self.thread_id: int | None = None  # threading.get_ident() of the loop
 
     # ------------------------------------------------------------------
     # Any thread
@@ -84,54 +156,85 @@ class SelectorThread(StatsThread):
         """Run ``call`` on this reactor's thread at its next wake-up."""
         self._wakeup.call_soon(call)
 
-    def adopt(self, sock: socket.socket) -> None:
-        """From the acceptor: take ownership of a newly accepted socket."""
-        self.call_soon(lambda: self._on_adopt(sock))
+    def adopt(self, sock: socket.socket, release: Callable[[], None]) -> None:
+        """From the acceptor: take ownership of a newly accepted socket;
+        ``release`` (thread-safe) is called once when it is closed."""
+        self.call_soon(lambda: self._on_adopt(sock, release))
 
     def shut_down(self, deadline: float) -> None:
-        """Close idle connections now, busy ones after their response; at
-        ``deadline`` (time.monotonic) cut whatever is left and exit."""
+        """Drain every handler now; at ``deadline`` (time.monotonic) abort
+        whatever still holds the shutdown, and exit."""
         self.call_soon(lambda: self._on_shut_down(deadline))
+
+    @property
+    def connection_count(self) -> int:
+        """Client connections open now (len() of a set: safe from any thread)."""
+        return len(self._holding)
 
     # ------------------------------------------------------------------
     # This reactor's thread only
     # ------------------------------------------------------------------
 
-    def set_interest(self, conn: Connection, events: int) -> None:
-        """Watch ``conn`` for ``events`` (0: not at all) with few system calls."""
-        if events == conn.interest:
+    def register(self, sock: socket.socket, handler: Handler) -> Registration:
+        """Start tracking ``sock``; it is watched once ``set_interest`` says for what."""
+        registration = Registration(sock, handler)
+        self._registrations.add(registration)
+        if handler.holds_shutdown:
+            self._holding.add(registration)
+        return registration
+
+    def unregister(self, registration: Registration) -> bool:
+        """Stop watching and tracking; False if that was done already."""
+        if not registration.active:
+            return False
+        self.set_interest(registration, 0)
+        registration.active = False
+        self._registrations.discard(registration)
+        self._holding.discard(registration)
+        return True
+
+    def set_interest(self, registration: Registration, events: int) -> None:
+        """Watch for ``events`` (0: not at all) with few system calls."""
+        if events == registration.interest or not registration.active:
             return
-        if conn.interest == 0:
-            self._selector.register(conn.sock, events, conn)
+        if registration.interest == 0:
+            self._selector.register(registration.sock, events, registration)
         elif events == 0:
-            self._selector.unregister(conn.sock)
+            self._selector.unregister(registration.sock)
         else:
-            self._selector.modify(conn.sock, events, conn)
-        conn.interest = events
+            self._selector.modify(registration.sock, events, registration)
+        registration.interest = events
 
-    def write_at_round_end(self, conn: Connection) -> None:
-        """Flush ``conn`` once this round's reads are done (see "design")."""
-        if not conn.write_scheduled:
-            conn.write_scheduled = True
-            self._round_writes.append(conn)
+    def write_at_round_end(self, registration: Registration) -> None:
+        """Call the handler's ``on_round_end`` once this round's reads are done."""
+        if not registration.round_write:
+            registration.round_write = True
+            self._round_writes.append(registration)
 
-    def set_deadline(self, conn: Connection, when: float) -> None:
-        conn.deadline = when
-        if conn.timer_at is None or when < conn.timer_at:
-            conn.timer_at = when
-            heapq.heappush(self._timers, (when, next(self._timer_seq), conn))
+    def timer(self, callback: Callable[[], None], handler: Handler | None = None) -> Timer:
+        """A timer not yet due; ``schedule`` it. If ``callback`` raises,
+        ``handler`` is aborted (the reactor goes on)."""
+        return Timer(callback, handler)
 
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)  # len() of a set is atomic: safe from any thread
+    def call_later(
+        self, delay: float, callback: Callable[[], None], handler: Handler | None = None
+    ) -> Timer:
+        """Run ``callback`` on this thread after ``delay`` seconds."""
+        timer = Timer(callback, handler)
+        self.schedule(timer, time.monotonic() + delay)
+        return timer
 
-    def forget(self, conn: Connection) -> None:
-        """``conn`` is closed; drop it (its stale timer entries expire alone)."""
-        if conn in self._connections:
-            self._connections.remove(conn)
-            self._on_connection_gone()
+    def schedule(self, timer: Timer, when: float) -> None:
+        """Make ``timer`` due at ``when`` (time.monotonic); a later time than
+        the one already queued pushes nothing (see "design: timers")."""
+        timer.when = when
+        queued = timer.queued_at
+        if queued is None or when < queued:
+            timer.queued_at = when
+            heapq.heappush(self._timers, (when, next(self._timer_seq), timer))
 
     def run(self) -> None:
+        self.thread_id = threading.get_ident()
         try:
             while not self._finished():
                 self._poll_once()
@@ -139,28 +242,22 @@ class SelectorThread(StatsThread):
             log.exception("%s crashed", self.name)
             raise
         finally:
-            for conn in list(self._connections):
-                conn.abort()
+            for registration in list(self._registrations):
+                registration.handler.abort()
             self._selector.close()
             self._wakeup.close()
 
     def _poll_once(self) -> None:
         for key, mask in self._selector.select(self._select_timeout()):
-            conn: Connection | None = key.data
-            if conn is None:
+            registration: Registration | None = key.data
+            if registration is None:
                 self._wakeup.run_calls()
-            elif conn.closed:
-                continue  # closed earlier in this same batch of events
-            elif conn.owner is Owner.PAYLOAD:
-                # Pipelined bytes arrived while a PayloadThread owns the
-                # connection: stop watching it until the hand-back.
-                self.set_interest(conn, 0)
-            else:
+            elif registration.active:  # not unregistered earlier in this batch
                 try:
-                    conn.on_events(mask)
-                except Exception:  # a bug: lose this connection, not the reactor
-                    self._lose(conn)
-        self._expire_deadlines()
+                    registration.handler.on_events(mask)
+                except Exception:  # a bug: lose this handler, not the reactor
+                    self._lose(registration.handler)
+        self._run_timers()
         self._write_round()
 
     def _write_round(self) -> None:
@@ -168,17 +265,18 @@ class SelectorThread(StatsThread):
         # response is then scheduled again: loop until nothing is left.
         while self._round_writes:
             writes, self._round_writes = self._round_writes, []
-            for conn in writes:
-                conn.write_scheduled = False
-                if not conn.closed:
+            for registration in writes:
+                registration.round_write = False
+                if registration.active:
                     try:
-                        conn.on_round_end()
+                        registration.handler.on_round_end()
                     except Exception:
-                        self._lose(conn)
+                        self._lose(registration.handler)
 
-    def _lose(self, conn: Connection) -> None:
-        log.exception("%r failed; closing it", conn)
-        conn.abort()
+    def _lose(self, handler: Handler | None) -> None:
+        log.exception("%r failed; aborting it", handler)
+        if handler is not None:
+            handler.abort()
 
     def _select_timeout(self) -> float | None:
         due = self._timers[0][0] if self._timers else None
@@ -186,47 +284,49 @@ class SelectorThread(StatsThread):
             due = self._shutdown_deadline if due is None else min(due, self._shutdown_deadline)
         return None if due is None else max(0.0, due - time.monotonic())
 
-    def _expire_deadlines(self) -> None:
+    def _run_timers(self) -> None:
         timers = self._timers
         now = time.monotonic()
         while timers and timers[0][0] <= now:
-            at, _, conn = heapq.heappop(timers)
-            if conn.closed or conn.timer_at != at:
-                continue  # superseded by an earlier reminder, or closed
-            conn.timer_at = None
-            if conn.deadline is None:
+            at, _, timer = heapq.heappop(timers)
+            if timer.queued_at != at:
+                continue  # superseded by an earlier reminder
+            timer.queued_at = None
+            when = timer.when
+            if when is None:
+                continue  # cancelled
+            if when > now:
+                self.schedule(timer, when)  # moved on: remind again
                 continue
-            if conn.deadline > now:
-                self.set_deadline(conn, conn.deadline)  # moved on: remind again
-            else:
-                try:
-                    conn.on_timeout()
-                except Exception:
-                    self._lose(conn)
+            timer.when = None
+            try:
+                timer.callback()
+            except Exception:
+                self._lose(timer.handler)
 
     def _finished(self) -> bool:
         if self._shutdown_deadline is None:
             return False
-        if not self._connections:
+        if not self._holding:
             return True
         if time.monotonic() >= self._shutdown_deadline:
             log.warning(
                 "%s: grace period over, cutting %d connection(s)",
                 self.name,
-                len(self._connections),
+                len(self._holding),
             )
             return True
         return False
 
-    def _on_adopt(self, sock: socket.socket) -> None:
+    def _on_adopt(self, sock: socket.socket, release: Callable[[], None]) -> None:
         if self._shutdown_deadline is not None:
             sock.close()
+            release()
             return
-        conn = self._make_connection(sock, self)
-        self._connections.add(conn)
-        conn.start()
+        self._make_connection(sock, self, release)
 
     def _on_shut_down(self, deadline: float) -> None:
         self._shutdown_deadline = deadline
-        for conn in list(self._connections):
-            conn.drain()
+        self.draining = True
+        for registration in list(self._registrations):
+            registration.handler.drain()

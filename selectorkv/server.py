@@ -26,17 +26,16 @@ PayloadThreads can never use more than one core's worth of Python between
 them. Left to the operating system they are spread over cores anyway, and
 then every GIL hand-over (a PayloadThread taking a request, the reactor
 taking the connection back) is a wake-up sent to another core. Pinning them
-to one CPU turns that into a switch on the same core. Measured on the 2-core
-machine, async mode with wrk -t1 -c64: PUT 9.9k -> 16.0k req/s, GET 9.6k ->
-16.0k req/s; sync mode (one thread) does not change. RocksDB's own background
-threads (flush, compaction) and the kernel's network work stay free to use
-the other cores. ``--cpu none`` restores the operating system's placement.
+to one CPU turns that into a switch on the same core; docs/architecture.md
+("One CPU for the Python threads") has the figures. Sync mode (one thread)
+does not change. RocksDB's own background threads (flush, compaction) and
+the kernel's network work stay free to use the other cores. ``--cpu none``
+restores the operating system's placement.
 
 On that one CPU the threads are also SCHED_BATCH: a thread that wakes
 another (a put on the PayloadThread queue, a GIL release) is not preempted
 by it on the spot, and the woken one runs when the waker blocks, which is
-when the GIL is free anyway. Async mode, GET after PUT: context switches fell
-from 14,161/s to 631/s and throughput rose from 16.2k to 17.9k req/s.
+when the GIL is free anyway (the same section measures it).
 """
 
 from __future__ import annotations
@@ -53,7 +52,8 @@ from selectorkv import parser
 from selectorkv.acceptor import Acceptor, ConnectionSlots
 from selectorkv.api import Api
 from selectorkv.config import ServerConfig
-from selectorkv.connection import Connection, Executor, Limits
+from selectorkv.connection import Connection, Limits
+from selectorkv.cycle import Executor
 from selectorkv.metrics import StatsThread, exposition
 from selectorkv.payload import InlineExecutor, PayloadPool
 from selectorkv.reactor import SelectorThread
@@ -67,29 +67,32 @@ BACKLOG = 1024
 class Server:
     """A selectorkv server over ``storage``; ``start`` it, later ``stop`` it."""
 
-    def __init__(self, config: ServerConfig, storage: Storage) -> None:
+    def __init__(
+        self, config: ServerConfig, storage: Storage, executor: Executor | None = None
+    ) -> None:
+        """``executor`` replaces the mode's (sync: inline, async: the pool);
+        tests inject one whose answers come later."""
         self.config = config
         self._storage = storage
         api = Api(storage, metrics=self.metrics)
         self._pool: PayloadPool | None = None
-        executor: Executor
-        if config.mode == "async":
+        if executor is None and config.mode == "async":
             self._pool = PayloadPool(api.handle, config.workers, config.queue_size)
             executor = self._pool
-        else:
+        elif executor is None:
             executor = InlineExecutor(api.handle)
         limits = Limits(
             max_body=config.max_body,
             max_header_size=config.max_header_size,
             header_timeout=config.header_timeout,
             keepalive_timeout=config.keepalive_timeout,
+            request_timeout=config.request_timeout,
         )
         make_connection = functools.partial(Connection, limits=limits, executor=executor)
         self.max_connections = connection_cap(config.max_connections)
         self._slots = ConnectionSlots(self.max_connections)
         self._reactors = [
-            SelectorThread(i, make_connection, self._slots.give_back)
-            for i in range(1, config.selectors + 1)
+            SelectorThread(i, make_connection) for i in range(1, config.selectors + 1)
         ]
         self._acceptor: Acceptor | None = None
         self._cpu = choose_cpu(config.cpu)

@@ -25,6 +25,7 @@ import h11
 import pytest
 
 from selectorkv.config import ServerConfig
+from selectorkv.cycle import Executor
 from selectorkv.server import Server
 from selectorkv.storage import RocksStorage, Storage
 
@@ -210,6 +211,7 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
     def make(
         mode: str = "async",
         storage_wrapper: Callable[[Storage], Storage] | None = None,
+        executor: Executor | None = None,
         **settings: object,
     ) -> Server:
         data = tmp_path / f"db{len(started)}"
@@ -217,7 +219,7 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
         storage: Storage = RocksStorage(config.data)
         if storage_wrapper is not None:
             storage = storage_wrapper(storage)
-        server = Server(config, storage)
+        server = Server(config, storage, executor)
         server.start()
         started.append(server)
         return server

@@ -1,0 +1,155 @@
+"""The transport: one non-blocking stream socket on a SelectorThread, with
+its outbound buffer. It knows bytes, not HTTP.
+
+# design
+
+CPython's asyncio splits a connection in two: a transport that moves bytes
+(read, buffer, write, close) and a protocol that gives them meaning. The
+same split here lets a client connection (an h11 SERVER on top) and an
+outbound connection to a peer (an h11 CLIENT on top) share everything below
+HTTP. The protocol calls the transport, never the other way round, and the
+boundary is one call per read (``read``) and one per flush (``flush``): the
+request path is measured in microseconds, so the protocol reads ``out.size``
+and the flags directly instead of through methods.
+
+What the transport holds:
+
+- the socket and its registration with the reactor (``watch`` sets the
+  selector interest; the reactor keeps the bookkeeping);
+- the outbound buffer (outbound.py): pieces of responses not yet sent;
+- the facts the protocol decides on: the peer closed its side
+  (``peer_eof``), the socket failed (``broken``), our side is shut down and
+  lingering until ``lingering_until``.
+
+Lingering close. Closing a socket that still has unread input makes the
+kernel send a reset, which can destroy a response the client has not read
+yet. So a close that we start while the client may still be sending shuts
+down our sending side first, then reads and discards until the client
+closes or ``LINGER_SECONDS`` pass (``start_lingering``).
+
+Close and cut. ``close`` unregisters and closes the descriptor; only the
+thread that owns the connection may do it. ``cut`` is for a connection that
+another thread may be writing to at this moment (a PayloadThread inside
+``send``): it shuts the socket down both ways, which makes that send fail,
+and unregisters it, but leaves the descriptor open, since its number could
+otherwise be reused by another file under the writer; the hand-back
+closes it, or, when shutdown has already stopped the reactor, the garbage
+collector does once the writer lets go. Both call ``on_close`` once: the
+acceptor's connection slot goes back that way.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from selectorkv.metrics import ThreadStats
+from selectorkv.outbound import OutboundBuffer
+
+if TYPE_CHECKING:
+    from selectorkv.reactor import Handler, Registration, SelectorThread
+
+log = logging.getLogger("selectorkv.transport")
+
+# One recv takes at most this much (1 KiB to 64 KiB reads cost the same:
+# 2.4 us per call on a socketpair, docs/architecture.md).
+RECV_SIZE = 64 * 1024
+# Pending outbound bytes above which a protocol should stop reading.
+HIGH_WATER = 256 * 1024
+# How long a lingering close waits for the peer to finish sending.
+LINGER_SECONDS = 2.0
+
+
+class Transport:
+    """A socket registered with one SelectorThread, and its outbound bytes."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        reactor: SelectorThread,
+        handler: Handler,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.reactor = reactor
+        self.registration: Registration = reactor.register(sock, handler)
+        self.out = OutboundBuffer()
+        self.peer_eof = False  # the peer closed its sending side
+        self.broken = False  # the socket failed: nothing more goes through it
+        self.lingering_until: float | None = None  # our side is shut down
+        self._on_close = on_close
+
+    def __repr__(self) -> str:
+        return f"fd={self.sock.fileno()}"
+
+    def read(self) -> bytes | None:
+        """One ``recv``: the bytes, b"" when the peer closed, None when there
+        was nothing to read or the socket failed (``broken`` is set)."""
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            log.debug("%r recv failed: %s", self, exc)
+            self.peer_eof = True
+            self.broken = True
+            return None
+        if not data:
+            self.peer_eof = True
+        return data
+
+    def flush(self, stats: ThreadStats) -> None:
+        """Send what the socket takes now; count it in ``stats`` (those of the
+        thread that owns the connection). The rest waits for EVENT_WRITE."""
+        if not self.out.size or self.broken:
+            return
+        try:
+            stats.bytes_out += self.out.send_to(self.sock)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            log.debug("%r send failed: %s", self, exc)
+            self.broken = True
+            self.out.clear()
+
+    def watch(self, events: int) -> None:
+        """Have the reactor watch the socket for ``events`` (0: not at all)."""
+        self.reactor.set_interest(self.registration, events)
+
+    def write_at_round_end(self) -> None:
+        self.reactor.write_at_round_end(self.registration)
+
+    def start_lingering(self, until: float) -> bool:
+        """Shut down our sending side and read (and discard) until ``until``;
+        False if the socket could not be shut down (close it then)."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return False
+        self.lingering_until = until
+        return True
+
+    def close(self) -> None:
+        """Unregister and close the socket (by its owner only)."""
+        if self.reactor.unregister(self.registration):
+            self.sock.close()
+            self._closed()
+        elif self.sock.fileno() >= 0:
+            self.sock.close()  # cut earlier; the writer is done with it now
+
+    def cut(self) -> None:
+        """Stop the connection under a thread that may be writing to it now
+        (see "Close and cut")."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        if self.reactor.unregister(self.registration):
+            self._closed()
+
+    def _closed(self) -> None:
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()

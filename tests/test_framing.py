@@ -1,0 +1,134 @@
+"""framing.py without sockets: the head scanner that both the raw-head
+checks and the shed path use, the plain-request test, and agreement with
+h11 on where a plain request ends."""
+
+from __future__ import annotations
+
+import pytest
+
+from selectorkv import framing
+from selectorkv.parser import h11
+
+MAX_HEAD = 1024
+
+GET = b"GET /v0/entity?id=k HTTP/1.1\r\nHost: x\r\n\r\n"
+PUT = b"PUT /v0/entity?id=k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+
+
+def test_scan_finds_the_end_of_a_complete_head() -> None:
+    assert framing.scan_head(GET + b"rest", MAX_HEAD) == (len(GET), 0, b"", None)
+
+
+def test_scan_accepts_a_bare_lf_head_end_as_h11_does() -> None:
+    head = b"GET / HTTP/1.1\nHost: x\n\n"
+    assert framing.scan_head(head, MAX_HEAD)[0] == len(head)
+
+
+def test_scan_of_an_incomplete_head_has_no_end_and_no_problem() -> None:
+    assert framing.scan_head(GET[:-2], MAX_HEAD) == (-1, 0, b"", None)
+
+
+def test_scan_returns_the_raw_content_length() -> None:
+    assert framing.scan_head(PUT, MAX_HEAD)[3] == b" 5"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\x01b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\x7fb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\x00",  # refused before the head is complete
+    ],
+)
+def test_control_bytes_in_a_head_are_refused(head: bytes) -> None:
+    assert framing.scan_head(head, MAX_HEAD)[1:3] == (400, framing.CONTROL_BYTES)
+
+
+def test_control_bytes_in_the_body_are_not_the_heads_business() -> None:
+    request = b"PUT / HTTP/1.1\r\nContent-Length: 1\r\n\r\n\x01"
+    assert framing.scan_head(request, MAX_HEAD)[1] == 0
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        b"Content-Length: 3\r\nContent-Length: 3\r\n",
+        b"Content-Length: 3, 3\r\n",
+        b"content-length: 3\r\nCONTENT-LENGTH : 3\r\n",
+    ],
+)
+def test_a_repeated_content_length_is_refused(lengths: bytes) -> None:
+    scan = framing.scan_head(b"PUT / HTTP/1.1\r\n" + lengths + b"\r\nabc", MAX_HEAD)
+    assert scan[1:3] == (400, framing.REPEATED_LENGTH)
+
+
+def test_a_head_that_does_not_end_within_the_limit_is_431() -> None:
+    head = b"GET / HTTP/1.1\r\nX: " + b"a" * MAX_HEAD + b"\r\n\r\n"
+    assert framing.scan_head(head, MAX_HEAD)[1:3] == (431, framing.TOO_LARGE_HEAD)
+
+
+def test_a_short_incomplete_head_is_not_too_large_yet() -> None:
+    assert framing.scan_head(b"GET / HTTP/1.1\r\nX: aaa", MAX_HEAD)[1] == 0
+
+
+def test_plain_requests_are_measured_with_their_bodies() -> None:
+    assert framing.plain_request_size(GET, MAX_HEAD) == len(GET)
+    assert framing.plain_request_size(PUT + GET, MAX_HEAD) == len(PUT)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        PUT[:-1],  # the body is not all here
+        GET[:-1],  # nor the head
+        GET.replace(b"HTTP/1.1", b"HTTP/1.0"),
+        GET.replace(b"Host: x\r\n", b"Host: x\r\nTransfer-Encoding: chunked\r\n"),
+        GET.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"),
+        GET.replace(b"Host: x\r\n", b"Host: x\r\nExpect: 100-continue\r\n"),
+        PUT.replace(b"Content-Length:", b"Content-Length :"),
+        PUT.replace(b"Content-Length: 5", b"Content-Length: +5"),
+        GET.replace(b"Host: x\r\n", b"Host: x\n"),  # a bare LF inside: h11's to judge
+        GET.replace(b"Host: x", b"Host: \x01"),
+        b"GET /\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",  # no Host: h11 answers 400
+    ],
+)
+def test_anything_less_than_plain_is_left_to_h11(request_bytes: bytes) -> None:
+    assert framing.plain_request_size(request_bytes, MAX_HEAD) is None
+
+
+DELETE = b"DELETE /v0/entity?id=%41 HTTP/1.1\r\nhost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize("first", [GET, PUT, DELETE])
+def test_h11_ends_a_plain_request_where_the_scanner_does(first: bytes) -> None:
+    size = framing.plain_request_size(first + GET, MAX_HEAD)
+    assert size == len(first)
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(first + GET)
+    kinds = []
+    while (event := conn.next_event()) is not h11.NEED_DATA:
+        kinds.append(type(event))
+        if type(event) is h11.EndOfMessage:
+            break
+    assert kinds[-1] is h11.EndOfMessage
+    assert conn.trailing_data[0] == GET  # h11 consumed exactly ``size`` bytes
+
+
+def test_body_length_refuses_both_framings() -> None:
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(
+        b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    head = conn.next_event()
+    assert isinstance(head, h11.Request)
+    assert framing.body_length(head) == (None, framing.BOTH_FRAMINGS)
+
+
+def test_response_heads_are_built_once_per_kind() -> None:
+    first = framing.response_head(200, (), 5, False)
+    assert framing.response_head(200, (), 5, False) is first
+    closing = framing.response_head(200, (), 5, True)
+    assert (b"connection", b"close") in closing.headers.raw_items()
+    chunked = framing.response_head(200, (), None, False)
+    assert all(name.lower() != b"content-length" for name, _ in chunked.headers.raw_items())
