@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report peers clean
+.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report peers builds clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -76,6 +76,12 @@ report: $(VENV)/.installed-dev
 # rounds (about 8 minutes; ARGS="--rounds 3 --seconds 5" for less).
 peers: $(VENV)/.installed-peers
 	$(BIN)/python -m benchmarks.peers $(ARGS)
+
+# This checkout against an earlier commit (BASE, default HEAD~1), both modes,
+# all up at once, in six interleaved rounds (about 7 minutes).
+BASE ?= HEAD~1
+builds: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.builds --base $(BASE) $(ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check selectorkv tests benchmarks

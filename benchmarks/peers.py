@@ -3,9 +3,10 @@ side: ``python -m benchmarks.peers`` (or ``make peers``).
 
 # design
 
-../shared/peers/compare.sh runs the servers one after another, so a drift of
-the machine between two servers reads as a difference between them (this
-machine's speed drifts 10-40 % from minute to minute). Here every server is
+A comparison that runs the servers one after another (the compare.sh this
+project was given) reads a drift of the machine between two servers as a
+difference between them (this machine's speed drifts 10-40 % from minute to
+minute). Here every server is
 up at once, each on its own port and its own copy of one database that
 holds every key of the workload's key space (``selectorkv fill``, so that
 every GET finds its key, as in the lab), and the load
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -83,17 +84,20 @@ def pinned(cpus: set[int]) -> list[str]:
 
 
 @contextmanager
-def running(name: str, scratch: Path, server_cpus: set[int]) -> Iterator[str]:
-    """One server, on a free port and its own copy of scratch/filled;
-    yields its URL once it answers /v0/status."""
+def running(
+    name: str, template: list[str], scratch: Path, server_cpus: set[int], cwd: Path = ROOT
+) -> Iterator[str]:
+    """One server (``template`` with {port} and {db} filled in, run in
+    ``cwd``), on a free port and its own copy of scratch/filled; yields its
+    URL once it answers /v0/status."""
     port = free_port()
     db = scratch / name
     shutil.copytree(scratch / "filled", db)
-    command = [*pinned(server_cpus), *(part.format(port=port, db=db) for part in SERVERS[name])]
+    command = [*pinned(server_cpus), *(part.format(port=port, db=db) for part in template)]
     log = open(scratch / f"{name}.log", "wb")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(
         command,
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, "SELECTORKV_PEER_DB": str(db)},
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -143,15 +147,20 @@ def rotated(names: list[str], by: int) -> list[str]:
     return names[by:] + names[:by]
 
 
-def compare(rounds: int, seconds: int, connections: int) -> dict[str, dict[str, list[float]]]:
-    """workload -> server -> requests/s of each round."""
+def compare(
+    servers: dict[str, tuple[list[str], Path]], rounds: int, seconds: int, connections: int
+) -> dict[str, dict[str, list[float]]]:
+    """workload -> server -> requests/s of each round; ``servers`` maps a
+    name to its command template and working directory."""
     server_cpus, load_cpus = cpus()
-    names = list(SERVERS)
+    names = list(servers)
     results: dict[str, dict[str, list[float]]] = {w: {n: [] for n in names} for w in WORKLOADS}
     with tempfile.TemporaryDirectory(prefix="selectorkv-peers-") as temp, ExitStack() as stack:
         scratch = Path(temp)
         fill(str(scratch / "filled"), 0)  # the key space alone
-        urls = {name: stack.enter_context(running(name, scratch, server_cpus)) for name in names}
+        urls = {}
+        for name, (template, cwd) in servers.items():
+            urls[name] = stack.enter_context(running(name, template, scratch, server_cpus, cwd))
         for number in range(rounds):
             order = rotated(names, number)
             for workload in WORKLOADS:
@@ -163,19 +172,24 @@ def compare(rounds: int, seconds: int, connections: int) -> dict[str, dict[str, 
     return results
 
 
-def table(results: dict[str, dict[str, list[float]]]) -> str:
+def table(
+    results: dict[str, dict[str, list[float]]],
+    baseline_of: Callable[[str], str] = lambda name: BASELINE,
+    baseline_name: str = BASELINE,
+) -> str:
     """Markdown: per workload and server, the median req/s with min-max and
-    the ratio to the baseline taken within each round."""
+    the ratio to its baseline (``baseline_of``) taken within each round."""
     lines = []
     for workload, servers in results.items():
-        base = servers[BASELINE]
+        rounds = len(next(iter(servers.values())))
         lines += [
-            f"{workload.upper()}: requests/s, median (min-max) of {len(base)} rounds",
+            f"{workload.upper()}: requests/s, median (min-max) of {rounds} rounds",
             "",
-            f"| server | req/s | ratio to {BASELINE}, per round |",
+            f"| server | req/s | ratio to {baseline_name}, per round |",
             "|---|---|---|",
         ]
         for name, rates in servers.items():
+            base = servers[baseline_of(name)]
             ratios = Spread.of(r / b for r, b in zip(rates, base, strict=True))
             lines.append(f"| {name} | {Spread.of(rates).format()} | {ratios.format('.2f', 'x')} |")
         lines.append("")
@@ -206,7 +220,8 @@ def main() -> int:
         print(f"benchmarks.peers needs the peers extra: pip install -e '.[peers]' ({exc})",
               file=sys.stderr)  # fmt: skip
         return 2
-    results = compare(args.rounds, args.seconds, args.connections)
+    servers = {name: (template, ROOT) for name, template in SERVERS.items()}
+    results = compare(servers, args.rounds, args.seconds, args.connections)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     print(table(results))
