@@ -122,7 +122,7 @@ from typing import TYPE_CHECKING
 
 from selectorkv import framing, metrics
 from selectorkv.api import Request, Response
-from selectorkv.cycle import Executor, RequestCycle
+from selectorkv.cycle import Executor, Owner, RequestCycle
 from selectorkv.parser import h11
 from selectorkv.transport import HIGH_WATER, LINGER_SECONDS, Transport
 
@@ -138,13 +138,6 @@ log = logging.getLogger("selectorkv.connection")
 SLICE_BYTES = 16 * 1024
 
 _get_ident = threading.get_ident
-
-
-class Owner(enum.Enum):
-    """Which thread may touch the connection's h11 state and socket writes."""
-
-    SELECTOR = "selector"
-    PAYLOAD = "payload"
 
 
 class Phase(enum.Enum):
@@ -480,10 +473,6 @@ class Connection:
             self._respond(response)  # inline, inside execute (sync mode): _process goes on
         else:
             self._on_answer(cycle, response)  # a later answer, given on this thread
-
-    def hand_off(self) -> None:
-        """On the SelectorThread: give the connection to the executor's thread."""
-        self.owner = PAYLOAD
 
     def continue_stream(self) -> None:
         """On the owner: the next slice of the streamed response."""

@@ -8,14 +8,14 @@ A connection hands a complete request to an ``Executor`` together with its
 given to, once, from any thread, whenever it is ready.
 
 - Sync mode answers at once, on the SelectorThread, inside ``execute``.
-- Async mode hands the connection to a PayloadThread (``hand_off``), which
-  answers and thereby writes the response itself and hands the connection
-  back, as before.
+- Async mode hands the connection to a PayloadThread (``hand_off``); its
+  answer, given on that thread, writes the response there and hands the
+  connection back.
 - An answer that comes later from elsewhere (a batch of writes committed, a
   quorum of peers heard from) is posted to the SelectorThread, which writes
   it. Until then the connection waits in its own phase: it is not idle (no
-  keep-alive close) and not stuck (``--request-timeout`` ends the wait with
-  a 504; the late answer is then dropped).
+  keep-alive close) and not stuck (``ServerConfig.request_timeout`` ends the
+  wait with a 504; the late answer is then dropped).
 
 Exactly one answer wins. ``respond`` and the timeout both take the cycle's
 one token (``list.pop`` on a one-item list: atomic whatever the threads),
@@ -30,12 +30,22 @@ connection compares cycles, not flags.
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING, Protocol
 
 from selectorkv.api import Request, Response
 
 if TYPE_CHECKING:
     from selectorkv.connection import Connection
+
+
+class Owner(enum.Enum):
+    """Which thread may touch a connection's h11 state and socket writes
+    (connection.py, "design: ownership"). Handing the connection to an
+    executor's thread is part of the contract, so it is defined here."""
+
+    SELECTOR = "selector"
+    PAYLOAD = "payload"
 
 
 class RequestCycle:
@@ -72,7 +82,7 @@ class RequestCycle:
         """On the SelectorThread, from an executor that is about to give the
         connection to one of its threads: that thread owns it from now until
         it answers (or produces a stream's slice) and hands it back."""
-        self.conn.hand_off()
+        self.conn.owner = Owner.PAYLOAD
 
     def continue_stream(self) -> None:
         """On the connection's owner: produce the next slice of the streamed
