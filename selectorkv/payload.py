@@ -22,9 +22,12 @@ keeps latency bounded for the requests that are accepted.
 
 The GIL. rocksdict holds the GIL while it works, and so does every line of
 Python here, so M PayloadThreads never run M requests at once: they only
-move the storage call off the SelectorThread. What that buys (a reactor that
-keeps reading while storage is slow) and what it costs (a queue, a wake-up
-and two GIL hand-overs per request) is what the sync/async study measures.
+move the storage call off the SelectorThread. What that buys is a reactor
+that keeps reading and shedding while a storage call waits, if the call
+releases the GIL while it waits; a rocksdict call does not, so the reactor
+waits for it too (docs/architecture.md, "What async mode buys, exactly",
+measures both). What it costs (a queue, a wake-up and two GIL hand-overs
+per request) is what the sync/async study measures.
 """
 
 from __future__ import annotations

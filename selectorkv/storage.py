@@ -11,8 +11,9 @@ cache: it survives ``kill -9`` of the process. It survives a power loss only
 when the WAL is fsynced on each write (``--fsync``), which costs a disk flush
 per request.
 
-The GIL. rocksdict holds the GIL for the whole call: a get or put is about
-1-3 microseconds of C++ that no other Python thread can overlap with. That is
+The GIL. rocksdict holds the GIL for the whole call: a get or a put is a few
+microseconds of C++ (docs/benchmarks.md, group "storage") that no other
+Python thread can overlap with. That is
 why the PayloadThreads of async mode give no CPU parallelism in CPython
 (docs/architecture.md measures it).
 """

@@ -4,7 +4,7 @@ for allocations, and what the lab reads out of them.
 # design
 
 The seed's profiles were async-profiler's CPU, allocation and lock flame
-graphs. Their closest analogues for CPython here (../shared/guide/lab.md):
+graphs. Their closest analogues for CPython here:
 
 - CPU: ``py-spy record --threads``: a flame graph (SVG) and speedscope JSON,
   one profile per thread, named SelectorThread-1, PayloadThread-1, ...

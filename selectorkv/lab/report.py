@@ -234,7 +234,7 @@ class Writer:
         self.add(
             "## Compared with the seed",
             "",
-            "The seed's findings (../shared/seed/, stage 5), each checked against this run.",
+            "The seed's findings (the course's stage 5 report), each checked against this run.",
             "",
         )
         self.table(["the seed found", "here", "verdict"], [list(row) for row in self.seed])

@@ -2,7 +2,7 @@
 
 # design
 
-The seed (../shared/seed/) compared two versions of one server under the
+The seed (the course's stage 5 report, docs/lab.md) compared two versions of one server under the
 same constant-rate load: latency by percentile side by side, the breaking
 point, and CPU, allocation and lock profiles that show which threads do the
 work. Here the two versions are the two modes of one server, and the study
