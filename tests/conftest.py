@@ -26,6 +26,7 @@ import pytest
 
 from selectorkv.config import ServerConfig
 from selectorkv.cycle import Executor
+from selectorkv.reactor import SelectorThread
 from selectorkv.server import Server
 from selectorkv.storage import RocksStorage, Storage
 
@@ -249,6 +250,41 @@ def make_blocking_server(
 
 
 BlockingServerFactory = Callable[..., tuple[Server, BlockingStorage]]
+
+
+# ----------------------------------------------------------------------
+# A SelectorThread of the test's own (reactor tests, peer calls)
+# ----------------------------------------------------------------------
+
+
+def no_connections(
+    sock: socket.socket, reactor: SelectorThread, release: Callable[[], None]
+) -> None:
+    raise AssertionError("nothing is adopted in these tests")
+
+
+@pytest.fixture
+def reactor() -> Iterator[SelectorThread]:
+    thread = SelectorThread(1, no_connections)
+    thread.start()
+    yield thread
+    thread.shut_down(time.monotonic() + 5)
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def on_reactor(reactor: SelectorThread, call: Callable[[], object]) -> object:
+    """Run ``call`` on the reactor's thread (timers are used there only)."""
+    done = threading.Event()
+    result: list[object] = []
+
+    def run() -> None:
+        result.append(call())
+        done.set()
+
+    reactor.call_soon(run)
+    assert done.wait(10)
+    return result[0]
 
 
 @pytest.fixture(params=MODES)

@@ -6,41 +6,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 
 from selectorkv.reactor import SelectorThread, Timer
-
-
-def no_connections(
-    sock: socket.socket, reactor: SelectorThread, release: Callable[[], None]
-) -> None:
-    raise AssertionError("nothing is adopted in these tests")
-
-
-@pytest.fixture
-def reactor() -> Iterator[SelectorThread]:
-    thread = SelectorThread(1, no_connections)
-    thread.start()
-    yield thread
-    thread.shut_down(time.monotonic() + 5)
-    thread.join(10)
-    assert not thread.is_alive()
-
-
-def on_reactor(reactor: SelectorThread, call: Callable[[], object]) -> object:
-    """Run ``call`` on the reactor's thread (timers are used there only)."""
-    done = threading.Event()
-    result: list[object] = []
-
-    def run() -> None:
-        result.append(call())
-        done.set()
-
-    reactor.call_soon(run)
-    assert done.wait(10)
-    return result[0]
+from tests.conftest import no_connections, on_reactor
 
 
 def test_call_later_runs_on_the_reactors_thread(reactor: SelectorThread) -> None:

@@ -1,0 +1,295 @@
+"""Peer calls: HTTP requests from one node to another over non-blocking
+sockets that a SelectorThread owns, like its client connections.
+
+# design: a client connection turned around
+
+A ``PeerConnection`` is the client side of what ``Connection`` is the server
+side of: the same ``Transport`` (socket, outbound buffer, one call per read
+and per flush) with h11 in the CLIENT role on top, registered with the same
+SelectorThread and driven by the same rounds. Nothing here blocks:
+
+- the connect is non-blocking (``connect_ex`` answers EINPROGRESS); the
+  socket turns writable when the handshake is done, and ``SO_ERROR`` says
+  whether it succeeded;
+- the request is written as the socket takes it, and the answer is parsed as
+  it arrives;
+- every call has a deadline (``call_later``); a peer that refuses, resets,
+  closes early or misses the deadline fails the call, and its connection is
+  closed, never reused.
+
+The result goes to a callback, on the SelectorThread, exactly once. A caller
+that answers a client from it (the coordinator of a replicated request)
+holds no thread while it waits: the client's connection waits in its
+``AWAITING`` phase, the peer's in its selector.
+
+# design: the pool
+
+``PeerPool`` keeps, per SelectorThread and per peer, the keep-alive
+connections that are idle, and bounds the calls in flight to each peer
+(``max_in_flight``): over the bound a call fails at once instead of queuing,
+the cluster's form of the 503 at the door. An idle connection does not hold
+the server's shutdown (``holds_shutdown = False``): drain closes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from selectors import EVENT_READ, EVENT_WRITE
+from typing import TYPE_CHECKING, NamedTuple
+
+from selectorkv.parser import h11
+from selectorkv.transport import Transport
+
+if TYPE_CHECKING:
+    from selectorkv.reactor import SelectorThread, Timer
+
+log = logging.getLogger("selectorkv.peer")
+
+# A peer's answer is bounded like a client's request: head and body.
+MAX_REPLY_HEAD = 16 * 1024
+MAX_REPLY_BODY = 64 * 1024 * 1024
+
+
+class PeerReply(NamedTuple):
+    """What a peer answered; ``status`` 0 and ``error`` set when the call failed."""
+
+    status: int
+    headers: dict[bytes, bytes]
+    body: bytes
+    error: str = ""
+
+
+def failed(why: str) -> PeerReply:
+    return PeerReply(0, {}, b"", why)
+
+
+class PeerRequest(NamedTuple):
+    method: bytes
+    target: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+
+
+OnReply = Callable[[PeerReply], None]
+
+
+class PeerConnection:
+    """One keep-alive connection to a peer, owned by one SelectorThread."""
+
+    holds_shutdown = False
+
+    def __init__(self, pool: PeerPool, address: tuple[str, int]) -> None:
+        self._pool = pool
+        self._reactor = pool.reactor
+        self.address = address
+        self._host = b"%s:%d" % (address[0].encode("ascii"), address[1])
+        sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._transport = Transport(sock, self._reactor, self)
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_REPLY_HEAD)
+        self._closed = False
+        self._on_reply: OnReply | None = None
+        self._deadline: Timer | None = None
+        self._status = 0
+        self._headers: dict[bytes, bytes] = {}
+        self._body: list[bytes] = []
+        self._body_size = 0
+        code = sock.connect_ex(address)
+        self._connecting = code == errno.EINPROGRESS  # writable once connected
+        self._connect_failed = (
+            "" if code in (0, errno.EINPROGRESS) else errno.errorcode.get(code, str(code))
+        )
+
+    def __repr__(self) -> str:
+        return f"<PeerConnection {self.address[0]}:{self.address[1]}>"
+
+    @property
+    def busy(self) -> bool:
+        return self._on_reply is not None
+
+    def send(self, request: PeerRequest, timeout: float, on_reply: OnReply) -> None:
+        """Start ``request``; ``on_reply`` gets the answer or the failure."""
+        assert self._on_reply is None, "one call at a time per connection"
+        self._on_reply = on_reply
+        self._deadline = self._reactor.call_later(timeout, self._on_deadline, self)
+        if self._connect_failed:
+            self._fail(f"connect failed: {self._connect_failed}")
+            return
+        headers = [(b"host", self._host), *request.headers]
+        headers.append((b"content-length", b"%d" % len(request.body)))
+        out = self._transport.out
+        for event in (
+            h11.Request(method=request.method, target=request.target, headers=headers),
+            h11.Data(data=request.body),
+            h11.EndOfMessage(),
+        ):
+            if type(event) is h11.Data and not request.body:
+                continue
+            out.append(b"".join(self._h11.send_with_data_passthrough(event) or []))
+        if not self._connecting:
+            self._transport.write_at_round_end()
+        self._advance()
+
+    # The reactor's calls (reactor.Handler)
+
+    def on_events(self, mask: int) -> None:
+        transport = self._transport
+        if self._connecting and mask & EVENT_WRITE:
+            code = transport.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self._fail(f"connect failed: {errno.errorcode.get(code, str(code))}")
+                return
+            self._connecting = False
+        if mask & EVENT_WRITE:
+            transport.flush(self._reactor.stats)
+        if mask & EVENT_READ:
+            data = transport.read()
+            if data is not None:
+                self._h11.receive_data(data)
+                self._parse()
+        if transport.broken or transport.peer_eof:
+            # Mid-call this fails the call; an idle connection the peer
+            # closed (its keep-alive timeout) is simply dropped.
+            self._fail("the peer closed the connection")
+            return
+        self._advance()
+
+    def on_round_end(self) -> None:
+        self._transport.flush(self._reactor.stats)
+        if self._transport.broken:
+            self._fail("the connection failed")
+            return
+        self._advance()
+
+    def drain(self) -> None:
+        if not self.busy:
+            self.close()
+
+    def abort(self) -> None:
+        if self.busy:
+            self._fail("shutting down")
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._transport.close()
+        self._pool.forget(self)
+
+    # The answer
+
+    def _parse(self) -> None:
+        while self._on_reply is not None:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._fail(f"a malformed answer: {exc}")
+                return
+            kind = type(event)
+            if kind is h11.Response:
+                self._status = event.status_code  # type: ignore[union-attr]
+                self._headers = dict(event.headers.raw_items())  # type: ignore[union-attr]
+            elif kind is h11.Data:
+                self._body_size += len(event.data)  # type: ignore[union-attr]
+                if self._body_size > MAX_REPLY_BODY:
+                    self._fail("the answer is too large")
+                    return
+                self._body.append(event.data)  # type: ignore[union-attr]
+            elif kind is h11.EndOfMessage:
+                self._succeed()
+                return
+            elif kind is h11.ConnectionClosed:
+                self._fail("the peer closed the connection")
+                return
+            else:  # NEED_DATA; an informational response is skipped by h11
+                return
+
+    def _succeed(self) -> None:
+        reply = PeerReply(self._status, self._headers, b"".join(self._body))
+        on_reply = self._finish()
+        reusable = self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+        if reusable:
+            self._h11.start_next_cycle()
+            self._pool.idle(self)
+        else:
+            self.close()
+        on_reply(reply)
+
+    def _fail(self, why: str) -> None:
+        on_reply = self._finish() if self._on_reply is not None else None
+        if on_reply is not None:
+            log.debug("%r: %s", self, why)
+        self.close()
+        if on_reply is not None:
+            on_reply(failed(why))
+
+    def _finish(self) -> OnReply:
+        on_reply, self._on_reply = self._on_reply, None
+        assert on_reply is not None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._status, self._headers, self._body, self._body_size = 0, {}, [], 0
+        return on_reply
+
+    def _on_deadline(self) -> None:
+        if self._on_reply is not None:
+            self._fail("timed out")
+
+    def _advance(self) -> None:
+        if self._closed:
+            return
+        transport = self._transport
+        if self._connecting:
+            events = EVENT_WRITE
+        else:
+            events = EVENT_READ | EVENT_WRITE if transport.out.size else EVENT_READ
+        transport.watch(events)
+
+
+class PeerPool:
+    """The connections of one SelectorThread to the peers: idle keep-alive
+    ones for reuse, and a bound on the calls in flight to each peer."""
+
+    def __init__(self, reactor: SelectorThread, max_in_flight: int, timeout: float) -> None:
+        self.reactor = reactor
+        self._max_in_flight = max_in_flight
+        self._timeout = timeout
+        self._idle: dict[tuple[str, int], list[PeerConnection]] = {}
+        self._in_flight: dict[tuple[str, int], int] = {}
+
+    def call(self, address: tuple[str, int], request: PeerRequest, on_reply: OnReply) -> None:
+        """On the SelectorThread: send ``request`` to the peer at ``address``;
+        ``on_reply`` is called on this thread, once, with the answer or why
+        there is none (at once if the peer already has ``max_in_flight``)."""
+        if self._in_flight.get(address, 0) >= self._max_in_flight:
+            on_reply(failed("too many calls in flight to this peer"))
+            return
+        idle = self._idle.get(address)
+        conn = idle.pop() if idle else PeerConnection(self, address)
+        self._in_flight[address] = self._in_flight.get(address, 0) + 1
+
+        def done(reply: PeerReply) -> None:
+            self._in_flight[address] -= 1
+            on_reply(reply)
+
+        conn.send(request, self._timeout, done)
+
+    def idle(self, conn: PeerConnection) -> None:
+        self._idle.setdefault(conn.address, []).append(conn)
+
+    def forget(self, conn: PeerConnection) -> None:
+        idle = self._idle.get(conn.address)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def idle_count(self, address: tuple[str, int]) -> int:
+        return len(self._idle.get(address, ()))

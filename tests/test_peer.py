@@ -1,0 +1,120 @@
+"""Peer calls on a SelectorThread of the test's own, against real servers
+on loopback: a selectorkv node, a port nobody listens on, a listener that
+never answers, one that closes mid-answer."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from selectorkv.peer import PeerPool, PeerReply, PeerRequest
+from selectorkv.reactor import SelectorThread
+from tests.conftest import ServerFactory, on_reactor
+
+STATUS = PeerRequest(b"GET", b"/v0/status", (), b"")
+
+
+def put(key: str, value: bytes) -> PeerRequest:
+    return PeerRequest(b"PUT", f"/v0/entity?id={key}".encode(), (), value)
+
+
+class Replies:
+    """Collects the replies, which arrive on the reactor's thread."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[tuple[PeerReply, int]] = queue.SimpleQueue()
+
+    def __call__(self, reply: PeerReply) -> None:
+        self.queue.put((reply, threading.get_ident()))
+
+    def next(self) -> PeerReply:
+        reply, _ = self.queue.get(timeout=10)
+        return reply
+
+
+def call(
+    reactor: SelectorThread, pool: PeerPool, address: tuple[str, int], request: PeerRequest
+) -> PeerReply:
+    replies = Replies()
+    on_reactor(reactor, lambda: pool.call(address, request, replies))
+    reply, thread = replies.queue.get(timeout=10)
+    assert thread == reactor.thread_id  # the callback runs on the reactor
+    return reply
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """Accepts connections (the kernel does, from the backlog) and never answers."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    yield sock
+    sock.close()
+
+
+def test_a_call_gets_the_peers_answer_and_the_connection_is_kept(
+    make_server: ServerFactory, reactor: SelectorThread
+) -> None:
+    server = make_server("sync")
+    pool = PeerPool(reactor, max_in_flight=4, timeout=5)
+    reply = call(reactor, pool, server.address, put("k", b"value"))
+    assert (reply.status, reply.error) == (201, "")
+    assert on_reactor(reactor, lambda: pool.idle_count(server.address)) == 1
+    reply = call(reactor, pool, server.address, PeerRequest(b"GET", b"/v0/entity?id=k", (), b""))
+    assert (reply.status, reply.body) == (200, b"value")
+    assert on_reactor(reactor, lambda: pool.idle_count(server.address)) == 1  # reused, not a second
+
+
+def test_a_refused_connect_fails_the_call(reactor: SelectorThread) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as placeholder:
+        address = placeholder.getsockname()[:2]
+    pool = PeerPool(reactor, max_in_flight=4, timeout=5)
+    reply = call(reactor, pool, address, STATUS)
+    assert reply.status == 0
+    assert "ECONNREFUSED" in reply.error
+    assert on_reactor(reactor, lambda: pool.idle_count(address)) == 0
+
+
+@pytest.mark.timing
+def test_a_peer_that_does_not_answer_times_out_and_is_not_reused(
+    reactor: SelectorThread, listener: socket.socket
+) -> None:
+    address = listener.getsockname()[:2]
+    pool = PeerPool(reactor, max_in_flight=4, timeout=0.2)
+    reply = call(reactor, pool, address, STATUS)
+    assert (reply.status, reply.error) == (0, "timed out")
+    assert on_reactor(reactor, lambda: pool.idle_count(address)) == 0
+
+
+def test_calls_over_the_bound_fail_at_once(
+    reactor: SelectorThread, listener: socket.socket
+) -> None:
+    address = listener.getsockname()[:2]
+    pool = PeerPool(reactor, max_in_flight=1, timeout=30)
+    first, second = Replies(), Replies()
+
+    def both() -> None:
+        pool.call(address, STATUS, first)
+        pool.call(address, STATUS, second)
+
+    on_reactor(reactor, both)
+    assert second.next().error == "too many calls in flight to this peer"
+    assert first.queue.empty()  # still waiting for the silent peer
+
+
+def test_a_peer_that_closes_mid_answer_fails_the_call(
+    reactor: SelectorThread, listener: socket.socket
+) -> None:
+    address = listener.getsockname()[:2]
+    pool = PeerPool(reactor, max_in_flight=4, timeout=10)
+    replies = Replies()
+    on_reactor(reactor, lambda: pool.call(address, STATUS, replies))
+    peer, _ = listener.accept()
+    peer.recv(65536)
+    peer.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort")
+    peer.close()
+    reply = replies.next()
+    assert reply.status == 0
+    assert reply.error
