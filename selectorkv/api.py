@@ -14,10 +14,12 @@ such as ``%zz`` is a client error (400), not a key.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable, Generator
 from typing import NamedTuple
 
+from selectorkv.records import ReplicaStore, decode
 from selectorkv.storage import Cursor, Storage, StorageError
 
 log = logging.getLogger("selectorkv.api")
@@ -34,6 +36,7 @@ class Request(NamedTuple):
     method: bytes
     target: bytes
     body: bytes = b""
+    token: bytes = b""  # the cluster token, read only for internal requests
 
 
 class Response(NamedTuple):
@@ -45,6 +48,13 @@ class Response(NamedTuple):
     headers: tuple[tuple[bytes, bytes], ...] = ()
     stream: Generator[bytes, None, None] | None = None
 
+
+# The internal protocol between cluster nodes (docs/cluster.md): a path of
+# its own, the shared token in a header, a versioned record as the body.
+INTERNAL_PREFIX = b"/v0/internal/"
+INTERNAL_ENTITY = b"/v0/internal/entity"
+TOKEN_HEADER = b"x-selectorkv-token"
+RECORD_TYPE = ((b"content-type", b"application/octet-stream"),)
 
 STATUS_OK = Response(200)
 CREATED = Response(201)
@@ -60,6 +70,9 @@ GET_ONLY = Response(405, headers=((b"allow", b"GET"),))
 INTERNAL_ERROR = Response(500)
 METRICS_TYPE = ((b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),)
 SERVICE_UNAVAILABLE = Response(503)
+NOT_ENOUGH_REPLICAS = Response(504, b"not enough replicas answered\n")
+FORBIDDEN = Response(403, b"internal requests need the cluster's token\n")
+BAD_RECORD = Response(400, b"the body is not a versioned record\n")
 
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
@@ -119,11 +132,25 @@ def entry_chunks(cursor: Cursor) -> Generator[bytes, None, None]:
 
 
 class Api:
-    """Routes a ``Request`` to the storage and returns a ``Response``."""
+    """Routes a ``Request`` to the storage and returns a ``Response``.
 
-    def __init__(self, storage: Storage, metrics: Callable[[], bytes] | None = None) -> None:
+    On a cluster node (``replica`` given) the storage holds versioned
+    records: ``/v0/entity`` is the coordinator's (replication.py) and never
+    reaches this class, the internal endpoint reads and applies records, and
+    ``/v0/entities`` shows the node's live values without their versions.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        metrics: Callable[[], bytes] | None = None,
+        replica: ReplicaStore | None = None,
+        token: bytes = b"",
+    ) -> None:
         self._storage = storage
         self._metrics = metrics  # the server's /metrics text, when there is a server
+        self._replica = replica
+        self._token = token
 
     def handle(self, request: Request) -> Response:
         """Never raises: a storage failure is a 500, logged with its cause.
@@ -134,8 +161,10 @@ class Api:
         """
         path, _, query = request.target.partition(b"?")
         try:
-            if path == b"/v0/entity":
+            if path == b"/v0/entity" and self._replica is None:
                 return self._entity(request.method, query, request.body)
+            if path == INTERNAL_ENTITY and self._replica is not None:
+                return self._internal(self._replica, request, query)
             if path == b"/v0/status":
                 return STATUS_OK if request.method == b"GET" else GET_ONLY
             if path == b"/v0/entities":
@@ -162,7 +191,29 @@ class Api:
             return BAD_RANGE
         if not start or end == b"":
             return BAD_RANGE
+        if self._replica is not None:
+            return Response(200, stream=entry_chunks(self._replica.values(start, end)))
         return Response(200, stream=entry_chunks(self._storage.range(start, end)))
+
+    def _internal(self, replica: ReplicaStore, request: Request, query: bytes) -> Response:
+        """A node's request for this node's replica of a key: GET answers
+        the stored record (404: none), PUT applies one (the newer wins)."""
+        if not self._token or not hmac.compare_digest(request.token, self._token):
+            return FORBIDDEN
+        key = entity_id(query)
+        if key is None:
+            return BAD_ID
+        if request.method == b"GET":
+            record = replica.get(key)
+            return NOT_FOUND if record is None else Response(200, record.encode(), RECORD_TYPE)
+        if request.method != b"PUT":
+            return Response(405, headers=((b"allow", b"GET, PUT"),))
+        try:
+            record = decode(request.body)
+        except ValueError:
+            return BAD_RECORD
+        replica.apply(key, record)
+        return CREATED
 
     def _entity(self, method: bytes, query: bytes, body: bytes) -> Response:
         if method not in (b"GET", b"PUT", b"DELETE"):

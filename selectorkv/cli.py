@@ -179,21 +179,32 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
     help_text = f"{option.help} [env {option.env}]"
     if option.parse is boolean:
         parser.add_argument(
-            option.flag, action=argparse.BooleanOptionalAction, default=default, help=help_text
+            option.flag,
+            dest=option.name,
+            action=argparse.BooleanOptionalAction,
+            default=default,
+            help=help_text,
         )
     else:
         parser.add_argument(
             option.flag,
+            dest=option.name,
             type=option.parse,
             default=default,
             choices=option.choices,
             help=help_text,
-            metavar=f"{{{','.join(option.choices)}}}" if option.choices else option.name.upper(),
+            metavar=f"{{{','.join(option.choices)}}}"
+            if option.choices
+            else (option.spelled or option.name).upper(),
         )
 
 
 def serve(args: argparse.Namespace) -> int:
-    config = ServerConfig(**{option.name: getattr(args, option.name) for option in OPTIONS})
+    try:
+        config = ServerConfig(**{option.name: getattr(args, option.name) for option in OPTIONS})
+    except ValueError as exc:
+        print(f"selectorkv serve: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT)
     try:
         # Imported here, not at the top: importing the server chooses the

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from selectorkv.placement import Topology
 
 ENV_PREFIX = "SELECTORKV_"
 
@@ -40,6 +43,10 @@ class ServerConfig:
     fsync: bool = False
     cpu: str = "auto"
     log_level: str = "info"
+    cluster: str = ""
+    self_node: str = ""
+    cluster_token: str = ""
+    peer_timeout: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("sync", "async"):
@@ -54,12 +61,36 @@ class ServerConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("keepalive_timeout", "header_timeout", "request_timeout", "grace"):
+        for name in (
+            "keepalive_timeout",
+            "header_timeout",
+            "request_timeout",
+            "grace",
+            "peer_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, not {self.port}")
         cpu_setting(self.cpu)
+        if self.cluster:
+            from selectorkv.placement import Topology
+
+            Topology.parse(self.cluster, self.self_node)  # TopologyError is a ValueError
+            if not self.cluster_token:
+                raise ValueError(
+                    "--cluster needs --cluster-token (or SELECTORKV_CLUSTER_TOKEN): the secret "
+                    "every node sends with its internal requests; selectorkv cluster makes one"
+                )
+        elif self.self_node:
+            raise ValueError("--self names this node in --cluster, which is not given")
+
+    @property
+    def topology(self) -> Topology | None:
+        """The cluster this node belongs to; None for a single node."""
+        from selectorkv.placement import Topology
+
+        return Topology.parse(self.cluster, self.self_node) if self.cluster else None
 
 
 def positive_int(text: str) -> int:
@@ -122,14 +153,15 @@ class Option:
     parse: Callable[[str], Any]
     help: str
     choices: tuple[str, ...] | None = None
+    spelled: str = ""  # the flag's name where it differs from the field's
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return "--" + (self.spelled or self.name).replace("_", "-")
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+        return ENV_PREFIX + (self.spelled or self.name).upper()
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -181,6 +213,24 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "logging level",
         choices=("debug", "info", "warning", "error"),
+    ),
+    Option(
+        "cluster",
+        str,
+        "every node of the cluster as http://host:port, comma-separated, the same list on "
+        "every node (docs/cluster.md); empty: a single node",
+    ),
+    Option("self_node", str, "this node's URL in --cluster", spelled="self"),
+    Option(
+        "cluster_token",
+        str,
+        "the secret that nodes send with internal requests; without it an internal "
+        "request is refused (403). Prefer the environment variable: a flag shows in ps",
+    ),
+    Option(
+        "peer_timeout",
+        positive_float,
+        "seconds a call to another node may take before it counts as a failed replica",
     ),
 )
 

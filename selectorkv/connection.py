@@ -121,7 +121,7 @@ from selectors import EVENT_READ, EVENT_WRITE
 from typing import TYPE_CHECKING
 
 from selectorkv import framing, metrics
-from selectorkv.api import Request, Response
+from selectorkv.api import INTERNAL_PREFIX, TOKEN_HEADER, Request, Response
 from selectorkv.cycle import Executor, Owner, RequestCycle
 from selectorkv.parser import h11
 from selectorkv.transport import HIGH_WATER, LINGER_SECONDS, Transport
@@ -412,7 +412,9 @@ class Connection:
     def _on_request_head(self, head: h11.Request) -> None:
         self._phase = BODY
         self._head_since = None
-        self._cycle = RequestCycle(self, head.method, head.target)
+        self._cycle = cycle = RequestCycle(self, head.method, head.target)
+        if head.target.startswith(INTERNAL_PREFIX):  # a node's request: is it one?
+            cycle.peer_token = framing.header(head, TOKEN_HEADER)
         if head.http_version not in (b"1.0", b"1.1"):
             self._reject(505, b"only HTTP/1.0 and HTTP/1.1 are served\n")
             return
@@ -444,7 +446,8 @@ class Connection:
         assert cycle is not None
         self.reactor.stats.requests += 1
         self._phase = EXECUTING
-        self._executor.execute(Request(cycle.method, cycle.target, b"".join(cycle.body)), cycle)
+        request = Request(cycle.method, cycle.target, b"".join(cycle.body), cycle.peer_token)
+        self._executor.execute(request, cycle)
         # From here a PayloadThread may own the connection: look at nothing
         # but ``owner``, which only this thread sets back.
         if self.owner is SELECTOR and self._phase is EXECUTING:

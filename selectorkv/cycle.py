@@ -51,7 +51,17 @@ class Owner(enum.Enum):
 class RequestCycle:
     """One request on one connection, and the handle for its answer."""
 
-    __slots__ = ("_expired", "_token", "body", "body_size", "conn", "method", "started", "target")
+    __slots__ = (
+        "_expired",
+        "_token",
+        "body",
+        "body_size",
+        "conn",
+        "method",
+        "peer_token",
+        "started",
+        "target",
+    )
 
     def __init__(self, conn: Connection, method: bytes, target: bytes) -> None:
         self.conn = conn
@@ -60,6 +70,7 @@ class RequestCycle:
         self.body: list[bytes] = []
         self.body_size = 0
         self.started = 0.0  # time.monotonic() when it began to wait for a later answer
+        self.peer_token = b""  # an internal request's cluster token (replication.py)
         self._token = [True]
         self._expired = False
 
@@ -100,14 +111,26 @@ class RequestCycle:
         return True
 
 
+class Responder(Protocol):
+    """What an executor answers through: a client's ``RequestCycle``, or
+    (replication.py) a request a coordinator runs on its own node."""
+
+    def respond(self, response: Response) -> bool: ...
+
+    def hand_off(self) -> None: ...
+
+    def continue_stream(self) -> None: ...
+
+
 class Executor(Protocol):
     """Runs complete requests: ``InlineExecutor`` (sync) or ``PayloadPool``
-    (async), payload.py. Called by the SelectorThread that owns the connection."""
+    (async), payload.py; in a cluster, a ``Coordinator`` in front of either
+    (replication.py). Called on the SelectorThread that owns the connection."""
 
-    def execute(self, request: Request, cycle: RequestCycle) -> None:
+    def execute(self, request: Request, cycle: Responder) -> None:
         """Run ``request``; give the response to ``cycle.respond``, now or later."""
 
-    def resume(self, cycle: RequestCycle) -> None:
+    def resume(self, cycle: Responder) -> None:
         """Have ``cycle.continue_stream`` called by a thread that may write."""
 
     def is_full(self) -> bool:

@@ -144,6 +144,14 @@ def body_length(head: h11.Request) -> tuple[int | None, bytes]:
     return declared, b""
 
 
+def header(head: h11.Request, name: bytes) -> bytes:
+    """The value of header ``name`` (lower-case), b"" if absent."""
+    for raw_name, value in head.headers.raw_items():
+        if raw_name.lower() == name:
+            return bytes(value)
+    return b""
+
+
 def too_large(limit: int) -> bytes:
     return b"request body larger than %d bytes\n" % limit
 

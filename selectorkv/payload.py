@@ -40,7 +40,7 @@ from collections.abc import Callable
 
 from selectorkv import metrics
 from selectorkv.api import INTERNAL_ERROR, SERVICE_UNAVAILABLE, Request, Response
-from selectorkv.cycle import RequestCycle
+from selectorkv.cycle import Responder
 from selectorkv.metrics import StatsThread
 
 log = logging.getLogger("selectorkv.payload")
@@ -54,10 +54,10 @@ class InlineExecutor:
     def __init__(self, handle: Handler) -> None:
         self._handle = handle
 
-    def execute(self, request: Request, cycle: RequestCycle) -> None:
+    def execute(self, request: Request, cycle: Responder) -> None:
         cycle.respond(self._handle(request))
 
-    def resume(self, cycle: RequestCycle) -> None:
+    def resume(self, cycle: Responder) -> None:
         cycle.continue_stream()
 
     def is_full(self) -> bool:
@@ -76,7 +76,7 @@ class PayloadPool:
         # for us, at several times the cost per request in Python locking.
         # An item is a request to execute, or (cycle, None): the next slice
         # of that cycle's streamed response.
-        self._queue: queue.SimpleQueue[tuple[RequestCycle, Request | None] | None] = (
+        self._queue: queue.SimpleQueue[tuple[Responder, Request | None] | None] = (
             queue.SimpleQueue()
         )
         self._admission = threading.Lock()
@@ -89,7 +89,7 @@ class PayloadPool:
         for thread in self.threads:
             thread.start()
 
-    def execute(self, request: Request, cycle: RequestCycle) -> None:
+    def execute(self, request: Request, cycle: Responder) -> None:
         """On the SelectorThread: queue the request, or answer 503 at once."""
         with self._admission:
             admitted = self._queue.qsize() < self._capacity
@@ -102,7 +102,7 @@ class PayloadPool:
     def is_full(self) -> bool:
         return self._queue.qsize() >= self._capacity
 
-    def resume(self, cycle: RequestCycle) -> None:
+    def resume(self, cycle: Responder) -> None:
         """On the SelectorThread: have a PayloadThread produce the next slice
         of a streamed response. Not bounded by the queue size: the request
         was admitted already, and each stream has at most one slice queued."""

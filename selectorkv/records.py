@@ -30,7 +30,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Generator
 from typing import NamedTuple
+
+from selectorkv.storage import Storage
 
 VERSION_BYTES = 16
 VALUE = b"v"
@@ -83,3 +86,40 @@ class VersionClock:
         with self._lock:
             self._last = max(time.time_ns(), self._last + 1)
             return self._last << 32 | self._node
+
+
+class ReplicaStore:
+    """A node's storage seen as records: the replica side of replication.
+
+    ``apply`` is a read-modify-write (keep the newer version), made atomic
+    with a lock: in async mode more than one PayloadThread may apply writes
+    to the same key.
+    """
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> Record | None:
+        raw = self._storage.get(key)
+        return None if raw is None else decode(raw)
+
+    def apply(self, key: bytes, record: Record) -> bool:
+        """Store ``record`` unless a newer one is there; True if stored."""
+        with self._lock:
+            if not newer(self.get(key), record):
+                return False
+            self._storage.put(key, record.encode())
+            return True
+
+    def values(self, start: bytes, end: bytes | None) -> Generator[tuple[bytes, bytes], None, None]:
+        """The node's live entries in ``[start, end)`` without their
+        versions, tombstones left out (``GET /v0/entities`` is node-local)."""
+        cursor = self._storage.range(start, end)
+        try:
+            for key, raw in cursor:
+                record = decode(raw)
+                if record.value is not None:
+                    yield key, record.value
+        finally:
+            cursor.close()

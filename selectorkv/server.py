@@ -57,6 +57,8 @@ from selectorkv.cycle import Executor
 from selectorkv.metrics import StatsThread, exposition
 from selectorkv.payload import InlineExecutor, PayloadPool
 from selectorkv.reactor import SelectorThread
+from selectorkv.records import ReplicaStore
+from selectorkv.replication import Coordinator, check_format
 from selectorkv.storage import MAX_OPEN_FILES, Storage, StorageError
 
 log = logging.getLogger("selectorkv.server")
@@ -74,13 +76,19 @@ class Server:
         tests inject one whose answers come later."""
         self.config = config
         self._storage = storage
-        api = Api(storage, metrics=self.metrics)
+        topology = config.topology
+        check_format(config.data, storage, cluster=topology is not None)
+        token = config.cluster_token.encode()
+        replica = ReplicaStore(storage) if topology is not None else None
+        api = Api(storage, metrics=self.metrics, replica=replica, token=token)
         self._pool: PayloadPool | None = None
         if executor is None and config.mode == "async":
             self._pool = PayloadPool(api.handle, config.workers, config.queue_size)
             executor = self._pool
         elif executor is None:
             executor = InlineExecutor(api.handle)
+        if topology is not None:
+            executor = Coordinator(executor, topology, token, config.peer_timeout)
         limits = Limits(
             max_body=config.max_body,
             max_header_size=config.max_header_size,
@@ -122,7 +130,7 @@ class Server:
         config = self.config
         log.info(
             "listening on %s mode=%s selectors=%d workers=%d queue=%d max-connections=%d "
-            "cpu=%s parser=%s/%s data=%s",
+            "cpu=%s parser=%s/%s data=%s%s",
             self.url,
             config.mode,
             config.selectors,
@@ -133,6 +141,9 @@ class Server:
             parser.NAME,
             parser.VERSION,
             config.data,
+            f" cluster={len(config.cluster.split(','))}-nodes self={config.self_node}"
+            if config.cluster
+            else "",
         )
         warning = exposure_warning(config.host)
         if warning:

@@ -1,5 +1,5 @@
-"""Placement without sockets: topology parsing, and rendezvous hashing's
-determinism, prefix property and uniformity."""
+"""Placement without sockets: topology parsing, rendezvous hashing's
+determinism, prefix property and uniformity, and the ack/from rules."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from selectorkv.placement import Topology, TopologyError, normalise
+from selectorkv.replication import replica_counts
 
 NODES = "http://127.0.0.1:8080,http://127.0.0.1:8081,http://127.0.0.1:8082"
 
@@ -88,3 +89,25 @@ def test_removing_a_node_moves_only_its_keys() -> None:
         before = three.replicas(key, 1)[0]
         if before != gone:
             assert two.replicas(key, 1)[0] == before
+
+
+@pytest.mark.parametrize(
+    ("query", "nodes", "expected"),
+    [
+        (b"id=k", 1, (1, 1)),
+        (b"id=k", 2, (2, 2)),
+        (b"id=k", 3, (2, 3)),
+        (b"id=k", 4, (3, 4)),
+        (b"id=k", 5, (3, 5)),
+        (b"id=k&ack=1&from=3", 3, (1, 3)),
+        (b"id=k&ack=1", 3, None),
+        (b"id=k&from=1", 3, None),
+        (b"id=k&ack=0&from=1", 3, None),
+        (b"id=k&ack=2&from=1", 3, None),
+        (b"id=k&ack=1&from=4", 3, None),
+        (b"id=k&ack=-1&from=2", 3, None),
+        (b"id=k&ack=1&ack=1&from=2", 3, None),
+    ],
+)
+def test_ack_and_from_rules(query: bytes, nodes: int, expected: tuple[int, int] | None) -> None:
+    assert replica_counts(query, nodes) == expected

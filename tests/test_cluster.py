@@ -1,0 +1,243 @@
+"""A cluster of real node processes on loopback: sharding, replication with
+ack/from, the internal protocol's token, and nodes that are down or stopped.
+Every node is ``selectorkv serve --cluster ...`` in a child process."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from selectorkv.lab.study import free_port
+from tests.conftest import MODES, wait_until
+
+TOKEN = "test-token"
+
+
+@dataclass
+class Node:
+    url: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, target, body=body, headers=headers or {})
+            reply = conn.getresponse()
+            return reply.status, reply.read()
+        finally:
+            conn.close()
+
+    def put(self, key: str, value: bytes, counts: str = "") -> int:
+        return self.request("PUT", f"/v0/entity?id={key}{counts}", value)[0]
+
+    def get(self, key: str, counts: str = "") -> tuple[int, bytes]:
+        return self.request("GET", f"/v0/entity?id={key}{counts}")
+
+    def delete(self, key: str, counts: str = "") -> int:
+        return self.request("DELETE", f"/v0/entity?id={key}{counts}")[0]
+
+    def answers(self) -> bool:
+        try:
+            return self.request("GET", "/v0/status")[0] == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            self.process.wait(15)
+
+
+ClusterFactory = Callable[..., list[Node]]
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
+    """Start N node processes on free ports; all are stopped at the end."""
+    started: list[Node] = []
+
+    def make(count: int, mode: str = "sync", *flags: str) -> list[Node]:
+        ports = [free_port() for _ in range(count)]
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        env = {**os.environ, "SELECTORKV_CLUSTER_TOKEN": TOKEN}
+        nodes = []
+        for port, url in zip(ports, urls, strict=True):
+            command = [
+                sys.executable, "-m", "selectorkv", "serve", "--port", str(port),
+                "--data", str(tmp_path / f"node-{port}"), "--mode", mode,
+                "--cluster", ",".join(urls), "--self", url, "--cpu", "none",
+                "--log-level", "warning", *flags,
+            ]  # fmt: skip
+            nodes.append(Node(url, port, subprocess.Popen(command, env=env)))
+        started.extend(nodes)
+        for node in nodes:
+            wait_until(node.answers, f"{node.url} answers", timeout=30)
+        return nodes
+
+    yield make
+    for node in started:
+        node.stop()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_any_node_coordinates_and_every_node_reads_the_write(
+    make_cluster: ClusterFactory, mode: str
+) -> None:
+    nodes = make_cluster(3, mode)
+    assert nodes[0].put("k", b"value") == 201  # the default: ack 2 of from 3
+    for node in nodes:
+        assert node.get("k") == (200, b"value")
+        assert node.get("k", "&ack=3&from=3") == (200, b"value")
+    assert nodes[1].delete("k") == 202
+    for node in nodes:
+        assert node.get("k", "&ack=3&from=3")[0] == 404
+    assert nodes[2].get("never-written")[0] == 404
+
+
+@pytest.mark.parametrize(
+    "counts", ["&ack=1", "&from=1", "&ack=0&from=1", "&ack=3&from=2", "&ack=1&from=4",
+               "&ack=x&from=2", "&ack=1&ack=1&from=2"],
+)  # fmt: skip
+def test_bad_ack_and_from_are_400(make_cluster: ClusterFactory, counts: str) -> None:
+    node = make_cluster(3)[0]
+    assert node.put("k", b"v", counts) == 400
+    assert node.get("k", counts)[0] == 400
+
+
+def test_internal_requests_need_the_token(make_cluster: ClusterFactory) -> None:
+    node = make_cluster(2)[0]
+    record = b"v" + (1).to_bytes(16, "big") + b"forged"
+    status, _ = node.request("PUT", "/v0/internal/entity?id=k", record)
+    assert status == 403
+    status, _ = node.request(
+        "PUT", "/v0/internal/entity?id=k", record, {"X-Selectorkv-Token": "wrong"}
+    )
+    assert status == 403
+    assert node.get("k", "&ack=2&from=2")[0] == 404  # nothing was written
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_quorum_survives_one_node_down_and_more_is_504(
+    make_cluster: ClusterFactory, mode: str
+) -> None:
+    nodes = make_cluster(3, mode)
+    nodes[2].stop()
+    assert nodes[0].put("k", b"v1") == 201  # 2 of 3 still answer
+    assert nodes[1].get("k") == (200, b"v1")
+    assert nodes[0].put("k", b"v2", "&ack=3&from=3") == 504
+    assert nodes[0].delete("k", "&ack=3&from=3") == 504
+    assert nodes[1].get("k", "&ack=3&from=3")[0] == 504
+
+
+@pytest.mark.timing
+def test_a_stopped_node_costs_the_peer_timeout_not_a_thread(make_cluster: ClusterFactory) -> None:
+    """SIGSTOP: connects and requests to it hang; the others go on."""
+    nodes = make_cluster(3, "sync", "--peer-timeout", "0.3")
+    nodes[2].process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert nodes[0].put("k", b"v", "&ack=3&from=3") == 504
+        assert time.monotonic() - started < 10  # the peer timeout, not a hang
+        assert nodes[0].put("k", b"v") == 201  # 2 of 3
+        assert nodes[1].get("k") == (200, b"v")
+    finally:
+        nodes[2].process.send_signal(signal.SIGCONT)
+
+
+def test_invariants_with_one_replica_down(make_cluster: ClusterFactory) -> None:
+    """The course's: GET 1/2 sees a PUT 2/2 and a DELETE 2/2 with one
+    replica down afterwards; GET 2/3 sees a PUT 2/3 with one replica down."""
+    two = make_cluster(2)
+    assert two[0].put("a", b"x", "&ack=2&from=2") == 201
+    assert two[0].put("b", b"y", "&ack=2&from=2") == 201
+    assert two[0].delete("b", "&ack=2&from=2") == 202
+    two[1].stop()
+    assert two[0].get("a", "&ack=1&from=2") == (200, b"x")
+    assert two[0].get("b", "&ack=1&from=2")[0] == 404
+    three = make_cluster(3)
+    assert three[0].put("c", b"z", "&ack=2&from=3") == 201
+    three[1].stop()
+    assert three[2].get("c", "&ack=2&from=3") == (200, b"z")
+
+
+def test_two_nodes_share_ten_thousand_keys_evenly(make_cluster: ClusterFactory) -> None:
+    """ack=1&from=1 is pure sharding: each key on one node, 5,000 +/- 250
+    of 10,000 on each (counted with the node-local range)."""
+    nodes = make_cluster(2)
+    conn = http.client.HTTPConnection("127.0.0.1", nodes[0].port, timeout=10)
+    for i in range(10_000):
+        conn.request("PUT", f"/v0/entity?id={i}&ack=1&from=1", body=b"v")
+        reply = conn.getresponse()
+        reply.read()
+        assert reply.status == 201
+    conn.close()
+    held = []
+    for node in nodes:
+        status, body = node.request("GET", "/v0/entities?start=0")
+        assert status == 200
+        held.append(body.count(b"\n"))  # one "<key>\n<value>" chunk per entry
+    assert sum(held) == 10_000
+    assert all(4750 <= count <= 5250 for count in held), held
+
+
+def serve_once(*args: str) -> subprocess.CompletedProcess[str]:
+    """``selectorkv serve`` that is expected to refuse to start."""
+    return subprocess.run(
+        [sys.executable, "-m", "selectorkv", "serve", "--port", "0", *args],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SELECTORKV_CLUSTER_TOKEN": TOKEN},
+    )  # fmt: skip
+
+
+def test_a_bad_topology_is_a_clear_error(tmp_path: Path) -> None:
+    data = str(tmp_path / "db")
+    result = serve_once("--data", data, "--cluster", "http://127.0.0.1:1", "--self", "http://x:2")
+    assert result.returncode == 2
+    assert "--self http://x:2 is not in --cluster" in result.stderr
+    result = serve_once(
+        "--data", data, "--cluster", "http://a:1,http://a:1", "--self", "http://a:1"
+    )
+    assert result.returncode == 2
+    assert "more than once" in result.stderr
+    result = serve_once("--data", data, "--cluster", "ftp://a:1", "--self", "ftp://a:1")
+    assert result.returncode == 2
+    assert "a node is http://host:port" in result.stderr
+
+
+def test_databases_of_the_other_format_are_refused(
+    make_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    """A single node's plain values must not be read as records, nor the reverse."""
+    from selectorkv.storage import RocksStorage
+
+    single = tmp_path / "single"
+    storage = RocksStorage(str(single))
+    storage.put(b"k", b"plain value")
+    storage.close()
+    cluster = "http://127.0.0.1:1,http://127.0.0.1:2"
+    result = serve_once("--data", str(single), "--cluster", cluster, "--self", "http://127.0.0.1:1")
+    assert result.returncode == 2
+    assert "holds a single node's data" in result.stderr
+    node = make_cluster(1)[0]
+    assert node.put("k", b"v") == 201
+    node.stop()
+    result = serve_once("--data", str(tmp_path / f"node-{node.port}"))
+    assert result.returncode == 2
+    assert "holds a cluster node's data" in result.stderr
