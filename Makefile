@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report peers builds clean
+.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report peers builds cluster clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -83,10 +83,14 @@ BASE ?= HEAD~1
 builds: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.builds --base $(BASE) $(ARGS)
 
+# A local cluster of three nodes on ports 8080-8082 (docs/cluster.md).
+cluster: $(VENV)/.installed-base
+	$(BIN)/selectorkv cluster --nodes 3 $(ARGS)
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check selectorkv tests benchmarks
 	$(BIN)/ruff format --check selectorkv tests benchmarks
 	$(BIN)/mypy selectorkv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks *.egg-info data-lab
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks *.egg-info data-lab data-cluster

@@ -30,6 +30,7 @@ from selectorkv.config import (
     boolean,
     byte_size,
     default_of,
+    port_number,
     positive_float,
     positive_int,
 )
@@ -149,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument(
         "--report-only", action="store_true", help="redraw the report from --out's data"
     )
+    cluster = commands.add_parser(
+        "cluster",
+        help="run a local cluster: N node processes on 127.0.0.1",
+        description=(
+            "Start N nodes (selectorkv serve) on 127.0.0.1, ports BASE-PORT .. BASE-PORT+N-1, "
+            "each with its own RocksDB directory DATA/node-<i>, the same --cluster list and a "
+            "generated token (or SELECTORKV_CLUSTER_TOKEN); print their URLs; forward SIGINT "
+            "and SIGTERM to all of them and exit when they have stopped. Flags after the "
+            "known ones go to every node's serve (for example --mode sync)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    cluster.add_argument("--nodes", type=positive_int, default=3, help="how many nodes")
+    cluster.add_argument("--base-port", type=port_number, default=8080, help="the first port")
+    cluster.add_argument("--data", default="./data-cluster", help="directory for the nodes' data")
     return parser
 
 
@@ -320,7 +336,13 @@ def lab(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "cluster":
+        from selectorkv import local_cluster
+
+        return local_cluster.run(args.nodes, args.base_port, args.data, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         return serve(args)
     if args.command == "load":

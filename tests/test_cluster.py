@@ -241,3 +241,29 @@ def test_databases_of_the_other_format_are_refused(
     result = serve_once("--data", str(tmp_path / f"node-{node.port}"))
     assert result.returncode == 2
     assert "holds a cluster node's data" in result.stderr
+
+
+def test_selectorkv_cluster_starts_the_nodes_and_stops_them_on_sigterm(tmp_path: Path) -> None:
+    base = free_port()  # the next two ports are assumed free as well
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "selectorkv", "cluster", "--nodes", "2", "--base-port", str(base),
+         "--data", str(tmp_path), "--mode", "sync", "--log-level", "warning"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert launcher.stdout is not None
+        urls = launcher.stdout.readline().split(": ", 2)[2].split()
+        assert urls == [f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"]
+        assert "token" in launcher.stdout.readline()
+        nodes = [Node(url, int(url.rsplit(":", 1)[1]), launcher) for url in urls]
+        for node in nodes:
+            wait_until(node.answers, f"{node.url} answers", timeout=30)
+        assert nodes[0].put("k", b"v") == 201
+        assert nodes[1].get("k") == (200, b"v")
+        launcher.terminate()
+        assert launcher.wait(30) == 0
+        assert (tmp_path / "node-1").is_dir() and (tmp_path / "node-2").is_dir()
+        assert not any(node.answers() for node in nodes)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
