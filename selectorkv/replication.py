@@ -57,7 +57,7 @@ from selectorkv.api import (
     query_param,
 )
 from selectorkv.cycle import Executor, Responder
-from selectorkv.peer import PeerPool, PeerReply, PeerRequest
+from selectorkv.peer import PeerPool, PeerRequest
 from selectorkv.placement import Topology
 from selectorkv.reactor import SelectorThread
 from selectorkv.records import Record, VersionClock, decode
@@ -119,49 +119,77 @@ class LocalCall:
         raise RuntimeError("an internal request is never streamed")
 
 
-class Quorum:
-    """The answers of one coordinated request, counted on the SelectorThread."""
+Repair = Callable[[str, Record], None]
 
-    def __init__(self, client: Responder, method: bytes, ack: int, replicas: int) -> None:
+
+class Quorum:
+    """The answers of one coordinated request, counted on the SelectorThread.
+
+    The client is answered by the first ``ack`` successes (for a GET, with
+    the freshest record among them) or by 504 once ``ack`` is out of reach.
+    A GET goes on listening after that: once every replica has answered or
+    failed, those that answered with an older version, or with nothing, are
+    sent the newest (``repair``): read repair, which the client does not
+    wait for.
+    """
+
+    def __init__(
+        self, client: Responder, method: bytes, ack: int, replicas: int, repair: Repair
+    ) -> None:
         self._client = client
         self._method = method
         self._ack = ack
         self._replicas = replicas
+        self._repair = repair
         self._succeeded = 0
         self._failed = 0
-        self._freshest: Record | None = None
+        self._freshest: Record | None = None  # among the answers the client gets
+        self._newest: Record | None = None  # among all answers
+        self._versions: dict[str, int] = {}  # GET: what each node had (-1: nothing)
         self._done = False
 
-    def local(self, response: Response) -> None:
-        self._count(response.status, response.body, "this node")
-
-    def peer(self, reply: PeerReply) -> None:
-        self._count(reply.status, reply.body, reply.error)
-
-    def _count(self, status: int, body: bytes, error: str) -> None:
-        if self._done:
-            return  # answered already: later replicas do not matter
+    def answer(self, node: str, status: int, body: bytes, error: str) -> None:
+        """One replica's answer (status 0: the call failed, ``error`` says why)."""
+        ok = status == 201
         if self._method == b"GET" and status in (200, 404):
-            if status == 200:
-                try:
-                    record = decode(body)
-                except ValueError:
-                    status = 0
-                else:
-                    if self._freshest is None or record.version > self._freshest.version:
-                        self._freshest = record
-            ok = status != 0
-        else:
-            ok = status == 201
+            ok = self._read(node, status, body)
         if ok:
             self._succeeded += 1
         else:
             self._failed += 1
-            log.debug("a replica failed: status %d %s", status, error)
-        if self._succeeded >= self._ack:
-            self._finish(self._success())
-        elif self._failed > self._replicas - self._ack:
-            self._finish(NOT_ENOUGH_REPLICAS)
+            log.debug("replica %s failed: status %d %s", node, status, error)
+        if not self._done:
+            if self._succeeded >= self._ack:
+                self._finish(self._success())
+            elif self._failed > self._replicas - self._ack:
+                self._finish(NOT_ENOUGH_REPLICAS)
+        if self._succeeded + self._failed == self._replicas:
+            self._repair_stale()
+
+    def _read(self, node: str, status: int, body: bytes) -> bool:
+        record = None
+        if status == 200:
+            try:
+                record = decode(body)
+            except ValueError:
+                return False
+        self._versions[node] = -1 if record is None else record.version
+        if record is not None:
+            if self._newest is None or record.version > self._newest.version:
+                self._newest = record
+            if not self._done and (
+                self._freshest is None or record.version > self._freshest.version
+            ):
+                self._freshest = record
+        return True
+
+    def _repair_stale(self) -> None:
+        newest = self._newest
+        if newest is None:
+            return
+        for node, version in self._versions.items():
+            if version < newest.version:
+                self._repair(node, newest)
 
     def _success(self) -> Response:
         if self._method == b"PUT":
@@ -221,23 +249,47 @@ class Coordinator:
     ) -> None:
         reactor = threading.current_thread()
         assert isinstance(reactor, SelectorThread), "coordinated on a SelectorThread"
-        pool = self._pools.get(reactor)
-        if pool is None:
-            pool = self._pools[reactor] = PeerPool(reactor, MAX_IN_FLIGHT, self._peer_timeout)
         target = INTERNAL_ENTITY + b"?id=" + quote_from_bytes(key, safe="").encode("ascii")
         if request.method == b"GET":
             method, body = b"GET", b""
         else:
             value = request.body if request.method == b"PUT" else None
             method, body = b"PUT", Record(self._clock.next(), value).encode()
-        quorum = Quorum(cycle, request.method, ack, replicas)
-        internal = PeerRequest(method, target, ((TOKEN_HEADER, self._token),), body)
+
+        def repair(node: str, record: Record) -> None:
+            log.debug("read repair: %s gets version %d", node, record.version)
+            self._ask(reactor, node, Request(b"PUT", target, record.encode()), ignore)
+
+        quorum = Quorum(cycle, request.method, ack, replicas, repair)
         for node in self._topology.replicas(key, replicas):
-            if node == self._topology.self_url:
-                local = Request(method, target, body, self._token)
-                self._local.execute(local, LocalCall(reactor, quorum.local))
-            else:
-                pool.call(address_of(node), internal, quorum.peer)
+            self._ask(reactor, node, Request(method, target, body), quorum.answer)
+
+    def _ask(
+        self, reactor: SelectorThread, node: str, internal: Request, on_answer: Answer
+    ) -> None:
+        """Send an internal request to one replica: this node's own through
+        its executor (a call into its storage), another through the peer
+        pool of this SelectorThread. ``on_answer`` runs on this thread."""
+        if node == self._topology.self_url:
+            request = internal._replace(token=self._token)
+            respond = LocalCall(reactor, lambda r: on_answer(node, r.status, r.body, ""))
+            self._local.execute(request, respond)
+            return
+        pool = self._pools.get(reactor)
+        if pool is None:
+            pool = self._pools[reactor] = PeerPool(reactor, MAX_IN_FLIGHT, self._peer_timeout)
+        headers = ((TOKEN_HEADER, self._token),)
+        peer_request = PeerRequest(internal.method, internal.target, headers, internal.body)
+        pool.call(
+            address_of(node), peer_request, lambda r: on_answer(node, r.status, r.body, r.error)
+        )
+
+
+Answer = Callable[[str, int, bytes, str], None]
+
+
+def ignore(node: str, status: int, body: bytes, error: str) -> None:
+    """The answer to a read repair: nobody waits for it."""
 
 
 # The storage format of a cluster node: a file in the data directory.

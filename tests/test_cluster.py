@@ -27,6 +27,20 @@ class Node:
     url: str
     port: int
     process: subprocess.Popen[bytes]
+    command: tuple[str, ...] = ()
+
+    def restart(self) -> None:
+        """Start the node again on its port and data, as after a crash."""
+        self.stop()
+        env = {**os.environ, "SELECTORKV_CLUSTER_TOKEN": TOKEN}
+        self.process = subprocess.Popen(self.command, env=env)
+        wait_until(self.answers, f"{self.url} answers again", timeout=30)
+
+    def stored(self, key: str) -> int:
+        """The status of this node's own replica of ``key`` (internal GET)."""
+        return self.request(
+            "GET", f"/v0/internal/entity?id={key}", headers={"X-Selectorkv-Token": TOKEN}
+        )[0]
 
     def request(
         self,
@@ -85,7 +99,7 @@ def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
                 "--cluster", ",".join(urls), "--self", url, "--cpu", "none",
                 "--log-level", "warning", *flags,
             ]  # fmt: skip
-            nodes.append(Node(url, port, subprocess.Popen(command, env=env)))
+            nodes.append(Node(url, port, subprocess.Popen(command, env=env), tuple(command)))
         started.extend(nodes)
         for node in nodes:
             wait_until(node.answers, f"{node.url} answers", timeout=30)
@@ -175,6 +189,19 @@ def test_invariants_with_one_replica_down(make_cluster: ClusterFactory) -> None:
     assert three[0].put("c", b"z", "&ack=2&from=3") == 201
     three[1].stop()
     assert three[2].get("c", "&ack=2&from=3") == (200, b"z")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_read_repair_gives_a_replica_the_write_it_missed(
+    make_cluster: ClusterFactory, mode: str
+) -> None:
+    nodes = make_cluster(3, mode)
+    nodes[2].stop()
+    assert nodes[0].put("k", b"v") == 201  # on the two nodes that are up
+    nodes[2].restart()
+    assert nodes[2].stored("k") == 404
+    assert nodes[1].get("k", "&ack=3&from=3") == (200, b"v")  # the freshest of three wins
+    wait_until(lambda: nodes[2].stored("k") == 200, "the missed write repaired")
 
 
 def test_two_nodes_share_ten_thousand_keys_evenly(make_cluster: ClusterFactory) -> None:
