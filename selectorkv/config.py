@@ -47,8 +47,11 @@ class ServerConfig:
     self_node: str = ""
     cluster_token: str = ""
     peer_timeout: float = 1.0
+    peer_calls: str = "async"
 
     def __post_init__(self) -> None:
+        if self.peer_calls not in ("async", "blocking"):
+            raise ValueError(f"peer_calls must be async or blocking, not {self.peer_calls!r}")
         if self.mode not in ("sync", "async"):
             raise ValueError(f"mode must be sync or async, not {self.mode!r}")
         for name in (
@@ -231,6 +234,13 @@ OPTIONS: tuple[Option, ...] = (
         "peer_timeout",
         positive_float,
         "seconds a call to another node may take before it counts as a failed replica",
+    ),
+    Option(
+        "peer_calls",
+        str,
+        "async: replicas are asked at once over non-blocking sockets on the SelectorThread; "
+        "blocking: the executing thread asks them one after another and waits (for comparison)",
+        choices=("async", "blocking"),
     ),
 )
 

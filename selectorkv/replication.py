@@ -35,10 +35,12 @@ A GET asks the ``from`` replicas for their records and takes the first
 
 from __future__ import annotations
 
+import http.client
 import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote_from_bytes
 
 from selectorkv.api import (
@@ -89,6 +91,41 @@ def replica_counts(query: bytes, nodes: int) -> tuple[int, int] | None:
     if not 1 <= ack <= replicas <= nodes:
         return None
     return ack, replicas
+
+
+def coordinated(request: Request) -> bool:
+    """Requests for ``/v0/entity`` are; the rest is served as on a single node."""
+    return request.target.partition(b"?")[0] == b"/v0/entity"
+
+
+class Plan(NamedTuple):
+    """What a coordinated request asks of whom."""
+
+    ack: int
+    replicas: list[str]  # the nodes, best first
+    internal: Request  # the internal request each replica gets
+
+
+def plan(request: Request, topology: Topology, clock: VersionClock) -> Plan | Response:
+    """The plan of a request for ``/v0/entity``, or the 4xx that refuses it.
+    A write gets its version here, from the coordinator's clock."""
+    _, _, query = request.target.partition(b"?")
+    if request.method not in (b"GET", b"PUT", b"DELETE"):
+        return ENTITY_METHODS
+    key = entity_id(query)
+    if key is None:
+        return BAD_ID
+    counts = replica_counts(query, len(topology.nodes))
+    if counts is None:
+        return BAD_COUNTS
+    ack, replicas = counts
+    target = INTERNAL_ENTITY + b"?id=" + quote_from_bytes(key, safe="").encode("ascii")
+    if request.method == b"GET":
+        internal = Request(b"GET", target)
+    else:
+        value = request.body if request.method == b"PUT" else None
+        internal = Request(b"PUT", target, Record(clock.next(), value).encode())
+    return Plan(ack, topology.replicas(key, replicas), internal)
 
 
 def address_of(url: str) -> tuple[str, int]:
@@ -226,43 +263,24 @@ class Coordinator:
         self._local.resume(cycle)
 
     def execute(self, request: Request, cycle: Responder) -> None:
-        path, _, query = request.target.partition(b"?")
-        if path != b"/v0/entity":
+        if not coordinated(request):
             self._local.execute(request, cycle)
             return
-        if request.method not in (b"GET", b"PUT", b"DELETE"):
-            cycle.respond(ENTITY_METHODS)
+        planned = plan(request, self._topology, self._clock)
+        if isinstance(planned, Response):
+            cycle.respond(planned)
             return
-        key = entity_id(query)
-        if key is None:
-            cycle.respond(BAD_ID)
-            return
-        counts = replica_counts(query, len(self._topology.nodes))
-        if counts is None:
-            cycle.respond(BAD_COUNTS)
-            return
-        ack, replicas = counts
-        self._coordinate(request, key, ack, replicas, cycle)
-
-    def _coordinate(
-        self, request: Request, key: bytes, ack: int, replicas: int, cycle: Responder
-    ) -> None:
         reactor = threading.current_thread()
         assert isinstance(reactor, SelectorThread), "coordinated on a SelectorThread"
-        target = INTERNAL_ENTITY + b"?id=" + quote_from_bytes(key, safe="").encode("ascii")
-        if request.method == b"GET":
-            method, body = b"GET", b""
-        else:
-            value = request.body if request.method == b"PUT" else None
-            method, body = b"PUT", Record(self._clock.next(), value).encode()
+        target = planned.internal.target
 
         def repair(node: str, record: Record) -> None:
             log.debug("read repair: %s gets version %d", node, record.version)
             self._ask(reactor, node, Request(b"PUT", target, record.encode()), ignore)
 
-        quorum = Quorum(cycle, request.method, ack, replicas, repair)
-        for node in self._topology.replicas(key, replicas):
-            self._ask(reactor, node, Request(method, target, body), quorum.answer)
+        quorum = Quorum(cycle, request.method, planned.ack, len(planned.replicas), repair)
+        for node in planned.replicas:
+            self._ask(reactor, node, planned.internal, quorum.answer)
 
     def _ask(
         self, reactor: SelectorThread, node: str, internal: Request, on_answer: Answer
@@ -290,6 +308,90 @@ Answer = Callable[[str, int, bytes, str], None]
 
 def ignore(node: str, status: int, body: bytes, error: str) -> None:
     """The answer to a read repair: nobody waits for it."""
+
+
+def no_repair(node: str, record: Record) -> None:
+    """Blocking peer calls do no read repair: the client would wait for it."""
+
+
+class Captured:
+    """A responder that keeps the answer, for ``BlockingCoordinator``."""
+
+    def __init__(self) -> None:
+        self.response: Response | None = None
+
+    def respond(self, response: Response) -> bool:
+        self.response = response
+        return True
+
+    def hand_off(self) -> None:
+        """Nothing to give away: the answer is read back on this thread."""
+
+    def continue_stream(self) -> None:
+        raise RuntimeError("a coordinated request is never streamed")
+
+
+class BlockingCoordinator:
+    """``--peer-calls blocking``: the thread that executes the request (the
+    SelectorThread in sync mode, a PayloadThread in async mode) calls the
+    replicas one after another over blocking keep-alive connections and
+    waits for each, as a first version in the course does. It is the
+    baseline the study compares the asynchronous coordinator with. The same
+    ``Quorum`` counts the answers; there is no read repair (the client would
+    wait for it)."""
+
+    def __init__(
+        self,
+        handle: Callable[[Request], Response],
+        topology: Topology,
+        token: bytes,
+        peer_timeout: float,
+    ) -> None:
+        self._handle = handle  # the node's own Api.handle
+        self._topology = topology
+        self._token = token
+        self._peer_timeout = peer_timeout
+        self._clock = VersionClock(topology.nodes.index(topology.self_url))
+        self._connections = threading.local()  # each thread's keep-alive connections
+
+    def handle(self, request: Request) -> Response:
+        if not coordinated(request):
+            return self._handle(request)
+        planned = plan(request, self._topology, self._clock)
+        if isinstance(planned, Response):
+            return planned
+        answer = Captured()
+        quorum = Quorum(answer, request.method, planned.ack, len(planned.replicas), no_repair)
+        internal = planned.internal
+        for node in planned.replicas:
+            if node == self._topology.self_url:
+                own = self._handle(internal._replace(token=self._token))
+                quorum.answer(node, own.status, own.body, "")
+            else:
+                quorum.answer(node, *self._call(node, internal))
+        assert answer.response is not None  # every replica answered or failed
+        return answer.response
+
+    def _call(self, node: str, internal: Request) -> tuple[int, bytes, str]:
+        """One blocking request to a peer: (status, body, error)."""
+        pool: dict[str, http.client.HTTPConnection] = self._connections.__dict__.setdefault(
+            "by_node", {}
+        )
+        conn = pool.get(node)
+        if conn is None:
+            host, port = address_of(node)
+            conn = pool[node] = http.client.HTTPConnection(host, port, timeout=self._peer_timeout)
+        try:
+            conn.request(
+                internal.method.decode(), internal.target.decode(), body=internal.body,
+                headers={TOKEN_HEADER.decode(): self._token.decode()},
+            )  # fmt: skip
+            reply = conn.getresponse()
+            return reply.status, reply.read(), ""
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()  # never reused after a failure
+            del pool[node]
+            return 0, b"", f"{type(exc).__name__}: {exc}"
 
 
 # The storage format of a cluster node: a file in the data directory.

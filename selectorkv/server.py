@@ -58,7 +58,7 @@ from selectorkv.metrics import StatsThread, exposition
 from selectorkv.payload import InlineExecutor, PayloadPool
 from selectorkv.reactor import SelectorThread
 from selectorkv.records import ReplicaStore
-from selectorkv.replication import Coordinator, check_format
+from selectorkv.replication import BlockingCoordinator, Coordinator, check_format
 from selectorkv.storage import MAX_OPEN_FILES, Storage, StorageError
 
 log = logging.getLogger("selectorkv.server")
@@ -81,13 +81,17 @@ class Server:
         token = config.cluster_token.encode()
         replica = ReplicaStore(storage) if topology is not None else None
         api = Api(storage, metrics=self.metrics, replica=replica, token=token)
+        handle = api.handle
+        blocking = topology is not None and config.peer_calls == "blocking"
+        if topology is not None and blocking:
+            handle = BlockingCoordinator(handle, topology, token, config.peer_timeout).handle
         self._pool: PayloadPool | None = None
         if executor is None and config.mode == "async":
-            self._pool = PayloadPool(api.handle, config.workers, config.queue_size)
+            self._pool = PayloadPool(handle, config.workers, config.queue_size)
             executor = self._pool
         elif executor is None:
-            executor = InlineExecutor(api.handle)
-        if topology is not None:
+            executor = InlineExecutor(handle)
+        if topology is not None and not blocking:
             executor = Coordinator(executor, topology, token, config.peer_timeout)
         limits = Limits(
             max_body=config.max_body,
@@ -142,6 +146,7 @@ class Server:
             parser.VERSION,
             config.data,
             f" cluster={len(config.cluster.split(','))}-nodes self={config.self_node}"
+            f" peer-calls={config.peer_calls}"
             if config.cluster
             else "",
         )

@@ -110,11 +110,14 @@ def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
         node.stop()
 
 
-@pytest.mark.parametrize("mode", MODES)
+KINDS = [(mode, calls) for calls in ("async", "blocking") for mode in MODES]
+
+
+@pytest.mark.parametrize(("mode", "calls"), KINDS)
 def test_any_node_coordinates_and_every_node_reads_the_write(
-    make_cluster: ClusterFactory, mode: str
+    make_cluster: ClusterFactory, mode: str, calls: str
 ) -> None:
-    nodes = make_cluster(3, mode)
+    nodes = make_cluster(3, mode, "--peer-calls", calls)
     assert nodes[0].put("k", b"value") == 201  # the default: ack 2 of from 3
     for node in nodes:
         assert node.get("k") == (200, b"value")
@@ -147,11 +150,11 @@ def test_internal_requests_need_the_token(make_cluster: ClusterFactory) -> None:
     assert node.get("k", "&ack=2&from=2")[0] == 404  # nothing was written
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("mode", "calls"), KINDS)
 def test_a_quorum_survives_one_node_down_and_more_is_504(
-    make_cluster: ClusterFactory, mode: str
+    make_cluster: ClusterFactory, mode: str, calls: str
 ) -> None:
-    nodes = make_cluster(3, mode)
+    nodes = make_cluster(3, mode, "--peer-calls", calls)
     nodes[2].stop()
     assert nodes[0].put("k", b"v1") == 201  # 2 of 3 still answer
     assert nodes[1].get("k") == (200, b"v1")
@@ -161,9 +164,12 @@ def test_a_quorum_survives_one_node_down_and_more_is_504(
 
 
 @pytest.mark.timing
-def test_a_stopped_node_costs_the_peer_timeout_not_a_thread(make_cluster: ClusterFactory) -> None:
+@pytest.mark.parametrize("calls", ["async", "blocking"])
+def test_a_stopped_node_costs_the_peer_timeout_not_a_hang(
+    make_cluster: ClusterFactory, calls: str
+) -> None:
     """SIGSTOP: connects and requests to it hang; the others go on."""
-    nodes = make_cluster(3, "sync", "--peer-timeout", "0.3")
+    nodes = make_cluster(3, "sync", "--peer-timeout", "0.3", "--peer-calls", calls)
     nodes[2].process.send_signal(signal.SIGSTOP)
     try:
         started = time.monotonic()
