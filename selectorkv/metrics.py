@@ -20,6 +20,38 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+# The error text of a peer call that ran out of time (peer.py, replication.py).
+TIMED_OUT = "timed out"
+
+
+# Upper bounds of the peer-call latency histogram, in seconds (Prometheus "le").
+LATENCY_BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class PeerCounters:
+    """Calls to one peer made by one thread (a cluster node's coordinator)."""
+
+    __slots__ = ("buckets", "failures", "requests", "seconds", "timeouts")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.failures = 0  # refused, reset, closed early, malformed, timed out
+        self.timeouts = 0
+        self.seconds = 0.0
+        self.buckets = [0] * (len(LATENCY_BOUNDS) + 1)  # the last one: +Inf
+
+    def record(self, seconds: float, error: str) -> None:
+        self.requests += 1
+        if error:
+            self.failures += 1
+            if error == TIMED_OUT:
+                self.timeouts += 1
+        self.seconds += seconds
+        index = 0
+        while index < len(LATENCY_BOUNDS) and seconds > LATENCY_BOUNDS[index]:
+            index += 1
+        self.buckets[index] += 1
+
 
 class ThreadStats:
     """What one thread counts. Only its own thread writes it."""
@@ -28,6 +60,7 @@ class ThreadStats:
         "busy_seconds",
         "bytes_in",
         "bytes_out",
+        "peers",
         "requests",
         "responses",
         "running",
@@ -42,6 +75,15 @@ class ThreadStats:
         self.running = 0  # 1 while a PayloadThread runs a task
         self.bytes_in = 0
         self.bytes_out = 0
+        self.peers: dict[str, PeerCounters] = {}  # peer URL -> its calls
+
+    def peer_call(self, peer: str, seconds: float, error: str) -> None:
+        """Count a call to ``peer`` that took ``seconds`` and failed with
+        ``error`` (empty: it succeeded)."""
+        counters = self.peers.get(peer)
+        if counters is None:
+            counters = self.peers[peer] = PeerCounters()
+        counters.record(seconds, error)
 
 
 class StatsThread(threading.Thread):
@@ -81,8 +123,13 @@ def exposition(
         name = _label(method.decode("ascii", "replace"))
         lines.append(f'selectorkv_responses_total{{method="{name}",status="{status}"}} {count}')
     shed = sum(count for (_, status), count in responses.items() if status == 503)
+    too_few = sum(count for (_, status), count in responses.items() if status == 504)
     counters: dict[str, tuple[str, float]] = {
         "shed": ("Requests answered 503: the PayloadThread queue was full.", shed),
+        "gateway_timeouts": (
+            "Requests answered 504: too few replicas answered (cluster), or no answer in time.",
+            too_few,
+        ),
         "bytes_received": ("Bytes read from clients.", sum(t.stats.bytes_in for t in threads)),
         "bytes_sent": ("Bytes written to clients.", sum(t.stats.bytes_out for t in threads)),
     }
@@ -97,7 +144,45 @@ def exposition(
     ):
         samples = [(f'{{thread="{_label(t.name)}"}}', getattr(t.stats, name)) for t in group]
         lines += _metric(f"selectorkv_thread_{name}_total", "counter", text, samples)
+    lines += _peer_metrics(threads)
     return ("\n".join(lines) + "\n").encode()
+
+
+def _peer_metrics(threads: list[StatsThread]) -> list[str]:
+    """Calls to other nodes, summed over the threads, per peer."""
+    peers: dict[str, PeerCounters] = {}
+    for thread in threads:
+        for peer, counters in list(thread.stats.peers.items()):
+            total = peers.setdefault(peer, PeerCounters())
+            total.requests += counters.requests
+            total.failures += counters.failures
+            total.timeouts += counters.timeouts
+            total.seconds += counters.seconds
+            total.buckets = [a + b for a, b in zip(total.buckets, counters.buckets, strict=True)]
+    if not peers:
+        return []
+    lines = []
+    for name, text in (
+        ("requests", "Calls made to another node."),
+        ("failures", "Calls to another node that failed (refused, reset, timed out...)."),
+        ("timeouts", "Calls to another node that ran out of --peer-timeout."),
+    ):
+        samples = [(f'{{peer="{_label(p)}"}}', getattr(c, name)) for p, c in sorted(peers.items())]
+        lines += _metric(f"selectorkv_peer_{name}_total", "counter", text, samples)
+    name = "selectorkv_peer_latency_seconds"
+    lines += [
+        f"# HELP {name} Time from sending a call to another node to its answer or failure.",
+        f"# TYPE {name} histogram",
+    ]
+    for peer, counters in sorted(peers.items()):
+        label = _label(peer)
+        cumulative = 0
+        for bound, count in zip((*LATENCY_BOUNDS, "+Inf"), counters.buckets, strict=True):
+            cumulative += count
+            lines.append(f'{name}_bucket{{peer="{label}",le="{bound}"}} {cumulative}')
+        lines.append(f'{name}_sum{{peer="{label}"}} {counters.seconds}')
+        lines.append(f'{name}_count{{peer="{label}"}} {counters.requests}')
+    return lines
 
 
 def _metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> list[str]:

@@ -36,10 +36,12 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from collections.abc import Callable
 from selectors import EVENT_READ, EVENT_WRITE
 from typing import TYPE_CHECKING, NamedTuple
 
+from selectorkv.metrics import TIMED_OUT
 from selectorkv.parser import h11
 from selectorkv.transport import Transport
 
@@ -60,6 +62,9 @@ class PeerReply(NamedTuple):
     headers: dict[bytes, bytes]
     body: bytes
     error: str = ""
+
+
+TOO_MANY = "too many calls in flight to this peer"
 
 
 def failed(why: str) -> PeerReply:
@@ -86,6 +91,8 @@ class PeerConnection:
         self._reactor = pool.reactor
         self.address = address
         self._host = b"%s:%d" % (address[0].encode("ascii"), address[1])
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        self.url = f"http://{host}:{address[1]}"
         sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -242,7 +249,7 @@ class PeerConnection:
 
     def _on_deadline(self) -> None:
         if self._on_reply is not None:
-            self._fail("timed out")
+            self._fail(TIMED_OUT)
 
     def _advance(self) -> None:
         if self._closed:
@@ -271,14 +278,16 @@ class PeerPool:
         ``on_reply`` is called on this thread, once, with the answer or why
         there is none (at once if the peer already has ``max_in_flight``)."""
         if self._in_flight.get(address, 0) >= self._max_in_flight:
-            on_reply(failed("too many calls in flight to this peer"))
+            on_reply(failed(TOO_MANY))  # not a call: not counted as one
             return
         idle = self._idle.get(address)
         conn = idle.pop() if idle else PeerConnection(self, address)
         self._in_flight[address] = self._in_flight.get(address, 0) + 1
+        started = time.perf_counter()
 
         def done(reply: PeerReply) -> None:
             self._in_flight[address] -= 1
+            self.reactor.stats.peer_call(conn.url, time.perf_counter() - started, reply.error)
             on_reply(reply)
 
         conn.send(request, self._timeout, done)

@@ -38,11 +38,13 @@ from __future__ import annotations
 import http.client
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote_from_bytes
 
+from selectorkv import metrics
 from selectorkv.api import (
     ACCEPTED,
     BAD_ID,
@@ -59,6 +61,7 @@ from selectorkv.api import (
     query_param,
 )
 from selectorkv.cycle import Executor, Responder
+from selectorkv.metrics import TIMED_OUT
 from selectorkv.peer import PeerPool, PeerRequest
 from selectorkv.placement import Topology
 from selectorkv.reactor import SelectorThread
@@ -381,17 +384,21 @@ class BlockingCoordinator:
         if conn is None:
             host, port = address_of(node)
             conn = pool[node] = http.client.HTTPConnection(host, port, timeout=self._peer_timeout)
+        started = time.perf_counter()
         try:
             conn.request(
                 internal.method.decode(), internal.target.decode(), body=internal.body,
                 headers={TOKEN_HEADER.decode(): self._token.decode()},
             )  # fmt: skip
             reply = conn.getresponse()
-            return reply.status, reply.read(), ""
+            answer = reply.status, reply.read(), ""
         except (OSError, http.client.HTTPException) as exc:
             conn.close()  # never reused after a failure
             del pool[node]
-            return 0, b"", f"{type(exc).__name__}: {exc}"
+            why = TIMED_OUT if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            answer = 0, b"", why
+        metrics.current().peer_call(node, time.perf_counter() - started, answer[2])
+        return answer
 
 
 # The storage format of a cluster node: a file in the data directory.

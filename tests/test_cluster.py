@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from selectorkv.lab.study import free_port
 from tests.conftest import MODES, wait_until
@@ -208,6 +209,30 @@ def test_read_repair_gives_a_replica_the_write_it_missed(
     assert nodes[2].stored("k") == 404
     assert nodes[1].get("k", "&ack=3&from=3") == (200, b"v")  # the freshest of three wins
     wait_until(lambda: nodes[2].stored("k") == 200, "the missed write repaired")
+
+
+@pytest.mark.parametrize("calls", ["async", "blocking"])
+def test_metrics_count_each_peers_calls_failures_and_504s(
+    make_cluster: ClusterFactory, calls: str
+) -> None:
+    nodes = make_cluster(3, "sync", "--peer-calls", calls)
+    nodes[2].stop()
+    for i in range(5):
+        assert nodes[0].put(f"m{i}", b"v", "&ack=3&from=3") == 504
+    status, body = nodes[0].request("GET", "/metrics")
+    assert status == 200
+    samples = {
+        (sample.name, sample.labels.get("peer", ""), sample.labels.get("le", "")): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+    up, down = nodes[1].url, nodes[2].url
+    assert samples[("selectorkv_peer_requests_total", up, "")] == 5
+    assert samples[("selectorkv_peer_failures_total", up, "")] == 0
+    assert samples[("selectorkv_peer_failures_total", down, "")] == 5
+    assert samples[("selectorkv_peer_latency_seconds_count", up, "")] == 5
+    assert samples[("selectorkv_peer_latency_seconds_bucket", up, "+Inf")] == 5
+    assert samples[("selectorkv_gateway_timeouts_total", "", "")] == 5
 
 
 def test_two_nodes_share_ten_thousand_keys_evenly(make_cluster: ClusterFactory) -> None:
