@@ -182,6 +182,23 @@ def test_a_stopped_node_costs_the_peer_timeout_not_a_hang(
         nodes[2].process.send_signal(signal.SIGCONT)
 
 
+@pytest.mark.parametrize("calls", ["async", "blocking"])
+def test_a_killed_node_fails_its_calls_and_is_used_again_when_back(
+    make_cluster: ClusterFactory, calls: str
+) -> None:
+    """SIGKILL: the kept-alive connections to it break; nothing hangs, and
+    once it is back the others reach it again without a restart."""
+    nodes = make_cluster(3, "async", "--peer-calls", calls)
+    assert nodes[0].put("k", b"v1", "&ack=3&from=3") == 201  # connections to both peers kept
+    nodes[2].process.kill()
+    nodes[2].process.wait(10)
+    assert nodes[0].put("k", b"v2") == 201  # 2 of 3
+    assert nodes[0].put("k", b"v3", "&ack=3&from=3") == 504
+    nodes[2].restart()
+    assert nodes[0].put("k", b"v4", "&ack=3&from=3") == 201
+    assert nodes[2].get("k", "&ack=3&from=3") == (200, b"v4")
+
+
 def test_invariants_with_one_replica_down(make_cluster: ClusterFactory) -> None:
     """The course's: GET 1/2 sees a PUT 2/2 and a DELETE 2/2 with one
     replica down afterwards; GET 2/3 sees a PUT 2/3 with one replica down."""
