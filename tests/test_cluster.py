@@ -199,20 +199,37 @@ def test_a_killed_node_fails_its_calls_and_is_used_again_when_back(
     assert nodes[2].get("k", "&ack=3&from=3") == (200, b"v4")
 
 
-def test_invariants_with_one_replica_down(make_cluster: ClusterFactory) -> None:
+def halt(node: Node, how: str) -> None:
+    """Take a node out: a clean stop, SIGSTOP (it hangs) or SIGKILL."""
+    if how == "sigterm":
+        node.stop()
+    elif how == "sigstop":
+        node.process.send_signal(signal.SIGSTOP)
+    else:
+        node.process.kill()
+        node.process.wait(10)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigstop", "sigkill"])
+def test_invariants_with_one_replica_down(make_cluster: ClusterFactory, how: str) -> None:
     """The course's: GET 1/2 sees a PUT 2/2 and a DELETE 2/2 with one
-    replica down afterwards; GET 2/3 sees a PUT 2/3 with one replica down."""
-    two = make_cluster(2)
+    replica down afterwards; GET 2/3 sees a PUT 2/3 made before or while
+    one replica is down."""
+    two = make_cluster(2, "sync", "--peer-timeout", "0.3")
     assert two[0].put("a", b"x", "&ack=2&from=2") == 201
     assert two[0].put("b", b"y", "&ack=2&from=2") == 201
     assert two[0].delete("b", "&ack=2&from=2") == 202
-    two[1].stop()
+    halt(two[1], how)
     assert two[0].get("a", "&ack=1&from=2") == (200, b"x")
     assert two[0].get("b", "&ack=1&from=2")[0] == 404
-    three = make_cluster(3)
+    three = make_cluster(3, "async", "--peer-timeout", "0.3")
     assert three[0].put("c", b"z", "&ack=2&from=3") == 201
-    three[1].stop()
+    halt(three[1], how)
     assert three[2].get("c", "&ack=2&from=3") == (200, b"z")
+    assert three[0].put("d", b"w", "&ack=2&from=3") == 201  # with the replica down
+    assert three[2].get("d", "&ack=2&from=3") == (200, b"w")
+    assert three[2].delete("d", "&ack=2&from=3") == 202
+    assert three[0].get("d", "&ack=2&from=3")[0] == 404
 
 
 @pytest.mark.parametrize("mode", MODES)

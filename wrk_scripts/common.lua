@@ -10,6 +10,12 @@ local ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 common.ID_LENGTH = 3
 common.BODY_LENGTH = 300
 
+-- Two knobs from the environment, for benchmarks/cluster.py: a smaller key
+-- space (SELECTORKV_ID_LENGTH=2: 3,844 keys, quick to fill over HTTP) and a
+-- query suffix for every request (SELECTORKV_QUERY="&ack=1&from=1").
+common.ID_LENGTH = tonumber(os.getenv("SELECTORKV_ID_LENGTH") or "") or common.ID_LENGTH
+local QUERY = os.getenv("SELECTORKV_QUERY") or ""
+
 function common.random_string(length)
   local letters = {}
   for i = 1, length do
@@ -20,7 +26,7 @@ function common.random_string(length)
 end
 
 function common.entity_path()
-  return "/v0/entity?id=" .. common.random_string(common.ID_LENGTH)
+  return "/v0/entity?id=" .. common.random_string(common.ID_LENGTH) .. QUERY
 end
 
 -- Give every wrk thread its own random sequence: each thread has its own
