@@ -24,20 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.peers import PY, ROOT, compare, table
+from benchmarks.peers import ROOT, SERVERS, add_round_arguments, compare, table, wrk_missing
 
 MODES = ("sync", "async")
-
-
-def serve(mode: str) -> list[str]:
-    return [PY, "-m", "selectorkv", "serve", "--mode", mode, "--port", "{port}",
-            "--data", "{db}", "--log-level", "warning"]  # fmt: skip
 
 
 def main() -> int:
@@ -48,13 +42,9 @@ def main() -> int:
         "the ratio new/base taken within each round.",
     )
     parser.add_argument("--base", required=True, help="the commit to compare with, e.g. HEAD~1")
-    parser.add_argument("--rounds", type=int, default=6, help="rounds (default 6)")
-    parser.add_argument("--seconds", type=int, default=8, help="seconds of each wrk run (8)")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
-    parser.add_argument("--json", metavar="FILE", help="also write every round's figures")
+    add_round_arguments(parser, rounds=6)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("benchmarks.builds needs wrk: apt-get install wrk", file=sys.stderr)
+    if wrk_missing(parser.prog):
         return 2
     with tempfile.TemporaryDirectory(prefix="selectorkv-base-") as temp:
         tree = Path(temp) / "tree"
@@ -65,8 +55,9 @@ def main() -> int:
         try:
             servers = {}
             for mode in MODES:
-                servers[f"base-{mode}"] = (serve(mode), tree)
-                servers[f"new-{mode}"] = (serve(mode), ROOT)
+                command = SERVERS[f"selectorkv-{mode}"]  # the same as make peers runs
+                servers[f"base-{mode}"] = (command, tree)
+                servers[f"new-{mode}"] = (command, ROOT)
             results = compare(servers, args.rounds, args.seconds, args.connections)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -43,7 +42,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from benchmarks.peers import PY, ROOT, cpus, pinned, rotated, wrk
+from benchmarks.peers import PY, ROOT, cpus, pinned, rotated, wrk, wrk_missing
 from selectorkv.lab.spread import Spread
 from selectorkv.lab.study import free_port
 from selectorkv.lab.tools import WrkPaced
@@ -265,8 +264,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8, help="seconds of each run (8)")
     parser.add_argument("--rate", type=float, default=100.0, help="part 2's rate (100/s)")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("benchmarks.cluster needs wrk: apt-get install wrk", file=sys.stderr)
+    if wrk_missing(parser.prog):
         return 2
     with tempfile.TemporaryDirectory(prefix="selectorkv-cluster-") as temp:
         print(closed_loop(args.rounds, args.seconds, Path(temp) / "closed"))

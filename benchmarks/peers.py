@@ -196,6 +196,22 @@ def table(
     return "\n".join(lines)
 
 
+def add_round_arguments(parser: argparse.ArgumentParser, rounds: int) -> None:
+    """The options of a side-by-side comparison in interleaved rounds."""
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"rounds (default {rounds})")
+    parser.add_argument("--seconds", type=int, default=8, help="seconds of each wrk run (8)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
+    parser.add_argument("--json", metavar="FILE", help="also write every round's figures")
+
+
+def wrk_missing(prog: str) -> bool:
+    """Say so when wrk is not installed."""
+    if shutil.which("wrk") is None:
+        print(f"{prog} needs wrk: apt-get install wrk", file=sys.stderr)
+        return True
+    return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.peers",
@@ -203,13 +219,9 @@ def main() -> int:
         "gunicorn gthread, all up at once and loaded in interleaved rounds with wrk; prints "
         "medians with min-max and the ratios to uvicorn + h11 taken within each round.",
     )
-    parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
-    parser.add_argument("--seconds", type=int, default=8, help="seconds of each wrk run (8)")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
-    parser.add_argument("--json", metavar="FILE", help="also write every round's figures")
+    add_round_arguments(parser, rounds=5)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("benchmarks.peers needs wrk: apt-get install wrk", file=sys.stderr)
+    if wrk_missing(parser.prog):
         return 2
     try:
         import gunicorn  # noqa: F401
