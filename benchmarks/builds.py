@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.peers import ROOT, SERVERS, add_round_arguments, compare, table, wrk_missing
+from selectorkv.lab.spread import Spread
 
 MODES = ("sync", "async")
 
@@ -42,6 +43,9 @@ def main() -> int:
         "the ratio new/base taken within each round.",
     )
     parser.add_argument("--base", required=True, help="the commit to compare with, e.g. HEAD~1")
+    parser.add_argument(
+        "--serve-flags", default="", help="more flags for every server, e.g. '--fsync'"
+    )
     add_round_arguments(parser, rounds=6)
     args = parser.parse_args()
     if wrk_missing(parser.prog):
@@ -55,16 +59,22 @@ def main() -> int:
         try:
             servers = {}
             for mode in MODES:
-                command = SERVERS[f"selectorkv-{mode}"]  # the same as make peers runs
+                command = [*SERVERS[f"selectorkv-{mode}"], *args.serve_flags.split()]
                 servers[f"base-{mode}"] = (command, tree)
                 servers[f"new-{mode}"] = (command, ROOT)
-            results = compare(servers, args.rounds, args.seconds, args.connections)
+            p99: dict[str, dict[str, list[float]]] = {}
+            results = compare(servers, args.rounds, args.seconds, args.connections, p99)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-    print(f"base: {args.base}\n")
+    print(f"base: {args.base}, flags: {args.serve_flags or '(none)'}\n")
     print(table(results, lambda name: "base-" + name.split("-", 1)[1], "the base, same mode"))
+    for workload, servers_p99 in p99.items():
+        print(f"{workload.upper()} p99, ms, median (min-max):\n")
+        for name, values in servers_p99.items():
+            print(f"- {name}: {Spread.of(values).format('.2f')}")
+        print()
     return 0
 
 

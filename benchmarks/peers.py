@@ -126,10 +126,17 @@ def running(
 
 
 def wrk(url: str, workload: str, seconds: int, connections: int, load_cpus: set[int]) -> float:
-    """Requests/s of one closed-loop wrk run; a run with socket errors or
-    non-2xx answers is refused, not averaged in."""
+    """Requests/s of one closed-loop wrk run (``wrk_run``)."""
+    return wrk_run(url, workload, seconds, connections, load_cpus)[0]
+
+
+def wrk_run(
+    url: str, workload: str, seconds: int, connections: int, load_cpus: set[int]
+) -> tuple[float, float]:
+    """Requests/s and p99 in ms of one closed-loop wrk run; a run with
+    socket errors or non-2xx answers is refused, not averaged in."""
     done = subprocess.run(
-        [*pinned(load_cpus), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+        [*pinned(load_cpus), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
          "-s", str(SCRIPTS / f"{workload}.lua"), url],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     )  # fmt: skip
@@ -137,9 +144,11 @@ def wrk(url: str, workload: str, seconds: int, connections: int, load_cpus: set[
     if "Socket errors" in out or "Non-2xx" in out:
         raise RuntimeError(f"wrk saw errors or non-2xx answers from {url}:\n{out}")
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not found:
-        raise RuntimeError(f"no Requests/sec in wrk's output:\n{out}")
-    return float(found.group(1))
+    p99 = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", out)
+    if not found or not p99:
+        raise RuntimeError(f"no Requests/sec or 99% in wrk's output:\n{out}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return float(found.group(1)), float(p99.group(1)) * scale
 
 
 def rotated(names: list[str], by: int) -> list[str]:
@@ -148,10 +157,15 @@ def rotated(names: list[str], by: int) -> list[str]:
 
 
 def compare(
-    servers: dict[str, tuple[list[str], Path]], rounds: int, seconds: int, connections: int
+    servers: dict[str, tuple[list[str], Path]],
+    rounds: int,
+    seconds: int,
+    connections: int,
+    p99: dict[str, dict[str, list[float]]] | None = None,
 ) -> dict[str, dict[str, list[float]]]:
     """workload -> server -> requests/s of each round; ``servers`` maps a
-    name to its command template and working directory."""
+    name to its command template and working directory. ``p99``, if given,
+    is filled the same way with each run's p99 in ms."""
     server_cpus, load_cpus = cpus()
     names = list(servers)
     results: dict[str, dict[str, list[float]]] = {w: {n: [] for n in names} for w in WORKLOADS}
@@ -165,8 +179,10 @@ def compare(
             order = rotated(names, number)
             for workload in WORKLOADS:
                 for name in order:
-                    rate = wrk(urls[name], workload, seconds, connections, load_cpus)
+                    rate, tail = wrk_run(urls[name], workload, seconds, connections, load_cpus)
                     results[workload][name].append(rate)
+                    if p99 is not None:
+                        p99.setdefault(workload, {}).setdefault(name, []).append(tail)
                     print(f"round {number + 1}/{rounds} {workload} {name}: {rate:,.0f} req/s",
                           file=sys.stderr, flush=True)  # fmt: skip
     return results

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 import rocksdict
 
@@ -77,6 +78,9 @@ class SlowStorage:
 
     def delete(self, key: bytes) -> None:
         self.inner.delete(key)
+
+    def apply_batch(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+        self.inner.apply_batch(writes)
 
     def range(self, start: bytes, end: bytes | None) -> Cursor:
         return self.inner.range(start, end)

@@ -1,5 +1,5 @@
 """group=commit: what a write batch saves, the ground work of group commit
-(issue 15). N puts as one WriteBatch (one write-ahead-log append, one sync
+(issue 15). N puts as one WriteBatch (``apply_batch``: one write-ahead-log append, one sync
 with ``fsync``) against N single puts (N appends, N syncs), for N = 1, 8
 and 64, with and without a sync of the log on every write. Compare the
 "batch" and "single" rows of one size: the time is for all N writes."""
@@ -30,7 +30,7 @@ def storage(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RocksSto
 def test_batch(benchmark: BenchmarkFixture, storage: RocksStorage, writes: int) -> None:
     benchmark.group = f"commit, {writes} writes"
     keys = itertools.cycle(KEYS)
-    benchmark(lambda: storage.put_many([(next(keys), VALUE) for _ in range(writes)]))
+    benchmark(lambda: storage.apply_batch([(next(keys), VALUE) for _ in range(writes)]))
     assert storage.get(KEYS[0]) == VALUE
 
 

@@ -56,6 +56,19 @@ INTERNAL_ENTITY = b"/v0/internal/entity"
 TOKEN_HEADER = b"x-selectorkv-token"
 RECORD_TYPE = ((b"content-type", b"application/octet-stream"),)
 
+
+class Write(NamedTuple):
+    """A write to store: ``value`` None deletes the key."""
+
+    key: bytes
+    value: bytes | None
+
+    @property
+    def answer(self) -> Response:
+        """The response once the write is stored: 201, or 202 for a delete."""
+        return ACCEPTED if self.value is None else CREATED
+
+
 STATUS_OK = Response(200)
 CREATED = Response(201)
 ACCEPTED = Response(202)
@@ -229,3 +242,17 @@ class Api:
             return CREATED
         self._storage.delete(key)
         return ACCEPTED
+
+    def write_of(self, request: Request) -> Write | None:
+        """The write a request makes, if it is a plain one that group commit
+        may batch (a valid PUT or DELETE of ``/v0/entity`` on a single node);
+        None for everything else, which ``handle`` answers as usual."""
+        path, _, query = request.target.partition(b"?")
+        if path != b"/v0/entity" or self._replica is not None:
+            return None
+        if request.method != b"PUT" and request.method != b"DELETE":
+            return None
+        key = entity_id(query)
+        if key is None:
+            return None
+        return Write(key, request.body if request.method == b"PUT" else None)

@@ -41,6 +41,7 @@ class ServerConfig:
     request_timeout: float = 10.0
     grace: float = 10.0
     fsync: bool = False
+    commit_batch: int = 64
     cpu: str = "auto"
     log_level: str = "info"
     cluster: str = ""
@@ -61,6 +62,7 @@ class ServerConfig:
             "max_connections",
             "max_body",
             "max_header_size",
+            "commit_batch",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -205,6 +207,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("grace", positive_float, "seconds in-flight requests get to finish on SIGTERM/SIGINT"),
     Option("fsync", boolean, "fsync the write-ahead log on every write (survives power loss)"),
+    Option(
+        "commit_batch",
+        positive_int,
+        "most writes stored together as one batch, with one log sync under --fsync (group "
+        "commit: the writes of one round, or what a PayloadThread finds queued); 1 turns it off",
+    ),
     Option(
         "cpu",
         cpu_setting,

@@ -108,9 +108,10 @@ def exposition(
     selector_threads: list[StatsThread],
     payload_threads: list[StatsThread],
     gauges: dict[str, tuple[str, float]],
+    more_counters: dict[str, tuple[str, float]] | None = None,
 ) -> bytes:
-    """The Prometheus text for the threads' counters and the given gauges
-    (name -> (help, value))."""
+    """The Prometheus text for the threads' counters, the given gauges and
+    any more counters (name -> (help, value))."""
     threads = selector_threads + payload_threads
     responses: Counter[tuple[bytes, int]] = Counter()
     for thread in threads:
@@ -133,7 +134,7 @@ def exposition(
         "bytes_received": ("Bytes read from clients.", sum(t.stats.bytes_in for t in threads)),
         "bytes_sent": ("Bytes written to clients.", sum(t.stats.bytes_out for t in threads)),
     }
-    for name, (text, value) in counters.items():
+    for name, (text, value) in {**counters, **(more_counters or {})}.items():
         lines += _metric(f"selectorkv_{name}_total", "counter", text, [("", value)])
     for name, (text, value) in gauges.items():
         lines += _metric(f"selectorkv_{name}", "gauge", text, [("", value)])

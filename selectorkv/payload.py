@@ -39,7 +39,8 @@ import time
 from collections.abc import Callable
 
 from selectorkv import metrics
-from selectorkv.api import INTERNAL_ERROR, SERVICE_UNAVAILABLE, Request, Response
+from selectorkv.api import INTERNAL_ERROR, SERVICE_UNAVAILABLE, Request, Response, Write
+from selectorkv.commit import GroupCommit, RoundCommit
 from selectorkv.cycle import Responder
 from selectorkv.metrics import StatsThread
 
@@ -49,13 +50,20 @@ Handler = Callable[[Request], Response]
 
 
 class InlineExecutor:
-    """Sync mode: the SelectorThread executes the request itself."""
+    """Sync mode: the SelectorThread executes the request itself; writes
+    wait for the end of the round, to be committed together (commit.py)."""
 
-    def __init__(self, handle: Handler) -> None:
+    def __init__(self, handle: Handler, commit: RoundCommit | None = None) -> None:
         self._handle = handle
+        self._commit = commit
 
     def execute(self, request: Request, cycle: Responder) -> None:
-        cycle.respond(self._handle(request))
+        commit = self._commit
+        write = commit.group.write_of(request) if commit is not None else None
+        if write is None:
+            cycle.respond(self._handle(request))
+        else:
+            commit.add(write, cycle)  # type: ignore[union-attr]
 
     def resume(self, cycle: Responder) -> None:
         cycle.continue_stream()
@@ -67,8 +75,11 @@ class InlineExecutor:
 class PayloadPool:
     """Async mode: a bounded queue in front of ``workers`` PayloadThreads."""
 
-    def __init__(self, handle: Handler, workers: int, queue_size: int) -> None:
+    def __init__(
+        self, handle: Handler, workers: int, queue_size: int, group: GroupCommit | None = None
+    ) -> None:
         self._handle = handle
+        self._group = group
         self._capacity = queue_size
         # SimpleQueue is implemented in C and unbounded; the bound is the
         # check in ``execute``, made atomic with the put by ``_admission``
@@ -126,22 +137,59 @@ class PayloadPool:
 
     def _work(self) -> None:
         stats = metrics.current()
-        while (item := self._queue.get()) is not None:
-            cycle, request = item
+        running = True
+        while running and (item := self._queue.get()) is not None:
             started = time.perf_counter()
             stats.running = 1
+            batch, running = self._take_more(item)
             try:
-                if request is None:
-                    cycle.continue_stream()
-                    continue
-                try:
-                    response = self._handle(request)
-                except Exception:  # Api.handle does not raise; another handler might
-                    log.exception("handling %r failed", request)
-                    response = INTERNAL_ERROR
-                # Writes the response here and hands the connection back.
-                cycle.respond(response)
+                self._run(batch)
             finally:
                 stats.running = 0
-                stats.tasks += 1
+                stats.tasks += len(batch)
                 stats.busy_seconds += time.perf_counter() - started
+
+    def _take_more(
+        self, first: tuple[Responder, Request | None]
+    ) -> tuple[list[tuple[Responder, Request | None]], bool]:
+        """``first`` and what else is queued now, up to the group-commit
+        bound (never waiting for more); False if the stop sign came too."""
+        batch = [first]
+        group = self._group
+        while group is not None and len(batch) < group.max_writes:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, False
+            batch.append(item)
+        return batch, True
+
+    def _run(self, batch: list[tuple[Responder, Request | None]]) -> None:
+        """Answer the reads and slices at once; store the writes as one
+        group, then answer them (commit.py)."""
+        group = self._group
+        writes: list[tuple[Write, Responder]] = []
+        size = 0
+        for cycle, request in batch:
+            if request is None:
+                cycle.continue_stream()
+                continue
+            write = group.write_of(request) if group is not None else None
+            if write is not None and group is not None:
+                writes.append((write, cycle))
+                size += len(write.value or b"")
+                if group.full(len(writes), size):
+                    group.commit(writes)
+                    writes, size = [], 0
+                continue
+            try:
+                response = self._handle(request)
+            except Exception:  # Api.handle does not raise; another handler might
+                log.exception("handling %r failed", request)
+                response = INTERNAL_ERROR
+            # Writes the response here and hands the connection back.
+            cycle.respond(response)
+        if group is not None:
+            group.commit(writes)

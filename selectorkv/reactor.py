@@ -9,7 +9,8 @@ Each SelectorThread runs one loop; one pass is a "round":
       -> the wakeup socket is ready:  run the calls other threads queued
       -> a registered socket is ready: its handler's on_events(mask)
     run the timers that are due
-    write the round: on_round_end() for each handler that asked for it
+    end the round: the calls queued for its end (group commit), then
+    on_round_end() for each handler that asked for it (its writes)
 
 Reads first, writes last. A response that this thread produces (every one in
 sync mode; 503s and errors in async mode) waits in its connection's outbound
@@ -141,6 +142,7 @@ class SelectorThread(StatsThread):
         self._holding: set[Registration] = set()  # those that shutdown waits for
         self._timers: list[tuple[float, int, Timer]] = []
         self._round_writes: list[Registration] = []
+        self._round_end_calls: list[Callable[[], None]] = []
         self._timer_seq = itertools.count()
         self._shutdown_deadline: float | None = None
         # Set once, on this thread, when shutdown begins. PayloadThreads read
@@ -205,6 +207,11 @@ class SelectorThread(StatsThread):
             self._selector.modify(registration.sock, events, registration)
         registration.interest = events
 
+    def at_round_end(self, call: Callable[[], None]) -> None:
+        """Run ``call`` at the end of this round, before its writes (group
+        commit stores the round's writes there, commit.py)."""
+        self._round_end_calls.append(call)
+
     def write_at_round_end(self, registration: Registration) -> None:
         """Call the handler's ``on_round_end`` once this round's reads are done."""
         if not registration.round_write:
@@ -258,12 +265,20 @@ class SelectorThread(StatsThread):
                 except Exception:  # a bug: lose this handler, not the reactor
                     self._lose(registration.handler)
         self._run_timers()
-        self._write_round()
+        self._end_round()
 
-    def _write_round(self) -> None:
-        # Writing can let a connection parse a pipelined request whose
-        # response is then scheduled again: loop until nothing is left.
-        while self._round_writes:
+    def _end_round(self) -> None:
+        # The round-end calls first (they produce responses), then the
+        # writes. Writing can let a connection parse a pipelined request
+        # whose response (or write to commit) is then scheduled again: loop
+        # until nothing is left.
+        while self._round_end_calls or self._round_writes:
+            calls, self._round_end_calls = self._round_end_calls, []
+            for call in calls:
+                try:
+                    call()
+                except Exception:
+                    log.exception("round-end call %r failed", call)
             writes, self._round_writes = self._round_writes, []
             for registration in writes:
                 registration.round_write = False

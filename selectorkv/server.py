@@ -51,6 +51,7 @@ import time
 from selectorkv import parser
 from selectorkv.acceptor import Acceptor, ConnectionSlots
 from selectorkv.api import Api
+from selectorkv.commit import GroupCommit, RoundCommit
 from selectorkv.config import ServerConfig
 from selectorkv.connection import Connection, Limits
 from selectorkv.cycle import Executor
@@ -85,12 +86,15 @@ class Server:
         blocking = topology is not None and config.peer_calls == "blocking"
         if topology is not None and blocking:
             handle = BlockingCoordinator(handle, topology, token, config.peer_timeout).handle
+        group = None
+        if config.commit_batch > 1:
+            group = GroupCommit(storage, api.write_of, config.commit_batch)
         self._pool: PayloadPool | None = None
         if executor is None and config.mode == "async":
-            self._pool = PayloadPool(handle, config.workers, config.queue_size)
+            self._pool = PayloadPool(handle, config.workers, config.queue_size, group)
             executor = self._pool
         elif executor is None:
-            executor = InlineExecutor(handle)
+            executor = InlineExecutor(handle, RoundCommit(group) if group is not None else None)
         if topology is not None and not blocking:
             executor = Coordinator(executor, topology, token, config.peer_timeout)
         limits = Limits(
@@ -133,13 +137,15 @@ class Server:
             place_threads(cpu, [self._acceptor, *self._reactors, *self._payload_threads()])
         config = self.config
         log.info(
-            "listening on %s mode=%s selectors=%d workers=%d queue=%d max-connections=%d "
+            "listening on %s mode=%s selectors=%d workers=%d queue=%d commit-batch=%d "
+            "max-connections=%d "
             "cpu=%s parser=%s/%s data=%s%s",
             self.url,
             config.mode,
             config.selectors,
             config.workers if config.mode == "async" else 0,
             config.queue_size,
+            config.commit_batch,
             self.max_connections,
             "any" if cpu is None else cpu,
             parser.NAME,
@@ -172,7 +178,14 @@ class Server:
                 sum(reactor.connection_count for reactor in self._reactors),
             ),
         }
-        return exposition(list(self._reactors), self._payload_threads(), gauges)
+        counters: dict[str, tuple[str, float]] = {}
+        # RocksStorage counts its log syncs when --fsync is on (a wrapped or
+        # test storage may not): the figure that shows group commit at work.
+        wal_syncs = getattr(self._storage, "wal_syncs", None)
+        syncs = wal_syncs() if wal_syncs is not None else None
+        if syncs is not None:
+            counters["wal_syncs"] = ("Syncs of RocksDB's write-ahead log (with --fsync).", syncs)
+        return exposition(list(self._reactors), self._payload_threads(), gauges, counters)
 
     def stop(self) -> bool:
         """Graceful stop (see "design: shutdown"); returns when all is closed,

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -182,6 +182,10 @@ class BlockingStorage:
         self._wait()
         self.inner.delete(key)
 
+    def apply_batch(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+        self._wait()
+        self.inner.apply_batch(writes)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -217,7 +221,7 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
     ) -> Server:
         data = tmp_path / f"db{len(started)}"
         config = replace(ServerConfig(port=0, data=str(data), mode=mode), **settings)  # type: ignore[arg-type]
-        storage: Storage = RocksStorage(config.data)
+        storage: Storage = RocksStorage(config.data, fsync=config.fsync)
         if storage_wrapper is not None:
             storage = storage_wrapper(storage)
         server = Server(config, storage, executor)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import h11
@@ -175,6 +176,9 @@ class RecordingStorage:
 
     def delete(self, key: bytes) -> None:
         self.inner.delete(key)
+
+    def apply_batch(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+        self.inner.apply_batch(writes)
 
     def range(self, start: bytes, end: bytes | None) -> Cursor:
         cursor = self.inner.range(start, end)

@@ -302,6 +302,9 @@ class FailingWritesStorage:
     def put(self, key: bytes, value: bytes) -> None:
         raise StorageError("put failed: IO error: No space left on device")
 
+    def apply_batch(self, writes: object) -> None:
+        raise StorageError("batch write failed: IO error: No space left on device")
+
 
 def test_storage_fault_answers_500_logs_once_and_serves_the_rest(
     make_server: ServerFactory, mode: str, caplog: pytest.LogCaptureFixture

@@ -96,7 +96,7 @@ def fill(path: str, size: int, progress_out: IO[str] | None = None) -> FillRepor
 
     def write(batch: list[tuple[bytes, bytes]]) -> None:
         nonlocal written_since_flush
-        storage.put_many(batch)
+        storage.apply_batch(batch)
         written_since_flush += len(batch) * BODY_LENGTH
         if written_since_flush >= FLUSH_EVERY:
             storage.flush()  # the size on disk catches up with what was written

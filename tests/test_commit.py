@@ -1,0 +1,77 @@
+"""Group commit over real sockets and a real RocksDB with --fsync: the log
+syncs counted by RocksDB itself (its statistics, exported in /metrics as
+selectorkv_wal_syncs_total), one per write without concurrency and fewer
+than the writes when they arrive together."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from selectorkv.server import Server
+from selectorkv.storage import RocksStorage
+from tests.conftest import (
+    BlockingServerFactory,
+    RawClient,
+    ServerFactory,
+    queue_depth,
+    request_bytes,
+    wait_until,
+)
+
+
+def wal_syncs(server: Server) -> int:
+    found = re.search(rb"^selectorkv_wal_syncs_total (\S+)$", server.metrics(), re.MULTILINE)
+    assert found, "no selectorkv_wal_syncs_total: is --fsync on?"
+    return int(float(found.group(1)))
+
+
+def test_one_sync_per_write_without_concurrency(make_server: ServerFactory, mode: str) -> None:
+    server = make_server(mode, fsync=True)
+    client = RawClient(server.address)
+    before = wal_syncs(server)
+    for i in range(20):
+        assert client.request("PUT", f"/v0/entity?id=k{i}", b"v").status == 201
+    assert client.request("DELETE", "/v0/entity?id=k0").status == 202
+    assert wal_syncs(server) - before == 21
+    assert client.request("GET", "/v0/entity?id=k1").body == b"v"
+
+
+@pytest.mark.timing
+def test_writes_that_arrive_together_share_a_sync_injected_blocking_storage(
+    make_blocking_server: BlockingServerFactory, mode: str
+) -> None:
+    """Injected blocking storage holds the first write while 16 more arrive
+    on 16 connections; they are then stored as one batch, one sync."""
+    server, storage = make_blocking_server(mode, fsync=True)
+    first = RawClient(server.address)
+    first.send(request_bytes("PUT", "/v0/entity?id=first", b"1"))
+    assert storage.entered.acquire(timeout=10)
+    rocks = storage.inner
+    assert isinstance(rocks, RocksStorage)
+    before = rocks.wal_syncs()
+    assert before is not None
+    clients = [RawClient(server.address) for _ in range(16)]
+    for i, client in enumerate(clients):
+        client.send(request_bytes("PUT", f"/v0/entity?id=c{i}", b"%d" % i))
+    if mode == "async":
+        wait_until(lambda: queue_depth(server) == 16, "16 writes queued")
+    storage.gate.set()
+    assert first.read_reply().status == 201
+    assert [client.read_reply().status for client in clients] == [201] * 16
+    after = rocks.wal_syncs()
+    assert after is not None
+    assert after - before <= 2  # 17 writes: the first alone, the 16 others together
+    for i, client in enumerate(clients):
+        assert client.request("GET", f"/v0/entity?id=c{i}").body == b"%d" % i
+
+
+def test_a_client_reads_its_own_write_at_once(server: Server) -> None:
+    client = RawClient(server.address)
+    client.send(
+        request_bytes("PUT", "/v0/entity?id=mine", b"new")
+        + request_bytes("GET", "/v0/entity?id=mine")
+    )
+    assert client.read_reply().status == 201
+    assert client.read_reply().body == b"new"  # pipelined: parsed only after the commit
