@@ -110,8 +110,8 @@ class RoundCommit:
             self._sizes[reactor] = 0
             reactor.at_round_end(lambda: self._commit(reactor))
         batch.append((write, responder))
-        self._sizes[reactor] += len(write.value or b"")
-        if self.group.full(len(batch), self._sizes[reactor]):
+        size = self._sizes[reactor] = self._sizes[reactor] + len(write.value or b"")
+        if len(batch) >= self.group.max_writes or size >= MAX_BATCH_BYTES:
             self._commit(reactor)
 
     def _commit(self, reactor: threading.Thread) -> None:

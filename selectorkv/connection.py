@@ -150,7 +150,7 @@ class Phase(enum.Enum):
     HEAD        IDLE / IDLE, bytes here       read (+write)       header timeout, 408
     BODY        SEND_BODY / IDLE              read (+write)       header timeout, 408
     EXECUTING   DONE / IDLE                   unchanged (parked)  none: a thread owns it
-    AWAITING    DONE / IDLE                   nothing             request timeout, 504
+    AWAITING    DONE / IDLE                   unchanged (parked)  request timeout, 504
     WRITING     any / IDLE                    write               keep-alive timeout
     STREAMING   DONE / SEND_BODY              write               keep-alive timeout
     CLOSING     any / DONE or MUST_CLOSE      write               keep-alive timeout
@@ -237,9 +237,10 @@ class Connection:
 
     def on_events(self, mask: int) -> None:
         """The selector reported the socket ready for ``mask``."""
-        if self.owner is not SELECTOR:
+        if self.owner is not SELECTOR or self._phase is AWAITING:
             # Pipelined bytes arrived, or the socket drained, while a
-            # PayloadThread owns the connection: park it until the hand-back.
+            # PayloadThread owns the connection or its answer is awaited:
+            # park it until the hand-back or the answer.
             self._transport.watch(0)
             return
         transport = self._transport
@@ -654,7 +655,9 @@ class Connection:
             events = EVENT_READ
             deadline = transport.lingering_until or now
         elif phase is AWAITING:
-            events = 0
+            # Left as it is: most answers come within the round (group
+            # commit) and a readable socket is parked when it says so.
+            events = transport.registration.interest
             assert self._cycle is not None
             deadline = self._cycle.started + limits.request_timeout
         elif phase is IDLE or phase is HEAD or phase is BODY:

@@ -79,14 +79,17 @@ class Writers:
 
 
 @pytest.mark.timing
+@pytest.mark.parametrize("durability", ["--no-fsync", "--fsync"])
 @pytest.mark.parametrize(
     "writers", [pytest.param(8), pytest.param(64, marks=pytest.mark.reliability)]
 )
 def test_kill_9_under_load_loses_no_acknowledged_write(
-    tmp_path: Path, mode: str, writers: int
+    tmp_path: Path, mode: str, writers: int, durability: str
 ) -> None:
+    """With group commit too (on by default): a 201 is sent only after its
+    batch is in the log, synced with --fsync."""
     data = str(tmp_path / "db")
-    first = ServerProcess("--data", data, "--mode", mode)
+    first = ServerProcess("--data", data, "--mode", mode, durability)
     load = Writers(first.address, writers)
     load.wait_for(200)
     first.stop(signal.SIGKILL)
