@@ -35,6 +35,12 @@ from selectorkv.lab.spread import Spread
 MODES = ("sync", "async")
 
 
+def against(template: str, name: str) -> str:
+    """The baseline named by ``template`` for server ``name`` (build-mode[flags])."""
+    mode = next(mode for mode in MODES if name.split("-", 1)[1].startswith(mode))
+    return template.format(mode=mode)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.builds",
@@ -44,7 +50,16 @@ def main() -> int:
     )
     parser.add_argument("--base", required=True, help="the commit to compare with, e.g. HEAD~1")
     parser.add_argument(
-        "--serve-flags", default="", help="more flags for every server, e.g. '--fsync'"
+        "--variants",
+        default="",
+        help="comma-separated sets of extra serve flags, each run by both builds in both "
+        "modes, e.g. ',--fsync' (plain and with --fsync); default: plain only",
+    )
+    parser.add_argument(
+        "--against",
+        default="",
+        help="also give each server's ratio to this one within each round; {mode} stands "
+        "for the server's own mode, e.g. 'base-{mode}'",
     )
     add_round_arguments(parser, rounds=6)
     args = parser.parse_args()
@@ -58,18 +73,22 @@ def main() -> int:
         )  # fmt: skip
         try:
             servers = {}
-            for mode in MODES:
-                command = [*SERVERS[f"selectorkv-{mode}"], *args.serve_flags.split()]
-                servers[f"base-{mode}"] = (command, tree)
-                servers[f"new-{mode}"] = (command, ROOT)
+            for variant in args.variants.split(","):
+                suffix = variant.replace(" ", "")
+                for mode in MODES:
+                    command = [*SERVERS[f"selectorkv-{mode}"], *variant.split()]
+                    servers[f"base-{mode}{suffix}"] = (command, tree)
+                    servers[f"new-{mode}{suffix}"] = (command, ROOT)
             p99: dict[str, dict[str, list[float]]] = {}
             results = compare(servers, args.rounds, args.seconds, args.connections, p99)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-    print(f"base: {args.base}, flags: {args.serve_flags or '(none)'}\n")
-    print(table(results, lambda name: "base-" + name.split("-", 1)[1], "the base, same mode"))
+    print(f"base: {args.base}, variants: {args.variants or '(plain)'}\n")
+    print(table(results, lambda name: "base-" + name.split("-", 1)[1], "the base, same flags"))
+    if args.against:
+        print(table(results, lambda name: against(args.against, name), args.against))
     for workload, servers_p99 in p99.items():
         print(f"{workload.upper()} p99, ms, median (min-max):\n")
         for name, values in servers_p99.items():

@@ -247,12 +247,13 @@ class Api:
         """The write a request makes, if it is a plain one that group commit
         may batch (a valid PUT or DELETE of ``/v0/entity`` on a single node);
         None for everything else, which ``handle`` answers as usual."""
-        path, _, query = request.target.partition(b"?")
-        if path != b"/v0/entity" or self._replica is not None:
+        method = request.method
+        if (method != b"PUT" and method != b"DELETE") or self._replica is not None:
             return None
-        if request.method != b"PUT" and request.method != b"DELETE":
+        path, _, query = request.target.partition(b"?")
+        if path != b"/v0/entity":
             return None
         key = entity_id(query)
         if key is None:
             return None
-        return Write(key, request.body if request.method == b"PUT" else None)
+        return Write(key, request.body if method == b"PUT" else None)

@@ -59,7 +59,10 @@ class InlineExecutor:
 
     def execute(self, request: Request, cycle: Responder) -> None:
         commit = self._commit
-        write = commit.group.write_of(request) if commit is not None else None
+        # A GET, the common request, is not even asked (write_of is a call).
+        write = None
+        if commit is not None and request.method != b"GET":
+            write = commit.group.write_of(request)
         if write is None:
             cycle.respond(self._handle(request))
         else:
@@ -176,7 +179,9 @@ class PayloadPool:
             if request is None:
                 cycle.continue_stream()
                 continue
-            write = group.write_of(request) if group is not None else None
+            write = None
+            if group is not None and request.method != b"GET":
+                write = group.write_of(request)
             if write is not None and group is not None:
                 writes.append((write, cycle))
                 size += len(write.value or b"")
