@@ -1,18 +1,21 @@
 """Group commit over real sockets and a real RocksDB with --fsync: the log
 syncs counted by RocksDB itself (its statistics, exported in /metrics as
 selectorkv_wal_syncs_total), one per write without concurrency and fewer
-than the writes when they arrive together."""
+than the writes when they arrive together; a failed batch answers 500 to
+each of its writes."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import pytest
 
 from selectorkv.server import Server
-from selectorkv.storage import RocksStorage
+from selectorkv.storage import RocksStorage, Storage, StorageError
 from tests.conftest import (
     BlockingServerFactory,
+    BlockingStorage,
     RawClient,
     ServerFactory,
     queue_depth,
@@ -75,3 +78,38 @@ def test_a_client_reads_its_own_write_at_once(server: Server) -> None:
     )
     assert client.read_reply().status == 201
     assert client.read_reply().body == b"new"  # pipelined: parsed only after the commit
+
+
+class FailingBatchStorage(BlockingStorage):
+    """Injected storage: single writes wait for the gate and succeed; a
+    batch of writes fails as a full disk would."""
+
+    def apply_batch(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+        raise StorageError("batch write failed: IO error: No space left on device")
+
+
+@pytest.mark.timing
+def test_a_failed_batch_answers_500_to_each_of_its_writes_injected_failing_storage(
+    make_server: ServerFactory, mode: str
+) -> None:
+    held: list[FailingBatchStorage] = []
+
+    def wrap(inner: Storage) -> Storage:
+        held.append(FailingBatchStorage(inner))
+        return held[0]
+
+    server = make_server(mode, storage_wrapper=wrap)
+    storage = held[0]
+    first = RawClient(server.address)
+    first.send(request_bytes("PUT", "/v0/entity?id=first", b"1"))
+    assert storage.entered.acquire(timeout=10)
+    clients = [RawClient(server.address) for _ in range(4)]
+    for i, client in enumerate(clients):
+        client.send(request_bytes("PUT", f"/v0/entity?id=b{i}", b"x"))
+    if mode == "async":
+        wait_until(lambda: queue_depth(server) == 4, "4 writes queued")
+    storage.gate.set()
+    assert first.read_reply().status == 201
+    assert [client.read_reply().status for client in clients] == [500] * 4
+    assert clients[0].request("GET", "/v0/entity?id=b0").status == 404  # nothing stored
+    assert clients[0].request("GET", "/v0/entity?id=first").body == b"1"
