@@ -28,23 +28,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 
 import rocksdict
 
 from benchmarks.peers import ROOT
 from selectorkv.lab.study import free_port
-from selectorkv.storage import Cursor, RocksStorage
+from selectorkv.storage import RocksStorage
+from tests.conftest import ForwardingStorage
 
 ROUNDS = 5
 BATCH_ENTRIES = 400_000  # one WriteBatch: a few hundred ms of rocksdict on this machine
 
 
-class SlowStorage:
+class SlowStorage(ForwardingStorage):
     """RocksStorage whose PUT of b"slow" first makes one long call."""
 
     def __init__(self, inner: RocksStorage, kind: str, scratch: str) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.kind = kind
         self._batches: list[rocksdict.WriteBatch] = []
         if kind == "rocksdict":
@@ -68,25 +68,10 @@ class SlowStorage:
             f"{self.kind}: the slow call took {seconds * 1000:.0f} ms", file=sys.stderr, flush=True
         )
 
-    def get(self, key: bytes) -> bytes | None:
-        return self.inner.get(key)
-
     def put(self, key: bytes, value: bytes) -> None:
         if key == b"slow":
             self.slow_call()
         self.inner.put(key, value)
-
-    def delete(self, key: bytes) -> None:
-        self.inner.delete(key)
-
-    def apply_batch(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
-        self.inner.apply_batch(writes)
-
-    def range(self, start: bytes, end: bytes | None) -> Cursor:
-        return self.inner.range(start, end)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def serve(kind: str, port: int, data: str) -> None:

@@ -28,7 +28,7 @@ from selectorkv.config import ServerConfig
 from selectorkv.cycle import Executor
 from selectorkv.reactor import SelectorThread
 from selectorkv.server import Server
-from selectorkv.storage import RocksStorage, Storage
+from selectorkv.storage import Cursor, RocksStorage, Storage
 
 MODES = ("sync", "async")
 
@@ -157,12 +157,38 @@ def peak_growth(pid: int, before: int, seconds: float) -> int:
 # ----------------------------------------------------------------------
 
 
-class BlockingStorage:
+class ForwardingStorage:
+    """A storage that passes every call to ``inner``: the base of the
+    storages a test (or a benchmark) injects, which override what they change."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.inner.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.inner.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self.inner.delete(key)
+
+    def apply_batch(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
+        self.inner.apply_batch(writes)
+
+    def range(self, start: bytes, end: bytes | None) -> Cursor:
+        return self.inner.range(start, end)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class BlockingStorage(ForwardingStorage):
     """Storage whose calls wait until the test opens the gate: injected to
     hold a request in flight (503s, graceful shutdown)."""
 
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.gate = threading.Event()
         self.entered = threading.Semaphore(0)
 
@@ -185,9 +211,6 @@ class BlockingStorage:
     def apply_batch(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
         self._wait()
         self.inner.apply_batch(writes)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def fill_database(path: str, count: int, value_size: int = 10) -> None:

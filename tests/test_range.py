@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import h11
@@ -15,6 +14,7 @@ import pytest
 from selectorkv.server import Server
 from selectorkv.storage import Cursor, Storage
 from tests.conftest import (
+    ForwardingStorage,
     RawClient,
     ServerFactory,
     ServerProcess,
@@ -160,25 +160,13 @@ def test_write_and_delete_during_a_stream_do_not_change_it(
     assert entry_keys(read_stream(client)) == [b"0039999"]  # a new stream sees the delete
 
 
-class RecordingStorage:
+class RecordingStorage(ForwardingStorage):
     """Injected recording storage: RocksDB underneath, but remembers when
     each range cursor is closed."""
 
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.closed = threading.Event()
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.inner.get(key)
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self.inner.put(key, value)
-
-    def delete(self, key: bytes) -> None:
-        self.inner.delete(key)
-
-    def apply_batch(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
-        self.inner.apply_batch(writes)
 
     def range(self, start: bytes, end: bytes | None) -> Cursor:
         cursor = self.inner.range(start, end)
