@@ -222,6 +222,13 @@ def serve(args: argparse.Namespace) -> int:
         print(f"selectorkv serve: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT)
+    # Block the stop signals before any thread exists: every thread inherits
+    # the mask, and the main thread takes them with sigwait. RocksDB starts
+    # threads of its own when the database opens; had they been started
+    # unblocked, a SIGTERM could be delivered to one of them, and its default
+    # action would kill the process without a shutdown (measured: 11 of 30
+    # servers stopped right after start exited -15).
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         # Imported here, not at the top: importing the server chooses the
         # HTTP parser (selectorkv/parser.py), which can fail with a message.
@@ -237,7 +244,6 @@ def serve(args: argparse.Namespace) -> int:
         log.error("%s%s", exc, hint)
         return 1
     raise_open_file_limit()
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         server = Server(config, storage)
     except ValueError as exc:

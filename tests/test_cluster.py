@@ -253,15 +253,22 @@ def test_metrics_count_each_peers_calls_failures_and_504s(
     nodes[2].stop()
     for i in range(5):
         assert nodes[0].put(f"m{i}", b"v", "&ack=3&from=3") == 504
-    status, body = nodes[0].request("GET", "/metrics")
-    assert status == 200
-    samples = {
-        (sample.name, sample.labels.get("peer", ""), sample.labels.get("le", "")): sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-    }
     up, down = nodes[1].url, nodes[2].url
-    assert samples[("selectorkv_peer_requests_total", up, "")] == 5
+
+    def scrape() -> dict[tuple[str, str, str], float]:
+        status, body = nodes[0].request("GET", "/metrics")
+        assert status == 200
+        return {
+            (sample.name, sample.labels.get("peer", ""), sample.labels.get("le", "")): sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+        }
+
+    # The 504 goes out when the down node fails; the up node's answer to the
+    # last write may still be on its way: wait for it to be counted.
+    requests = ("selectorkv_peer_requests_total", up, "")
+    wait_until(lambda: scrape().get(requests) == 5, "the up node's five calls counted")
+    samples = scrape()
     assert samples[("selectorkv_peer_failures_total", up, "")] == 0
     assert samples[("selectorkv_peer_failures_total", down, "")] == 5
     assert samples[("selectorkv_peer_latency_seconds_count", up, "")] == 5
