@@ -88,6 +88,7 @@ class GroupCommit:
             responder.respond(write.answer)
 
     def full(self, writes: int, size: int) -> bool:
+        """Has a batch of ``writes`` holding ``size`` bytes of values reached the bound?"""
         return writes >= self.max_writes or size >= MAX_BATCH_BYTES
 
 
@@ -111,7 +112,7 @@ class RoundCommit:
             reactor.at_round_end(lambda: self._commit(reactor))
         batch.append((write, responder))
         size = self._sizes[reactor] = self._sizes[reactor] + len(write.value or b"")
-        if len(batch) >= self.group.max_writes or size >= MAX_BATCH_BYTES:
+        if self.group.full(len(batch), size):
             self._commit(reactor)
 
     def _commit(self, reactor: threading.Thread) -> None:

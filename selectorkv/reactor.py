@@ -227,7 +227,7 @@ class SelectorThread(StatsThread):
         self, delay: float, callback: Callable[[], None], handler: Handler | None = None
     ) -> Timer:
         """Run ``callback`` on this thread after ``delay`` seconds."""
-        timer = Timer(callback, handler)
+        timer = self.timer(callback, handler)
         self.schedule(timer, time.monotonic() + delay)
         return timer
 
