@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report peers builds cluster clean
+.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report report-cluster peers builds cluster clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -72,6 +72,12 @@ bench-compare: $(VENV)/.installed-dev
 report: $(VENV)/.installed-dev
 	$(BIN)/selectorkv lab --out reports/latest $(ARGS)
 
+# The cluster study (selectorkv lab --cluster 3): blocking against asynchronous
+# peer calls, healthy and with a node down; about 40 minutes on 2 cores,
+# `make report-cluster ARGS=--quick` for a few. Writes reports/cluster/report-cluster.md.
+report-cluster: $(VENV)/.installed-dev
+	$(BIN)/selectorkv lab --cluster 3 --out reports/cluster $(ARGS)
+
 # selectorkv beside uvicorn and gunicorn, all up at once, in interleaved
 # rounds (about 8 minutes; ARGS="--rounds 3 --seconds 5" for less).
 peers: $(VENV)/.installed-peers
@@ -93,4 +99,4 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy selectorkv
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks *.egg-info data-lab data-cluster
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks *.egg-info data-lab data-lab-cluster data-cluster

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from selectorkv import __version__
 from selectorkv.config import (
+    DEFAULTS,
     OPTIONS,
     Option,
     ServerConfig,
@@ -41,6 +42,10 @@ log = logging.getLogger("selectorkv")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(threadName)s] %(name)s: %(message)s"
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+SINGLE_OUT = "reports/latest"
+SINGLE_DATA = "./data-lab"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    load.add_argument("--url", default="http://127.0.0.1:8080", help="server to load")
+    load.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080",
+        help="server to load; several, comma-separated (a cluster's nodes), take the requests "
+        "in turn",
+    )
     load.add_argument("--workload", choices=WORKLOADS, default="get")
     load.add_argument("--rate", type=positive_float, required=True, help="requests per second")
     load.add_argument("--connections", type=positive_int, default=64, help="keep-alive connections")
@@ -116,8 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     lab.add_argument("--quick", action="store_true", help="short runs, fewer steps")
-    lab.add_argument("--out", default="reports/latest", help="directory for the report")
-    lab.add_argument("--data", default="./data-lab", help="filled database, reused across runs")
+    lab.add_argument(
+        "--out", default=SINGLE_OUT,
+        help="directory for the report (reports/cluster with --cluster)",
+    )  # fmt: skip
+    lab.add_argument(
+        "--data", default=SINGLE_DATA,
+        help="filled database, reused across runs (./data-lab-cluster with --cluster)",
+    )  # fmt: skip
     lab.add_argument("--size", type=byte_size, default="100MiB", help="fill the database to this")
     lab.add_argument(
         "--tool",
@@ -150,6 +166,33 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument(
         "--report-only", action="store_true", help="redraw the report from --out's data"
     )
+    study = lab.add_argument_group(
+        "the cluster study (--cluster)",
+        "Blocking against asynchronous peer calls on a local cluster of N nodes, healthy, "
+        "with the last node stopped (SIGSTOP), and hanging in the middle of a run; profiles of "
+        "the coordinating node; one node against clusters asked ack=1&from=1. Writes "
+        "report-cluster.md (default --out reports/cluster, --data ./data-lab-cluster). About "
+        "35 minutes on 2 cores; --quick: a few.",
+    )
+    study.add_argument(
+        "--cluster", type=positive_int, nargs="?", const=3, metavar="N",
+        help="run the cluster study on N nodes (3 when N is left out)",
+    )  # fmt: skip
+    study.add_argument(
+        "--hang-seconds", type=positive_float, help="seconds of the run in which a node hangs"
+    )
+    study.add_argument(
+        "--drain-seconds", type=positive_float, default=5.0,
+        help="after a run's last request, how long answers are waited for (later: errors)",
+    )  # fmt: skip
+    study.add_argument(
+        "--peer-timeout", type=positive_float, default=DEFAULTS.peer_timeout,
+        help="the nodes' --peer-timeout: what a blocking call to a stopped replica costs",
+    )  # fmt: skip
+    study.add_argument(
+        "--scale", type=node_counts,
+        help="node counts of the scale-out runs, 1 a plain node (default 1,N)",
+    )  # fmt: skip
     cluster = commands.add_parser(
         "cluster",
         help="run a local cluster: N node processes on 127.0.0.1",
@@ -172,6 +215,16 @@ def fractions(text: str) -> tuple[float, ...]:
     values = tuple(float(part) for part in text.split(","))
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError("positive fractions, such as 0.5,0.8,1.0")
+    return values
+
+
+def node_counts(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        values = ()
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("node counts such as 1,2,4,8")
     return values
 
 
@@ -303,6 +356,9 @@ def load(args: argparse.Namespace) -> int:
         report = generator.generate(
             args.url, args.workload, args.rate, args.connections, args.duration, args.processes
         )
+    except ValueError as exc:
+        print(f"selectorkv load: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"selectorkv load: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
@@ -317,6 +373,8 @@ def lab(args: argparse.Namespace) -> int:
         from selectorkv.lab import report, study, tools
     except ImportError as exc:
         return needs_lab_extra("lab", exc)
+    if args.cluster:
+        return lab_cluster(args)
     out = Path(args.out)
     if not args.report_only:
         preset = study.QUICK if args.quick else study.FULL
@@ -337,6 +395,39 @@ def lab(args: argparse.Namespace) -> int:
                   f"{out}/runs.json", file=sys.stderr)  # fmt: skip
             return 130
     print(f"report: {report.write_report(out)}")
+    return 0
+
+
+def lab_cluster(args: argparse.Namespace) -> int:
+    """``selectorkv lab --cluster N``: the cluster study (lab/cluster_study.py)."""
+    try:
+        from selectorkv.lab import cluster_report, cluster_study
+    except ImportError as exc:
+        return needs_lab_extra("lab", exc)
+    # The single-node study's directories hold plain values; the cluster's
+    # versioned records: each study its own unless told otherwise.
+    out = Path("reports/cluster" if args.out == SINGLE_OUT else args.out)
+    data = Path("./data-lab-cluster" if args.data == SINGLE_DATA else args.data)
+    if not args.report_only:
+        preset = cluster_study.QUICK if args.quick else cluster_study.FULL
+        given = {key: getattr(args, key) for key in preset if getattr(args, key, None) is not None}
+        settings = cluster_study.ClusterSettings(
+            out=out, data=data, size=args.size, nodes=args.cluster,
+            connections=args.connections, p99_bound_ms=args.p99_bound_ms,
+            drain_seconds=args.drain_seconds, peer_timeout=args.peer_timeout,
+            scale=args.scale or (1, args.cluster),
+            quick=args.quick, workloads=args.workloads, **{**preset, **given},
+        )  # fmt: skip
+        try:
+            cluster_study.ClusterLab(settings, sys.stderr).run()
+        except (RuntimeError, ValueError, StorageError) as exc:
+            print(f"selectorkv lab: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nselectorkv lab interrupted: the data measured so far is in "
+                  f"{out}/runs.json", file=sys.stderr)  # fmt: skip
+            return 130
+    print(f"report: {cluster_report.write_report(out)}")
     return 0
 
 

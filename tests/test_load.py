@@ -30,11 +30,11 @@ def selectorkv_url(tmp_path: Path) -> Iterator[str]:
 
 
 def test_put_requests_carry_fresh_bodies_of_the_seeds_alphabet() -> None:
-    workload = Workload("put", "127.0.0.1", 8080, seed=1)
+    workload = Workload("put", seed=1)
     letters = set(ALPHABET.encode())
     bodies = set()
     for _ in range(200):
-        head, _, body = workload.next_request().partition(b"\r\n\r\n")
+        head, _, body = workload.next_request(b"Host: 127.0.0.1:8080\r\n").partition(b"\r\n\r\n")
         assert head.startswith(b"PUT /v0/entity?id=")
         assert len(head.split(b" ")[1]) == len("/v0/entity?id=") + ID_LENGTH
         assert b"\r\nContent-Length: %d" % BODY_LENGTH in head
@@ -195,3 +195,84 @@ def test_spreads_over_processes(selectorkv_url: str) -> None:
     report = generate(selectorkv_url, "get", rate=2000, connections=8, duration=1, processes=2)
     assert report.processes == 2
     assert report.requests == 2000
+
+
+class CountingServer(socketserver.ThreadingTCPServer):
+    """A test server that answers every request at once with 200 and keeps
+    each request line with the time it arrived."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), CountingHandler)
+        self.seen: list[tuple[float, bytes]] = []
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class CountingHandler(socketserver.BaseRequestHandler):
+    server: CountingServer
+
+    def handle(self) -> None:
+        buffered = b""
+        while True:
+            while b"\r\n\r\n" not in buffered:
+                data = self.request.recv(65536)
+                if not data:
+                    return
+                buffered += data
+            head, _, buffered = buffered.partition(b"\r\n\r\n")
+            self.server.seen.append((time.monotonic(), head.split(b"\r\n")[0]))
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+def test_several_urls_take_the_requests_in_turn_with_the_first_urls_query() -> None:
+    servers = [CountingServer(), CountingServer()]
+    try:
+        urls = f"{servers[0].url}/?ack=1&from=1,{servers[1].url}"
+        report = generate(urls, "get", rate=400, connections=4, duration=1, processes=1)
+    finally:
+        for server in servers:
+            server.close()
+    assert report.status_counts == {200: 400}
+    assert [len(server.seen) for server in servers] == [200, 200]
+    for server in servers:
+        for _, line in server.seen:
+            assert line.startswith(b"GET /v0/entity?id=")
+            assert line.endswith(b"&ack=1&from=1 HTTP/1.1")
+
+
+@pytest.mark.timing
+def test_a_stalled_server_delays_only_its_own_share() -> None:
+    """A client library that spreads over a cluster's nodes does not stop
+    sending to one node because another hangs: the requests due to the
+    working server keep going out during the other's one-second stall."""
+    frozen = FreezingServer()
+    threading.Thread(target=frozen.serve_forever, daemon=True).start()
+    working = CountingServer()
+    try:
+        host, port = frozen.server_address[:2]
+        report = generate(
+            f"http://{host!s}:{port},{working.url}", "get", 400, 4, 4, processes=1, timeline=0.5
+        )
+    finally:
+        for server in (frozen, working):
+            server.shutdown()
+            server.server_close()
+    assert frozen.frozen_from is not None
+    stall = (frozen.frozen_from, frozen.frozen_from + 1.0)
+    during = [t for t, _ in working.seen if stall[0] + 0.1 <= t <= stall[1] - 0.1]
+    assert len(during) >= 100, f"{len(during)} requests reached the working server in 0.8 s"
+    # The timeline: 4 s in half-second buckets by due time, every answer in one.
+    assert [bucket["t"] for bucket in report.timeline] == [0.5 * i for i in range(8)]
+    assert sum(bucket["answers"] for bucket in report.timeline) == 1600
+    assert max(bucket["max_ms"] for bucket in report.timeline) > 500  # the stall is in it

@@ -5,6 +5,12 @@ hit), with a random 300-letter value; then filler entries under keys that
 sort after the key space (``~fill...``) until the directory reaches the
 requested size. Writes go in batches, one write-ahead-log append each.
 
+A cluster node stores versioned records (records.py), not plain values:
+``records=True`` writes each value as a record of one fixed version and
+marks the directory as a cluster node's, so that a copy of it serves as any
+node of a lab cluster (every node then holds the whole key space, as the
+single node does: the same table size, the same cost per lookup).
+
 Progress is kept in the database itself (two ``~fill-*`` keys), so an
 interrupted fill picks up where it stopped when run again, and a finished
 one returns at once.
@@ -19,6 +25,8 @@ from dataclasses import dataclass
 from typing import IO
 
 from selectorkv.lab.keyspace import ALPHABET, BODY_LENGTH, KEY_COUNT, all_keys
+from selectorkv.records import Record
+from selectorkv.replication import FORMAT_FILE, RECORDS_FORMAT
 from selectorkv.storage import RocksStorage
 
 BATCH = 4096  # entries per atomic write
@@ -34,16 +42,22 @@ class FillReport:
     size: int  # bytes of table files on disk
 
 
-class Values:
-    """Random 300-letter values, cut from one random pool (fast)."""
+FILL_VERSION = 1 << 32  # the records' version: older than any write a node makes
 
-    def __init__(self, seed: int | None = None) -> None:
+
+class Values:
+    """Random 300-letter values, cut from one random pool (fast); as
+    records when ``records``."""
+
+    def __init__(self, seed: int | None = None, records: bool = False) -> None:
         self._random = random.Random(seed)
         self._pool = "".join(self._random.choices(ALPHABET, k=1 << 16)).encode()
+        self._records = records
 
     def next(self) -> bytes:
         start = self._random.randrange(len(self._pool) - BODY_LENGTH)
-        return self._pool[start : start + BODY_LENGTH]
+        value = self._pool[start : start + BODY_LENGTH]
+        return Record(FILL_VERSION, value).encode() if self._records else value
 
 
 def batches(keys: Iterator[bytes], values: Values) -> Iterator[list[tuple[bytes, bytes]]]:
@@ -80,12 +94,21 @@ class Progress:
             self._out.write("\n")
 
 
-def fill(path: str, size: int, progress_out: IO[str] | None = None) -> FillReport:
-    """Fill ``path`` (created if missing) to at least ``size`` bytes."""
+def fill(
+    path: str, size: int, progress_out: IO[str] | None = None, records: bool = False
+) -> FillReport:
+    """Fill ``path`` (created if missing) to at least ``size`` bytes; with
+    ``records``, as a cluster node's data."""
     os.makedirs(path, exist_ok=True)
+    marker = os.path.join(path, FORMAT_FILE)
+    if records != os.path.exists(marker) and os.listdir(path):
+        raise ValueError(f"{path} holds data of the other format; give another directory")
+    if records:
+        with open(marker, "w") as out:
+            out.write(RECORDS_FORMAT)
     storage = RocksStorage(path)
     progress = Progress(progress_out, size)
-    values = Values()
+    values = Values(records=records)
     written_since_flush = 0
 
     def size_now() -> int:

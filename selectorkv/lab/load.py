@@ -23,6 +23,18 @@ the server (or ``--connections``) is the limit; late with a connection free,
 this generator's own loop is. Either way the summary says so on stderr and
 ``--json`` carries ``behind_schedule``.
 
+Several servers (``--url`` with a comma-separated list: a cluster's
+nodes) are loaded the way a client library spreads over a cluster: request
+i goes to node ``i mod N`` (round-robin), and waits, if it must, for a free
+connection *to that node*; the connections are split evenly among the
+nodes. A node that stalls then delays its own share of the requests, not
+the others'. In the closed loop each connection simply sends again, so each
+node gets the same number of connections.
+
+A timeline (``timeline`` seconds per bucket, off by default) keeps each
+request's latency by its due time: the lab draws from it what a client saw
+second by second while a node hung.
+
 Responses are parsed by hand (status line, Content-Length), not with h11:
 the generator must be cheaper than the server it measures.
 """
@@ -59,8 +71,7 @@ BODY_POOL = 1 << 20  # letters of random text that PUT bodies are cut from
 
 @dataclass
 class Plan:
-    host: str
-    port: int
+    targets: list[tuple[str, int]]  # (host, port) of each server, requests in turn
     workload: str
     rate: float  # requests per second for this process
     connections: int
@@ -68,6 +79,9 @@ class Plan:
     start: float  # time.monotonic() of request 0, shared by all processes
     seed: int
     closed_loop: bool = False  # send whenever a connection is free, until start + requests / rate
+    timeline: float = 0.0  # seconds per timeline bucket; 0: no timeline
+    query: str = ""  # appended to every request's query (the first URL's)
+    drain: float = DRAIN_SECONDS  # how long to wait for answers after the last request
 
 
 @dataclass
@@ -80,6 +94,9 @@ class Result:
     late_with_free_connection: int = 0
     max_lag: float = 0.0
     finished: float = 0.0  # time.monotonic() of the last answer
+    # timeline bucket (due time // bucket) -> latencies in us, and answers of 500 and above
+    timeline: dict[int, list[int]] = field(default_factory=dict)
+    timeline_failed: Counter[int] = field(default_factory=Counter)
 
 
 class Workload:
@@ -93,10 +110,10 @@ class Workload:
     a PUT: at 20,000 PUT/s the generator, not the server, fell behind.
     """
 
-    def __init__(self, name: str, host: str, port: int, seed: int) -> None:
+    def __init__(self, name: str, seed: int, query: str = "") -> None:
         self._name = name
+        self._query = b"&" + query.encode() if query else b""  # e.g. ack=1&from=1
         self._random = random.Random(seed)
-        self._host = f"Host: {host}:{port}\r\n".encode()
         self._pool = self._text(BODY_POOL) if name in ("put", "mixed") else b""
 
     def _text(self, length: int) -> bytes:
@@ -106,27 +123,30 @@ class Workload:
         start = self._random.randrange(BODY_POOL - BODY_LENGTH)
         return self._pool[start : start + BODY_LENGTH]
 
-    def next_request(self) -> bytes:
+    def next_request(self, host: bytes) -> bytes:
+        """The next request, ``host`` its Host header line."""
         method = self._name
         if method == "mixed":
             method = "get" if self._random.random() < 0.5 else "put"
-        target = b"/v0/entity?id=" + self._text(ID_LENGTH)
+        target = b"/v0/entity?id=" + self._text(ID_LENGTH) + self._query
         if method == "put":
             body = self._body()
             return b"PUT %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
                 target,
-                self._host,
+                host,
                 len(body),
                 body,
             )
         verb = b"GET" if method == "get" else b"DELETE"
-        return b"%s %s HTTP/1.1\r\n%s\r\n" % (verb, target, self._host)
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (verb, target, host)
 
 
 class ClientConnection:
     """One keep-alive connection with at most one request in flight."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, target: int, host: str, port: int) -> None:
+        self.target = target  # which of the plan's servers
+        self.host = f"Host: {host}:{port}\r\n".encode()
         self.sock = socket.create_connection((host, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setblocking(False)
@@ -173,53 +193,67 @@ def run_plan(plan: Plan) -> Result:
     histogram = HdrHistogram(1, HIGHEST_US, 3)
     served = HdrHistogram(1, HIGHEST_US, 3)
     result = Result(histogram=b"")
-    workload = Workload(plan.workload, plan.host, plan.port, plan.seed)
+    workload = Workload(plan.workload, plan.seed, plan.query)
     selector = selectors.DefaultSelector()
-    free: deque[ClientConnection] = deque()  # first freed, first reused: all stay warm
-    for _ in range(plan.connections):
-        conn = ClientConnection(plan.host, plan.port)
+    count = len(plan.targets)
+    # Per server: its free connections (first freed, first reused: all stay
+    # warm), and the due times of the requests that wait for one of them.
+    free: list[deque[ClientConnection]] = [deque() for _ in plan.targets]
+    waiting: list[deque[float]] = [deque() for _ in plan.targets]
+    for i in range(plan.connections):
+        conn = ClientConnection(i % count, *plan.targets[i % count])
         selector.register(conn.sock, selectors.EVENT_READ, conn)
-        free.append(conn)
-    busy = 0
+        free[conn.target].append(conn)
+    busy = queued = 0
     interval = 1.0 / plan.rate
     requests = plan.requests
     closes = plan.start + plan.requests * interval  # closed loop: no request after this
     next_index = 0
-    deadline = closes + DRAIN_SECONDS
-    while next_index < requests or busy:
+    deadline = closes + plan.drain
+
+    def send(conn: ClientConnection, due: float, now: float) -> None:
+        nonlocal busy
+        lag = now - due
+        if lag > LATE_AFTER:
+            result.late += 1
+            result.late_with_free_connection += conn.free_since <= due
+            result.max_lag = max(result.max_lag, lag)
+        conn.due = due
+        try:
+            conn.send(workload.next_request(conn.host))
+        except OSError:
+            result.errors += 1
+            free[conn.target].append(reconnect(selector, conn, plan))
+            return
+        conn.in_flight = True
+        busy += 1
+
+    while next_index < requests or busy or queued:
         now = time.monotonic()
         if now > deadline:
-            result.errors += busy  # never answered
+            result.errors += busy + queued  # never answered, or never sent
             break
-        while next_index < requests and free:
-            if plan.closed_loop:
-                if now >= closes:
-                    requests = next_index  # the time is up: send no more
-                    break
-                due = max(now, plan.start)  # latency counts from the send, as in wrk
-            else:
-                due = plan.start + next_index * interval
-            if due > now:
-                break
-            conn = free.popleft()
-            lag = now - due
-            if lag > LATE_AFTER:
-                result.late += 1
-                result.late_with_free_connection += conn.free_since <= due
-                result.max_lag = max(result.max_lag, lag)
-            conn.due = due
-            next_index += 1
-            try:
-                conn.send(workload.next_request())
-            except OSError:
-                result.errors += 1
-                free.append(reconnect(selector, conn, plan))
-                continue
-            conn.in_flight = True
-            busy += 1
-        if next_index < requests and free:
-            first = plan.start if plan.closed_loop else plan.start + next_index * interval
-            timeout: float | None = max(0.0, first - now)
+        if plan.closed_loop and now >= plan.start:  # every free connection sends, until closes
+            for conns in free:
+                while conns and next_index < requests:
+                    if now >= closes:
+                        requests = next_index
+                        break
+                    next_index += 1
+                    send(conns.popleft(), now, now)  # latency counts from the send, as in wrk
+        elif not plan.closed_loop:
+            while next_index < requests and plan.start + next_index * interval <= now:
+                waiting[next_index % count].append(plan.start + next_index * interval)
+                next_index += 1
+                queued += 1
+            for target, dues in enumerate(waiting):
+                while dues and free[target]:
+                    queued -= 1
+                    send(free[target].popleft(), dues.popleft(), now)
+        if next_index < requests and not plan.closed_loop:
+            timeout: float | None = max(0.0, plan.start + next_index * interval - now)
+        elif next_index < requests and any(free):
+            timeout = max(0.0, plan.start - now)
         else:
             timeout = 0.1
         for key, _ in selector.select(timeout):
@@ -235,8 +269,8 @@ def run_plan(plan: Plan) -> Result:
                     result.errors += 1  # that request will never be answered
                     busy -= 1
                 else:
-                    free.remove(conn)
-                free.append(reconnect(selector, conn, plan))
+                    free[conn.target].remove(conn)
+                free[conn.target].append(reconnect(selector, conn, plan))
                 continue
             conn.buffer += data
             status = conn.take_response()
@@ -248,12 +282,17 @@ def run_plan(plan: Plan) -> Result:
                 histogram.record_value(latency_us)
                 if status < 500:
                     served.record_value(latency_us)
+                if plan.timeline:
+                    bucket = int((conn.due - plan.start) // plan.timeline)
+                    result.timeline.setdefault(bucket, []).append(latency_us)
+                    if status >= 500:
+                        result.timeline_failed[bucket] += 1
                 result.status_counts[status] += 1
                 result.finished = done
                 conn.in_flight = False
                 conn.free_since = done
                 busy -= 1
-                free.append(conn)
+                free[conn.target].append(conn)
     for key in list(selector.get_map().values()):
         key.fileobj.close()  # type: ignore[union-attr]
     selector.close()
@@ -267,7 +306,7 @@ def reconnect(
 ) -> ClientConnection:
     selector.unregister(conn.sock)
     conn.sock.close()
-    fresh = ClientConnection(plan.host, plan.port)
+    fresh = ClientConnection(conn.target, *plan.targets[conn.target])
     selector.register(fresh.sock, selectors.EVENT_READ, fresh)
     fresh.free_since = time.monotonic()
     return fresh
@@ -301,6 +340,7 @@ class Report:
     late_with_free_connection: int
     max_lag: float
     elapsed: float
+    timeline: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -331,6 +371,7 @@ class Report:
             "late_requests": self.late,
             "late_with_free_connection": self.late_with_free_connection,
             "max_lag_ms": self.max_lag * 1000,
+            **({"timeline": self.timeline} if self.timeline else {}),
         }
 
     def print_summary(self, out: IO[str], err: IO[str]) -> None:
@@ -375,19 +416,25 @@ def generate(
     processes: int | None = None,
     *,
     closed_loop: bool = False,
+    timeline: float = 0.0,
+    drain: float = DRAIN_SECONDS,
 ) -> Report:
-    """Run the load and return the merged report.
+    """Run the load and return the merged report. ``url`` may be several,
+    comma-separated: the requests go to them in turn.
 
     With ``closed_loop`` the rate only sets the length of the run (the
     number of requests is not bounded by it): each connection sends its next
     request as soon as its answer arrives, as wrk does, for ``duration``
     seconds, from one process. The lab measures a server's capacity so.
+    ``timeline`` (seconds per bucket) keeps the latencies by due time. The
+    first URL's query (``?ack=1&from=1``) goes with every request. Answers
+    still missing ``drain`` seconds after the last request count as errors.
     """
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    targets = [target(one) for one in url.split(",")]
     count = 1 if closed_loop else plan_processes(rate, processes)
-    if connections < count:
-        count = connections
+    if connections < len(targets):
+        raise ValueError(f"{connections} connections cannot reach {len(targets)} servers")
+    count = min(count, connections // len(targets))  # each process reaches every server
     total = round(rate * duration)
 
     def plans() -> list[Plan]:
@@ -395,8 +442,7 @@ def generate(
         start = time.monotonic() + 0.2 + 0.05 * count  # time to connect before request 0
         return [
             Plan(
-                host=host,
-                port=port,
+                targets=targets,
                 workload=workload,
                 rate=rate / count,
                 connections=connections // count + (i < connections % count),
@@ -404,6 +450,9 @@ def generate(
                 start=start + i / rate,  # interleave the processes' schedules
                 seed=random.randrange(1 << 30),
                 closed_loop=closed_loop,
+                timeline=timeline,
+                query=urlsplit(url.split(",")[0]).query,
+                drain=drain,
             )
             for i in range(count)
         ]
@@ -427,10 +476,15 @@ def generate(
     merged = HdrHistogram(1, HIGHEST_US, 3)
     served = HdrHistogram(1, HIGHEST_US, 3)
     statuses: Counter[int] = Counter()
+    by_bucket: dict[int, list[int]] = {}
+    failed: Counter[int] = Counter()
     for result in results:
         merged.decode_and_add(result.histogram)
         served.decode_and_add(result.served)
         statuses.update(result.status_counts)
+        for bucket, latencies in result.timeline.items():
+            by_bucket.setdefault(bucket, []).extend(latencies)
+        failed.update(result.timeline_failed)
     finished = max((r.finished for r in results), default=start)
     return Report(
         url=url,
@@ -447,7 +501,33 @@ def generate(
         late_with_free_connection=sum(r.late_with_free_connection for r in results),
         max_lag=max(r.max_lag for r in results),
         elapsed=max(finished - start, 1e-9),
+        timeline=[
+            timeline_bucket(bucket * timeline, by_bucket[bucket], failed[bucket])
+            for bucket in sorted(by_bucket)
+        ],
     )
+
+
+def target(url: str) -> tuple[str, int]:
+    parts = urlsplit(url.strip())
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+def timeline_bucket(start: float, latencies_us: list[int], failed: int) -> dict[str, float]:
+    """One bucket of the timeline: the requests due in it and their latency."""
+    ordered = sorted(latencies_us)
+
+    def at(quantile: float) -> float:
+        return ordered[min(len(ordered) - 1, int(quantile * len(ordered)))] / 1000
+
+    return {
+        "t": round(start, 3),  # seconds from request 0's due time
+        "answers": len(ordered),
+        "failed": failed,  # answered 500 or above
+        "p50_ms": at(0.5),
+        "p99_ms": at(0.99),
+        "max_ms": ordered[-1] / 1000,
+    }
 
 
 def write_outputs(report: Report, json_path: str | None, hgrm_path: str | None) -> None:

@@ -13,6 +13,9 @@ rounds' min-max as a shaded band around it: a difference between two lines
 is only as real as the gap between their bands.
 - Queue depth over time in async mode, one line per rate: how the queue in
   front of the PayloadThreads fills as the rate nears and passes capacity.
+- Latency over time (the cluster study's hang): per 100 ms of due time, the
+  p99 and the maximum of the requests due then, one colour per peer-call
+  style, the node's stop and resume marked.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 from selectorkv.lab.spread import Spread
 
 NINES = 5  # the x axis goes to 99.999%
-COLOURS = {"sync": "tab:blue", "async": "tab:orange"}
+COLOURS = {"sync": "tab:blue", "async": "tab:orange", "blocking": "tab:red", "single": "tab:green"}
 
 
 def read_hgrm(path: Path) -> list[tuple[float, float]]:
@@ -132,6 +135,27 @@ def queue_depth(series: dict[str, list[Any]], limit: int, title: str, out: Path)
     axes.set_yscale("symlog", linthresh=1)
     axes.grid(True, alpha=0.3)
     _finish(figure, axes, "seconds into the run", "requests queued for a PayloadThread", title, out)
+
+
+def latency_over_time(
+    series: dict[str, list[dict[str, float]]], marks: dict[str, float], title: str, out: Path
+) -> None:
+    """series: label -> timeline buckets (load.timeline_bucket); marks:
+    label -> seconds (a vertical line each)."""
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for label, buckets in series.items():
+        colour = COLOURS.get(label.split()[0])
+        times = [b["t"] for b in buckets]
+        axes.plot(times, [b["p99_ms"] for b in buckets], label=f"{label} p99", color=colour)
+        axes.plot(times, [b["max_ms"] for b in buckets], label=f"{label} max", color=colour,
+                  linestyle=":", linewidth=1)  # fmt: skip
+    for label, at in marks.items():
+        axes.axvline(at, color="grey", linestyle="--", linewidth=1)
+        axes.annotate(label, (at, 1), xycoords=("data", "axes fraction"), fontsize="small",
+                      xytext=(3, -12), textcoords="offset points")  # fmt: skip
+    axes.set_yscale("log")
+    axes.grid(True, which="both", alpha=0.3)
+    _finish(figure, axes, "seconds into the run (due time)", "latency, ms", title, out)
 
 
 def _finish(figure: Any, axes: Any, xlabel: str, ylabel: str, title: str, out: Path) -> None:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+PEER_WAIT = "wait: peer (blocking call)"
 PYSPY_RATE = 100  # samples per second, within run-to-run noise (lab.md)
 
 # What a py-spy recording keeps, and the flags that say so.
@@ -107,8 +108,9 @@ def finish(process: Any) -> None:
 
 
 def category(frames: list[dict[str, Any]]) -> str:
-    """Where a sample was, innermost frame first: a wait, RocksDB, h11, a
-    socket call, or other Python."""
+    """Where a sample was, innermost frame first: a wait (for a replica
+    too, in a blocking peer call), RocksDB, h11, a socket call, or other
+    Python."""
     leaf = frames[0]
     name = leaf.get("name", "")
     line = linecache.getline(leaf.get("file", ""), leaf.get("line", 0)).strip()
@@ -121,6 +123,12 @@ def category(frames: list[dict[str, Any]]) -> str:
     if name == "sigwait":
         return "wait: signal"
     files = [frame.get("file", "") for frame in frames]
+    if any(
+        frame.get("name", "").split(".")[-1] == "_call"  # py-spy may prefix the class
+        and frame.get("file", "").endswith("selectorkv/replication.py")
+        for frame in frames
+    ):
+        return PEER_WAIT  # BlockingCoordinator: a thread waits for a replica's answer
     if any(path.endswith("selectorkv/storage.py") for path in files):
         return "RocksDB"
     if any("/h11/" in path or "/h11_mypyc/" in path for path in files):

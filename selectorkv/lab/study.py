@@ -200,20 +200,28 @@ def describe_versions(tool: str) -> str:
     return "- Versions: " + ", ".join(parts)
 
 
-def load_cpus() -> set[int]:
-    """The CPUs for everything but the server: all but the server's one."""
+def server_cpus(servers: int = 1) -> list[int]:
+    """The CPUs the servers are pinned to, one each in turn: the highest
+    ``servers`` of them, but never more than half, so that the load keeps
+    the rest (on 2 cores: the servers share CPU 1, the load has CPU 0)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[-max(1, min(servers, len(allowed) // 2)) :]
+
+
+def load_cpus(servers: int = 1) -> set[int]:
+    """The CPUs for everything but the servers."""
     allowed = os.sched_getaffinity(0)
-    return allowed - {max(allowed)} or allowed
+    return allowed - set(server_cpus(servers)) or allowed
 
 
-def on_load_cpus(work: Callable[[], T]) -> T:
+def on_load_cpus(work: Callable[[], T], servers: int = 1) -> T:
     """Run ``work`` in a thread pinned to the load CPUs (and so are the
     processes it starts)."""
     results: list[T] = []
     errors: list[BaseException] = []
 
     def pinned() -> None:
-        os.sched_setaffinity(0, load_cpus())
+        os.sched_setaffinity(0, load_cpus(servers))
         try:
             results.append(work())
         except BaseException as exc:  # handed to the caller's thread
@@ -235,10 +243,23 @@ def free_port() -> int:
 
 
 class ServerUnderTest:
-    """``selectorkv serve`` in a child process, on its own copy of the data."""
+    """``selectorkv serve`` in a child process, on its own copy of the data;
+    ``extra`` flags and ``env`` for a cluster node."""
 
-    def __init__(self, mode: str, data: Path, log_file: IO[bytes], memray: Path | None = None):
-        self.port = free_port()
+    def __init__(
+        self,
+        mode: str,
+        data: Path,
+        log_file: IO[bytes],
+        memray: Path | None = None,
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        wait: bool = True,
+    ) -> None:
+        """``wait``: return once it listens; else call ``wait_ready`` later
+        (several servers then start at once)."""
+        self.port = port or free_port()
         command = [
             sys.executable,
             "-m",
@@ -252,14 +273,16 @@ class ServerUnderTest:
             str(self.port),
             "--log-level",
             "warning",
+            *extra,
         ]
         if memray is not None:
             command = profile.memray_command(command[1:], memray)
-        self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
-        self._wait_ready()
+        if wait:
+            self.wait_ready()
 
-    def _wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,0 +1,744 @@
+"""``selectorkv lab --cluster N``: blocking against asynchronous peer calls,
+on a local cluster, healthy and with a node down.
+
+# design
+
+The single-node study (study.py) found that on one node under the GIL the
+PayloadThreads buy little: nothing waits but the CPU. Between nodes there
+is real waiting, and that is where "threads must not block" should pay.
+This study measures it with the same method:
+
+1. a database filled once as a cluster node's (fill.py, ``records``: every
+   key of the key space, versioned) and copied for every node started, so
+   each node of each cluster starts on the same data, the whole key space;
+2. the server setup: each peer-call style (``--peer-calls blocking`` and
+   ``async``) is measured in sync mode, in async mode with the default
+   workers, and in async mode with a PayloadThread per load connection
+   (``async-w64``: the thread-per-request design that blocking calls
+   assume; with fewer threads than requests in flight, every thread of a
+   node can block on a peer whose threads all block on it, and nothing
+   moves until the peer timeout). Closed loop, healthy, the default
+   ack/from; the setup with the higher median capacity serves that style
+   for the rest of the workload: each is compared at its best;
+3. per replication (the default ack/from and 1/1) and scenario (healthy;
+   the last node stopped with SIGSTOP for the whole run): capacity in the
+   closed loop, then a ladder of constant rates at fractions of the larger
+   capacity, latency from each request's due time, then the step search
+   for the breaking point, by study.py's rule. Both styles' clusters are up
+   at once and take turns within each round, as the modes do there;
+4. the hang: one constant-rate run per style during which the last node is
+   stopped a third of the way in and resumed at two thirds, latency kept
+   per 100 ms of due time (load.py's timeline): what a client sees;
+5. profiles of the coordinating node (node 1), CPU and wait (py-spy
+   ``--idle``), under both styles at the same rate, healthy and with the
+   node stopped: where the threads wait;
+6. scale-out: one plain node against clusters of ``--scale`` nodes asked
+   ack=1&from=1 (pure sharding), capacity and a constant rate in rounds.
+
+The load. Requests go round-robin over the node URLs, as a client library
+spreads them (load.py). With a node stopped, the load goes to the nodes
+that are up: the study measures what a coordinator does when a *replica*
+hangs, and a client whose entry node hangs waits for it whatever the peer
+calls are. A stopped node is therefore never an entry point, in the
+stopped scenario and in the hang alike (there from the start, so that the
+entry points do not change at the stop).
+
+A rate is held (``held``) by the single-node rule on the answers the
+cluster can give: with a node stopped at 1/1 the keys it holds cannot be
+read or written by anyone, so the served share expected is that of the keys
+whose replica is up, counted over the key space (``reachable_share``), and
+the p99 is that of the answers below 500. Above a rate that a style did not
+hold in a round, it is not run in that round (it would only fill queues for
+the length of the drain); such a rate counts as not held.
+
+CPUs. Each node's Python threads are pinned (``--cpu``) to one of the
+server CPUs (study.server_cpus: the highest ones, at most half), in turn;
+the load and py-spy run on the others. On the 2-core machine every node of
+every cluster shares one CPU: the study there shows what the hops and the
+waits cost, not how a cluster scales (the report says so).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from selectorkv.config import DEFAULTS
+from selectorkv.lab import load, profile
+from selectorkv.lab.fill import fill as fill_database
+from selectorkv.lab.keyspace import all_keys
+from selectorkv.lab.spread import Spread
+from selectorkv.lab.study import (
+    SETTLE,
+    ServerUnderTest,
+    describe_machine,
+    describe_versions,
+    free_port,
+    held,
+    on_load_cpus,
+    server_cpus,
+)
+from selectorkv.lab.tools import Measurement, served_rate
+from selectorkv.placement import Topology
+
+PEER_CALLS = ("blocking", "async")
+SCENARIOS = ("healthy", "stopped")  # stopped: the last node, SIGSTOP, for the whole run
+TOOL = "selectorkv load"  # the only tool that spreads over several URLs and keeps a timeline
+TIMELINE_BUCKET = 0.1  # seconds of due time per point of the hang's latency over time
+PROFILE_KINDS = ("cpu", "wait")
+
+
+@dataclass
+class ClusterSettings:
+    out: Path
+    data: Path
+    size: int
+    nodes: int
+    connections: int
+    capacity_seconds: float
+    run_seconds: float
+    profile_seconds: float
+    hang_seconds: float
+    ladder: tuple[float, ...]
+    refine: int
+    repeat: int
+    p99_bound_ms: float
+    drain_seconds: float
+    peer_timeout: float
+    scale: tuple[int, ...]
+    quick: bool
+    profile_scenarios: tuple[str, ...]
+    workloads: tuple[str, ...] = ("get", "put")
+
+
+FULL = {
+    "capacity_seconds": 3.0,
+    "run_seconds": 4.0,
+    "profile_seconds": 4.0,
+    "hang_seconds": 30.0,
+    "ladder": (0.1, 0.25, 0.5, 0.75, 1.0),
+    "refine": 1,
+    "repeat": 3,
+    "profile_scenarios": ("healthy", "stopped"),
+}
+QUICK = {
+    "capacity_seconds": 1.0,
+    "run_seconds": 2.0,
+    "profile_seconds": 2.0,
+    "hang_seconds": 6.0,
+    "ladder": (0.5, 1.0),
+    "refine": 0,
+    "repeat": 1,
+    "profile_scenarios": ("stopped",),
+}
+
+
+def setups(connections: int) -> tuple[str, ...]:
+    """The server setups tried for each style: a mode, and in async mode
+    the default workers or one per load connection (``async-w64``)."""
+    return ("sync", "async", f"async-w{connections}")
+
+
+def setup_flags(setup: str) -> tuple[str, tuple[str, ...]]:
+    """The server mode and the extra flags of a setup."""
+    mode, _, workers = setup.partition("-w")
+    return mode, ("--workers", workers) if workers else ()
+
+
+def replications(nodes: int) -> dict[str, str]:
+    """label -> the query that asks for it: the default ack/from, and 1/1."""
+    return {f"{nodes // 2 + 1}/{nodes}": "", "1/1": "ack=1&from=1"}
+
+
+def reachable_share(nodes: int, replicas: int, ack: int, down: int | None) -> float:
+    """The share of the key space whose requests can be answered with node
+    ``down`` (an index) stopped: those with at least ``ack`` replicas up."""
+    if down is None:
+        return 1.0
+    urls = [f"http://127.0.0.1:{i}" for i in range(nodes)]  # placement scores only the URLs'
+    topology = Topology(tuple(urls), urls[0])  # order; the ports stand for the nodes' own
+    stopped = urls[down]
+    keys = reachable = 0
+    for key in all_keys():
+        keys += 1
+        reachable += replicas - (stopped in topology.replicas(key, replicas)) >= ack
+    return reachable / keys
+
+
+@dataclass
+class ClusterRun:
+    """One load run, as runs.json keeps it."""
+
+    workload: str
+    calls: str  # blocking | async | single (scale-out's plain node) | cluster-<n>
+    mode: str  # the server setup it ran in (setups)
+    replication: str  # 2/3, 1/1
+    scenario: str  # healthy, stopped, hang
+    phase: str  # capacity, mode, ladder, search, hang, scale, profile-<kind>[-flamegraph]
+    rate: float  # the target rate; 0 in the closed loop
+    stem: str
+    figures: dict[str, Any]
+    held: bool
+    round: int = 0
+    cpu_s: float = 0.0  # CPU seconds of every node process during the run
+    skipped: bool = False  # not run: a lower rate failed in the same round
+
+
+@dataclass
+class ClusterStudy:
+    settings: dict[str, Any]
+    tool: str
+    load_cpus: list[int]
+    server_cpus: list[int]
+    machine: list[str]
+    versions: str
+    peer_timeout: float
+    workers: int
+    # workload -> calls -> the server setup it was measured in
+    chosen_mode: dict[str, dict[str, str]] = field(default_factory=dict)
+    reachable: dict[str, float] = field(default_factory=dict)  # replication -> share, one stopped
+    # workload -> replication -> scenario -> calls -> the breaking point (median rounds)
+    breaking_point: dict[str, dict[str, dict[str, dict[str, float | None]]]] = field(
+        default_factory=dict
+    )
+    hang: dict[str, Any] = field(default_factory=dict)  # stop and resume times (s into the run)
+    profiles: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    runs: list[ClusterRun] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    finished: float = 0.0
+
+    def save(self, out: Path) -> None:
+        (out / "runs.json").write_text(json.dumps(asdict(self), indent=1, default=str) + "\n")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+IDLE_ANSWER = 0.2  # seconds: a node that answers its status this fast is idle
+IDLE_LIMIT = 120.0  # seconds to wait for a cluster to become idle before a run
+
+
+def answers_quickly(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=IDLE_ANSWER)
+        conn.request("GET", "/v0/status")
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+class LabCluster:
+    """N ``selectorkv serve`` nodes (or one plain node when ``nodes`` is 1
+    and ``plain``), each on its own copy of the filled data, pinned in turn
+    to the server CPUs."""
+
+    def __init__(
+        self,
+        nodes: int,
+        mode: str,
+        calls: str,
+        data: Path,
+        scratch: Path,
+        log_file: IO[bytes],
+        plain: bool = False,
+        peer_timeout: float | None = None,
+    ) -> None:
+        self.ports = [free_port() for _ in range(nodes)]
+        self.urls = [f"http://127.0.0.1:{port}" for port in self.ports]
+        self.stopped: set[int] = set()
+        self.nodes: list[ServerUnderTest] = []
+        self._copies: list[Path] = []
+        env = {**os.environ, "SELECTORKV_CLUSTER_TOKEN": secrets.token_hex(16)}
+        cpus = server_cpus(nodes)
+        try:
+            for i, port in enumerate(self.ports):
+                copy = Path(tempfile.mkdtemp(dir=scratch, prefix=f"{calls}-{mode}-{i}-"))
+                shutil.rmtree(copy)
+                shutil.copytree(data, copy)
+                self._copies.append(copy)
+                server_mode, flags = setup_flags(mode)
+                extra = ("--cpu", str(cpus[i % len(cpus)]), *flags)
+                if plain:
+                    (copy / "SELECTORKV-FORMAT").unlink()  # served as a single node's
+                else:
+                    extra += ("--cluster", ",".join(self.urls), "--self", self.urls[i],
+                              "--peer-calls", calls)  # fmt: skip
+                    if peer_timeout is not None:
+                        extra += ("--peer-timeout", str(peer_timeout))
+                self.nodes.append(ServerUnderTest(server_mode, copy, log_file, extra=extra,
+                                                  env=env, port=port, wait=False))  # fmt: skip
+            for node in self.nodes:  # started together, waited for together
+                node.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def entry_urls(self) -> list[str]:
+        """Where the load goes: every node that is not stopped."""
+        return [url for i, url in enumerate(self.urls) if i not in self.stopped]
+
+    def pause(self, index: int) -> None:
+        os.kill(self.nodes[index].process.pid, signal.SIGSTOP)
+        self.stopped.add(index)
+
+    def resume(self, index: int) -> None:
+        os.kill(self.nodes[index].process.pid, signal.SIGCONT)
+        self.stopped.discard(index)
+
+    def cpu(self) -> float:
+        return sum(process_cpu(node.process.pid) for node in self.nodes)
+
+    def wait_idle(self, limit: float) -> bool:
+        """Wait until every node that is up answers ``/v0/status`` within
+        IDLE_ANSWER: the requests an earlier run left queued are done (a
+        node whose threads block on a stopped peer may hold many, a second
+        each). False if that took longer than ``limit`` seconds."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if all(answers_quickly(self.ports[i]) for i in range(len(self.ports))
+                   if i not in self.stopped):  # fmt: skip
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        for index in list(self.stopped):
+            self.resume(index)  # a stopped node must see its SIGTERM
+        try:
+            for node in self.nodes:
+                node.stop()
+        finally:
+            for copy in self._copies:
+                shutil.rmtree(copy, ignore_errors=True)
+
+
+class ClusterLab:
+    def __init__(self, settings: ClusterSettings, out: IO[str]) -> None:
+        self.settings = settings
+        self.out = out
+        self.study = ClusterStudy(
+            settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+            tool=TOOL,
+            load_cpus=sorted(set(os.sched_getaffinity(0)) - set(server_cpus(settings.nodes))),
+            server_cpus=server_cpus(settings.nodes),
+            machine=describe_machine(),
+            versions=describe_versions(TOOL),
+            peer_timeout=settings.peer_timeout,
+            workers=DEFAULTS.workers,
+        )
+        self.data_dir = settings.out / "data"
+        self.profile_dir = settings.out / "profiles"
+        for directory in (self.data_dir, self.profile_dir):
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+        for old in settings.out.glob("*.png"):
+            old.unlink()
+        self.scratch = Path(tempfile.mkdtemp(prefix="selectorkv-lab-cluster-"))
+        self.server_log = open(settings.out / "servers.log", "wb")  # noqa: SIM115 (closed in run)
+
+    def say(self, text: str) -> None:
+        self.out.write(f"[lab {time.strftime('%H:%M:%S')}] {text}\n")
+        self.out.flush()
+
+    @contextmanager
+    def cluster(
+        self, nodes: int, mode: str, calls: str, plain: bool = False
+    ) -> Iterator[LabCluster]:
+        s = self.settings
+        cluster = LabCluster(
+            nodes, mode, calls, s.data, self.scratch, self.server_log, plain, s.peer_timeout
+        )
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+    def run(self) -> ClusterStudy:
+        s = self.settings
+        try:
+            self.say(f"filling {s.data} to {s.size / 2**20:.0f} MiB (as a cluster node's)")
+            fill_database(str(s.data), s.size, None, records=True)
+            for label, query in replications(s.nodes).items():
+                ack, replicas = (1, 1) if query else (s.nodes // 2 + 1, s.nodes)
+                self.study.reachable[label] = reachable_share(s.nodes, replicas, ack, s.nodes - 1)
+            for workload in s.workloads:
+                self.measure_workload(workload)
+                self.study.save(s.out)
+            self.scale_out()
+        finally:
+            self.server_log.close()
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        self.study.finished = time.time()
+        self.study.save(s.out)
+        return self.study
+
+    # -- measuring ---------------------------------------------------------
+
+    def measure(
+        self,
+        cluster: LabCluster,
+        run: ClusterRun,
+        *,
+        closed_loop: bool = False,
+        seconds: float | None = None,
+        timeline: float = 0.0,
+        during: HangSignals | None = None,
+        entries: list[str] | None = None,
+    ) -> ClusterRun:
+        """One load run against ``cluster``'s entry nodes (or ``entries``);
+        ``during``, if given, runs beside the load (the hang's signals)."""
+        s = self.settings
+        duration = seconds or (s.capacity_seconds if closed_loop else s.run_seconds)
+        query = replications(s.nodes).get(run.replication, "")
+        urls = ",".join(entries or cluster.entry_urls())
+        if query:
+            urls = urls.replace(",", f"/?{query},", 1) if "," in urls else f"{urls}/?{query}"
+        rate = run.rate or 1e6
+        if not cluster.wait_idle(IDLE_LIMIT):
+            self.say(f"{run.calls}/{run.mode}: still busy after {IDLE_LIMIT:g} s; measuring anyway")
+        cpu_before = cluster.cpu()
+        if during is not None:
+            during.start()
+        report = on_load_cpus(
+            functools.partial(
+                load.generate, urls, run.workload, rate, s.connections, duration, 1,
+                closed_loop=closed_loop, timeline=timeline, drain=s.drain_seconds,
+            ),
+            s.nodes,
+        )  # fmt: skip
+        if during is not None:
+            during.join()
+        run.cpu_s = cluster.cpu() - cpu_before
+        measurement = Measurement(report.as_json(), report.histogram)
+        if closed_loop:
+            measurement.figures["target_rate"] = None
+        run.figures = measurement.figures
+        share = self.study.reachable[run.replication] if cluster.stopped else 1.0
+        run.held = (not closed_loop) and held_cluster([run.figures], run.rate, share, s)
+        stem = "-".join(
+            [run.workload, run.calls, run.mode, run.replication.replace("/", "of"), run.scenario,
+             run.phase, str(round(run.rate))] + ([f"r{run.round + 1}"] if s.repeat > 1 else [])
+        )  # fmt: skip
+        measurement.save(self.data_dir / stem)
+        run.stem = f"data/{stem}"
+        self.study.runs.append(run)
+        lat = run.figures["latency_ms_served"]
+        what = "capacity" if closed_loop else f"{run.rate:,.0f} req/s"
+        self.say(
+            f"{run.workload} {run.calls}/{run.mode} {run.replication} {run.scenario} {run.phase} "
+            f"{what}: answered {run.figures['rate']:,.0f}/s, "
+            f"statuses {run.figures['status_counts']}"
+            f", served p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} ms"
+            + ("" if closed_loop else f", {'held' if run.held else 'NOT held'}")
+        )
+        time.sleep(SETTLE)
+        return run
+
+    def new_run(self, workload: str, calls: str, mode: str, replication: str, scenario: str,
+                phase: str, rate: float = 0.0, number: int = 0) -> ClusterRun:  # fmt: skip
+        return ClusterRun(workload, calls, mode, replication, scenario, phase, rate, "", {},
+                          False, number)  # fmt: skip
+
+    def measure_workload(self, workload: str) -> None:
+        s = self.settings
+        default = next(iter(replications(s.nodes)))
+        # The server mode for each style: both measured, the better kept.
+        with ExitStack() as stack:
+            clusters = {
+                (calls, setup): stack.enter_context(self.cluster(s.nodes, setup, calls))
+                for calls in PEER_CALLS
+                for setup in setups(s.connections)
+            }
+            capacity: dict[tuple[str, str], list[float]] = {key: [] for key in clusters}
+            for number in range(s.repeat):
+                for key in rotated(list(clusters), number):
+                    run = self.measure(
+                        clusters[key],
+                        self.new_run(
+                            workload, key[0], key[1], default, "healthy", "mode", number=number
+                        ),
+                        closed_loop=True,
+                    )
+                    capacity[key].append(served_rate(run.figures))
+        chosen = {
+            calls: max(
+                setups(s.connections), key=lambda setup: Spread.of(capacity[(calls, setup)]).median
+            )
+            for calls in PEER_CALLS
+        }
+        self.study.chosen_mode[workload] = chosen
+        self.say(f"{workload}: server setups chosen by capacity: {chosen}")
+        self.study.breaking_point[workload] = {}
+        with ExitStack() as stack:
+            clusters_by_calls = {
+                calls: stack.enter_context(self.cluster(s.nodes, chosen[calls], calls))
+                for calls in PEER_CALLS
+            }
+            for replication in replications(s.nodes):
+                points = self.study.breaking_point[workload].setdefault(replication, {})
+                for scenario in SCENARIOS:
+                    if scenario == "stopped":
+                        for cluster in clusters_by_calls.values():
+                            cluster.pause(s.nodes - 1)
+                    try:
+                        points[scenario] = self.compare(
+                            workload, replication, scenario, clusters_by_calls, chosen
+                        )
+                    finally:
+                        for cluster in clusters_by_calls.values():
+                            if cluster.stopped:
+                                cluster.resume(s.nodes - 1)
+            self.hang(workload, default, clusters_by_calls, chosen)
+            if workload == ("get" if "get" in s.workloads else s.workloads[0]):
+                self.profile(workload, default, clusters_by_calls, chosen)
+
+    def compare(
+        self,
+        workload: str,
+        replication: str,
+        scenario: str,
+        clusters: dict[str, LabCluster],
+        chosen: dict[str, str],
+    ) -> dict[str, float | None]:
+        """Capacity, ladder and step search of both styles, in rounds."""
+        s = self.settings
+        share = self.study.reachable[replication] if scenario == "stopped" else 1.0
+        capacity: dict[str, list[float]] = {calls: [] for calls in PEER_CALLS}
+        for number in range(s.repeat):
+            for calls in rotated(list(PEER_CALLS), number):
+                run = self.measure(
+                    clusters[calls],
+                    self.new_run(workload, calls, chosen[calls], replication, scenario,
+                                 "capacity", number=number),
+                    closed_loop=True,
+                )  # fmt: skip
+                capacity[calls].append(served_rate(run.figures))
+        top = max(Spread.of(rounds).median for rounds in capacity.values()) / share
+        ladder = sorted({max(1, round(top * fraction)) for fraction in s.ladder})
+        measured: dict[str, dict[float, list[ClusterRun]]] = {c: {} for c in PEER_CALLS}
+
+        def probe(rates: dict[str, float], phase: str) -> None:
+            """Each style at its rate, in rounds; above a failure, skipped."""
+            for number in range(s.repeat):
+                for calls in rotated(list(rates), number):
+                    rate = rates[calls]
+                    earlier = [
+                        runs[number] for r, runs in measured[calls].items()
+                        if r < rate and len(runs) > number
+                    ]  # fmt: skip
+                    if phase == "ladder" and any(not run.held for run in earlier):
+                        run = self.new_run(workload, calls, chosen[calls], replication, scenario,
+                                           phase, rate, number)  # fmt: skip
+                        run.skipped = True
+                        self.study.runs.append(run)
+                    else:
+                        run = self.measure(
+                            clusters[calls],
+                            self.new_run(workload, calls, chosen[calls], replication, scenario,
+                                         phase, rate, number),
+                        )  # fmt: skip
+                    measured[calls].setdefault(rate, []).append(run)
+
+        for rate in ladder:
+            probe({calls: rate for calls in PEER_CALLS}, "ladder")
+        low: dict[str, float | None] = {}
+        high: dict[str, float] = {}
+        for calls in PEER_CALLS:
+            held_rates = [r for r, runs in measured[calls].items() if rounds_held(runs)]
+            low[calls] = max(held_rates) if held_rates else None
+            above = [r for r in measured[calls] if held_rates and r > max(held_rates)]
+            if above:
+                high[calls] = min(above)
+        for _ in range(s.refine):
+            probes = {}
+            for calls, top_rate in high.items():
+                bottom = low[calls]
+                assert bottom is not None
+                middle = float(round((bottom + top_rate) / 2))
+                if middle not in (bottom, top_rate):
+                    probes[calls] = middle
+            if not probes:
+                break
+            probe(probes, "search")
+            for calls, middle in probes.items():
+                if rounds_held(measured[calls][middle]):
+                    low[calls] = middle
+                else:
+                    high[calls] = middle
+        for calls in PEER_CALLS:
+            self.say(f"{workload} {replication} {scenario} {calls}: breaking point {low[calls]}")
+        return low
+
+    def common_rate(self, workload: str, replication: str) -> float:
+        """A rate that both styles serve when healthy: half the lower
+        breaking point; if a style held no rate, the lowest rate tried."""
+        points = self.study.breaking_point[workload][replication]["healthy"]
+        if all(points.values()):
+            return float(max(1, round(min(p or 0 for p in points.values()) / 2)))
+        tried = [r.rate for r in self.study.runs if r.workload == workload
+                 and r.replication == replication and r.scenario == "healthy"
+                 and r.phase == "ladder"]  # fmt: skip
+        return min(tried)
+
+    def hang(
+        self, workload: str, replication: str, clusters: dict[str, LabCluster],
+        chosen: dict[str, str],
+    ) -> None:  # fmt: skip
+        """A run during which the last node hangs (SIGSTOP) from one third
+        to two thirds of the way, at the common rate."""
+        s = self.settings
+        rate = self.common_rate(workload, replication)
+        stop_at, resume_at = s.hang_seconds / 3, 2 * s.hang_seconds / 3
+        self.study.hang = {"stop_s": stop_at, "resume_s": resume_at, "node": s.nodes}
+        last = s.nodes - 1
+        for calls in PEER_CALLS:
+            cluster = clusters[calls]
+            run = self.new_run(workload, calls, chosen[calls], replication, "hang", "hang", rate)
+            try:
+                self.measure(
+                    cluster, run, seconds=s.hang_seconds, timeline=TIMELINE_BUCKET,
+                    during=HangSignals(cluster, last, stop_at, resume_at),
+                    entries=[url for i, url in enumerate(cluster.urls) if i != last],
+                )  # fmt: skip
+            finally:
+                if last in cluster.stopped:
+                    cluster.resume(last)
+
+    def profile(
+        self, workload: str, replication: str, clusters: dict[str, LabCluster],
+        chosen: dict[str, str],
+    ) -> None:  # fmt: skip
+        """py-spy CPU and wait profiles of node 1 under both styles at the
+        common rate, in the settings' profile scenarios (healthy, and with
+        the last node stopped)."""
+        s = self.settings
+        rate = self.common_rate(workload, replication)
+        self.study.profiles[workload] = {}
+        for scenario in s.profile_scenarios:
+            for calls in PEER_CALLS:
+                cluster = clusters[calls]
+                if scenario == "stopped":
+                    cluster.pause(s.nodes - 1)
+                try:
+                    found_files = {}
+                    for kind in PROFILE_KINDS:
+                        stem = f"{workload}-{scenario}-{calls}-{kind}"
+                        for fmt, suffix in profile.FORMATS:
+                            recorder = on_load_cpus(
+                                functools.partial(
+                                    profile.start_pyspy, cluster.nodes[0].process.pid,
+                                    s.profile_seconds, self.profile_dir / f"{stem}{suffix}",
+                                    kind, fmt,
+                                ),
+                                s.nodes,
+                            )  # fmt: skip
+                            phase = f"profile-{kind}" + ("" if fmt == "speedscope" else f"-{fmt}")
+                            self.measure(
+                                cluster,
+                                self.new_run(workload, calls, chosen[calls], replication,
+                                             scenario, phase, rate),
+                                seconds=s.profile_seconds + 1.5,
+                            )  # fmt: skip
+                            profile.finish(recorder)
+                        found_files[kind] = f"profiles/{stem}"
+                    self.study.profiles[workload][f"{scenario} {calls}"] = found_files
+                finally:
+                    if cluster.stopped:
+                        cluster.resume(s.nodes - 1)
+        self.say(f"{workload}: profiles of node 1 recorded at {rate:,.0f} req/s")
+
+    def scale_out(self) -> None:
+        """One plain node against clusters asked 1/1, in rounds: capacity,
+        then a constant rate of half the plain node's capacity."""
+        s = self.settings
+        mode = "async"
+        with ExitStack() as stack:
+            targets = {
+                n: stack.enter_context(self.cluster(n, mode, "async", plain=n == 1))
+                for n in s.scale
+            }
+            for workload in s.workloads:
+                capacity: dict[int, list[float]] = {n: [] for n in targets}
+                for number in range(s.repeat):
+                    for n in rotated(list(targets), number):
+                        run = self.measure(
+                            targets[n],
+                            self.new_run(workload, scale_label(n), mode, "1/1", "healthy",
+                                         "scale-capacity", number=number),
+                            closed_loop=True,
+                        )  # fmt: skip
+                        capacity[n].append(served_rate(run.figures))
+                rate = max(1.0, round(Spread.of(capacity[min(targets)]).median / 2))
+                for number in range(s.repeat):
+                    for n in rotated(list(targets), number):
+                        self.measure(
+                            targets[n],
+                            self.new_run(workload, scale_label(n), mode, "1/1", "healthy",
+                                         "scale", rate, number),
+                        )  # fmt: skip
+
+
+def scale_label(nodes: int) -> str:
+    return "single" if nodes == 1 else f"cluster-{nodes}"
+
+
+class HangSignals:
+    """Stops a node at ``stop_at`` seconds and resumes it at ``resume_at``,
+    in a thread beside the load run."""
+
+    def __init__(self, cluster: LabCluster, index: int, stop_at: float, resume_at: float) -> None:
+        self._thread = threading.Thread(target=self._run, name="lab-hang", daemon=True)
+        self._cluster, self._index = cluster, index
+        self._stop_at, self._resume_at = stop_at, resume_at
+
+    def start(self) -> None:
+        self._started = time.monotonic() + 0.25  # load.generate's start-up before request 0
+        self._thread.start()
+
+    def _run(self) -> None:
+        time.sleep(max(0.0, self._started + self._stop_at - time.monotonic()))
+        self._cluster.pause(self._index)
+        time.sleep(max(0.0, self._started + self._resume_at - time.monotonic()))
+        self._cluster.resume(self._index)
+
+    def join(self) -> None:
+        self._thread.join()
+
+
+def held_cluster(
+    rounds: list[dict[str, Any]], rate: float, share: float, s: ClusterSettings
+) -> bool:
+    """study.held on the answers below 500, against the share of the rate
+    that the cluster can serve."""
+    served = [{**f, "latency_ms": f["latency_ms_served"], "errors": f["errors"]} for f in rounds]
+    return held(served, rate * share, s.p99_bound_ms)
+
+
+def rounds_held(runs: list[ClusterRun]) -> bool:
+    """A rate's verdict: the median of its rounds (a skipped round: not held)."""
+    verdicts = sorted(run.held and not run.skipped for run in runs)
+    return verdicts[(len(verdicts) - 1) // 2]  # of two rounds, both must hold
+
+
+def rotated(items: list[Any], number: int) -> list[Any]:
+    """The order of one round: rotated by the round's number."""
+    shift = number % len(items)
+    return items[shift:] + items[:shift]
