@@ -19,7 +19,7 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from selectorkv import __version__
@@ -384,17 +384,26 @@ def lab(args: argparse.Namespace) -> int:
             connections=args.connections, p99_bound_ms=args.p99_bound_ms, quick=args.quick,
             workloads=args.workloads, **{**preset, **given},
         )  # fmt: skip
-        try:
-            tool = tools.choose(args.tool)
-            study.Lab(settings, tool, sys.stderr).run()
-        except (RuntimeError, StorageError) as exc:
-            print(f"selectorkv lab: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("\nselectorkv lab interrupted: the data measured so far is in "
-                  f"{out}/runs.json", file=sys.stderr)  # fmt: skip
-            return 130
+        failed = run_study(
+            lambda: study.Lab(settings, tools.choose(args.tool), sys.stderr).run(), out
+        )
+        if failed:
+            return failed
     print(f"report: {report.write_report(out)}")
+    return 0
+
+
+def run_study(study: Callable[[], object], out: Path) -> int:
+    """Run a study; 0, or the exit status of its failure (said on stderr)."""
+    try:
+        study()
+    except (RuntimeError, ValueError, StorageError) as exc:
+        print(f"selectorkv lab: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nselectorkv lab interrupted: the data measured so far is in "
+              f"{out}/runs.json", file=sys.stderr)  # fmt: skip
+        return 130
     return 0
 
 
@@ -418,15 +427,9 @@ def lab_cluster(args: argparse.Namespace) -> int:
             scale=args.scale or (1, args.cluster),
             quick=args.quick, workloads=args.workloads, **{**preset, **given},
         )  # fmt: skip
-        try:
-            cluster_study.ClusterLab(settings, sys.stderr).run()
-        except (RuntimeError, ValueError, StorageError) as exc:
-            print(f"selectorkv lab: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("\nselectorkv lab interrupted: the data measured so far is in "
-                  f"{out}/runs.json", file=sys.stderr)  # fmt: skip
-            return 130
+        failed = run_study(lambda: cluster_study.ClusterLab(settings, sys.stderr).run(), out)
+        if failed:
+            return failed
     print(f"report: {cluster_report.write_report(out)}")
     return 0
 

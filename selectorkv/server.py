@@ -91,7 +91,12 @@ class Server:
             group = GroupCommit(storage, api.write_of, config.commit_batch)
         self._pool: PayloadPool | None = None
         if executor is None and config.mode == "async":
-            self._pool = PayloadPool(handle, config.workers, config.queue_size, group)
+            # A PayloadThread runs the batch it takes in order. With blocking
+            # peer calls one request waiting for a peer would hold up every
+            # request taken with it while other threads sit idle, so then
+            # each PayloadThread takes one request at a time.
+            batches = None if blocking else group
+            self._pool = PayloadPool(handle, config.workers, config.queue_size, batches)
             executor = self._pool
         elif executor is None:
             executor = InlineExecutor(handle, RoundCommit(group) if group is not None else None)

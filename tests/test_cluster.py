@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import http.client
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -366,3 +368,34 @@ def test_selectorkv_cluster_starts_the_nodes_and_stops_them_on_sigterm(tmp_path:
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+@pytest.mark.timing
+def test_with_blocking_calls_a_request_waiting_for_a_peer_holds_up_no_other(
+    make_cluster: ClusterFactory,
+) -> None:
+    """Async mode, blocking peer calls, four PayloadThreads: while one of
+    them waits for a stopped replica, requests that arrive right behind it
+    go to the others. (A PayloadThread that took them in one batch with the
+    waiting request, as it takes writes for group commit, would answer them
+    only after the peer timeout.)"""
+    nodes = make_cluster(3, "async", "--peer-calls", "blocking", "--workers", "4",
+                         "--peer-timeout", "5")  # fmt: skip
+    nodes[2].process.send_signal(signal.SIGSTOP)
+    waiting = socket.create_connection(("127.0.0.1", nodes[0].port), timeout=10)
+    others = [socket.create_connection(("127.0.0.1", nodes[0].port), timeout=10) for _ in range(3)]
+    try:
+        body = b"v" * 10
+        waiting.sendall(b"PUT /v0/entity?id=k&ack=3&from=3 HTTP/1.1\r\nHost: t\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        for sock in others:
+            sock.sendall(b"GET /v0/status HTTP/1.1\r\nHost: t\r\n\r\n")
+        for sock in others:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        readable, _, _ = select.select([waiting], [], [], 0)
+        assert not readable, "the request waiting for the stopped replica answered first"
+        assert waiting.recv(65536).startswith(b"HTTP/1.1 504 ")  # after the peer timeout
+    finally:
+        nodes[2].process.send_signal(signal.SIGCONT)
+        for sock in (waiting, *others):
+            sock.close()

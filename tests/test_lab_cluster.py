@@ -98,6 +98,12 @@ def test_quick_cluster_study_writes_report_plots_data_and_profiles(tmp_path: Pat
         "cluster-3",
     }
 
+    # Redrawn from the saved data alone, the report comes out the same.
+    (out / "report-cluster.md").unlink()
+    redraw = [*command[:3], "lab", "--cluster", "3", "--out", str(out), "--report-only"]
+    assert subprocess.run(redraw, capture_output=True, timeout=120).returncode == 0
+    assert (out / "report-cluster.md").read_text() == report
+
     profiles = out / "profiles"
     for calls in ("blocking", "async"):
         for kind in ("cpu", "wait"):

@@ -85,8 +85,9 @@ class FreezingServer(socketserver.ThreadingTCPServer):
             time.sleep(self.frozen_from + 1.0 - now)
 
 
-class FreezingHandler(socketserver.BaseRequestHandler):
-    server: FreezingServer
+class AnsweringHandler(socketserver.BaseRequestHandler):
+    """Reads bodiless requests on a keep-alive connection and answers each
+    with an empty 200, after ``seen`` has had a look at its head."""
 
     def handle(self) -> None:
         buffered = b""
@@ -96,9 +97,19 @@ class FreezingHandler(socketserver.BaseRequestHandler):
                 if not data:
                     return
                 buffered += data
-            _, _, buffered = buffered.partition(b"\r\n\r\n")
-            self.server.wait_if_frozen()
+            head, _, buffered = buffered.partition(b"\r\n\r\n")
+            self.seen(head)
             self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    def seen(self, head: bytes) -> None:
+        raise NotImplementedError
+
+
+class FreezingHandler(AnsweringHandler):
+    server: FreezingServer
+
+    def seen(self, head: bytes) -> None:
+        self.server.wait_if_frozen()
 
 
 def assert_counts_the_stall(latency: dict[str, float]) -> None:
@@ -219,20 +230,11 @@ class CountingServer(socketserver.ThreadingTCPServer):
         self.server_close()
 
 
-class CountingHandler(socketserver.BaseRequestHandler):
+class CountingHandler(AnsweringHandler):
     server: CountingServer
 
-    def handle(self) -> None:
-        buffered = b""
-        while True:
-            while b"\r\n\r\n" not in buffered:
-                data = self.request.recv(65536)
-                if not data:
-                    return
-                buffered += data
-            head, _, buffered = buffered.partition(b"\r\n\r\n")
-            self.server.seen.append((time.monotonic(), head.split(b"\r\n")[0]))
-            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    def seen(self, head: bytes) -> None:
+        self.server.seen.append((time.monotonic(), head.split(b"\r\n")[0]))
 
 
 def test_several_urls_take_the_requests_in_turn_with_the_first_urls_query() -> None:

@@ -84,6 +84,7 @@ from selectorkv.lab.spread import Spread
 from selectorkv.lab.study import (
     SETTLE,
     ServerUnderTest,
+    Workbench,
     describe_machine,
     describe_versions,
     free_port,
@@ -330,10 +331,9 @@ class LabCluster:
                 shutil.rmtree(copy, ignore_errors=True)
 
 
-class ClusterLab:
+class ClusterLab(Workbench):
     def __init__(self, settings: ClusterSettings, out: IO[str]) -> None:
         self.settings = settings
-        self.out = out
         self.study = ClusterStudy(
             settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
             tool=TOOL,
@@ -344,19 +344,7 @@ class ClusterLab:
             peer_timeout=settings.peer_timeout,
             workers=DEFAULTS.workers,
         )
-        self.data_dir = settings.out / "data"
-        self.profile_dir = settings.out / "profiles"
-        for directory in (self.data_dir, self.profile_dir):
-            shutil.rmtree(directory, ignore_errors=True)
-            directory.mkdir(parents=True)
-        for old in settings.out.glob("*.png"):
-            old.unlink()
-        self.scratch = Path(tempfile.mkdtemp(prefix="selectorkv-lab-cluster-"))
-        self.server_log = open(settings.out / "servers.log", "wb")  # noqa: SIM115 (closed in run)
-
-    def say(self, text: str) -> None:
-        self.out.write(f"[lab {time.strftime('%H:%M:%S')}] {text}\n")
-        self.out.flush()
+        super().__init__(settings.out, out)
 
     @contextmanager
     def cluster(
@@ -384,8 +372,7 @@ class ClusterLab:
                 self.study.save(s.out)
             self.scale_out()
         finally:
-            self.server_log.close()
-            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.close()
         self.study.finished = time.time()
         self.study.save(s.out)
         return self.study

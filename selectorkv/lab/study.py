@@ -373,11 +373,38 @@ def turns(round_number: int) -> tuple[str, ...]:
     return MODES if round_number % 2 == 0 else MODES[::-1]
 
 
-class Lab:
+class Workbench:
+    """What both studies keep while they run: the out directory's data/ and
+    profiles/ (emptied first), a scratch directory for the servers' copies
+    of the data, the servers' log, and progress lines on ``out``."""
+
+    def __init__(self, out_dir: Path, out: IO[str]) -> None:
+        self.out = out
+        self.data_dir = out_dir / "data"
+        self.profile_dir = out_dir / "profiles"
+        # A previous study's files would mix with this one's: what the lab
+        # wrote before (and only that) goes.
+        for directory in (self.data_dir, self.profile_dir):
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+        for old in out_dir.glob("*.png"):
+            old.unlink()
+        self.scratch = Path(tempfile.mkdtemp(prefix="selectorkv-lab-"))
+        self.server_log = open(out_dir / "servers.log", "wb")  # noqa: SIM115 (closed in close)
+
+    def say(self, text: str) -> None:
+        self.out.write(f"[lab {time.strftime('%H:%M:%S')}] {text}\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        self.server_log.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class Lab(Workbench):
     def __init__(self, settings: Settings, tool: LoadTool, out: IO[str]) -> None:
         self.settings = settings
         self.tool = tool
-        self.out = out
         self.study = Study(
             settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
             tool=tool.name,
@@ -385,21 +412,7 @@ class Lab:
             machine=describe_machine(),
             versions=describe_versions(tool.name),
         )
-        self.data_dir = settings.out / "data"
-        self.profile_dir = settings.out / "profiles"
-        # A previous study's files would mix with this one's: what the lab
-        # wrote before (and only that) goes.
-        for directory in (self.data_dir, self.profile_dir):
-            shutil.rmtree(directory, ignore_errors=True)
-            directory.mkdir(parents=True)
-        for old in settings.out.glob("*.png"):
-            old.unlink()
-        self.scratch = Path(tempfile.mkdtemp(prefix="selectorkv-lab-"))
-        self.server_log = open(settings.out / "servers.log", "wb")  # noqa: SIM115 (closed in run)
-
-    def say(self, text: str) -> None:
-        self.out.write(f"[lab {time.strftime('%H:%M:%S')}] {text}\n")
-        self.out.flush()
+        super().__init__(settings.out, out)
 
     @contextmanager
     def server(self, mode: str, memray: Path | None = None) -> Iterator[ServerUnderTest]:
@@ -422,8 +435,7 @@ class Lab:
             for workload in self.settings.workloads:
                 self.measure_workload(workload)
         finally:
-            self.server_log.close()
-            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.close()
         self.study.finished = time.time()
         self.study.save(self.settings.out)
         return self.study
