@@ -334,6 +334,11 @@ class Captured:
         raise RuntimeError("a coordinated request is never streamed")
 
 
+# How a request on a connection the peer has closed fails (http.client's
+# RemoteDisconnected is a ConnectionResetError).
+CLOSED_WHILE_IDLE = (ConnectionResetError, BrokenPipeError)
+
+
 class BlockingCoordinator:
     """``--peer-calls blocking``: the thread that executes the request (the
     SelectorThread in sync mode, a PayloadThread in async mode) calls the
@@ -380,23 +385,35 @@ class BlockingCoordinator:
         pool: dict[str, http.client.HTTPConnection] = self._connections.__dict__.setdefault(
             "by_node", {}
         )
-        conn = pool.get(node)
-        if conn is None:
-            host, port = address_of(node)
-            conn = pool[node] = http.client.HTTPConnection(host, port, timeout=self._peer_timeout)
         started = time.perf_counter()
-        try:
-            conn.request(
-                internal.method.decode(), internal.target.decode(), body=internal.body,
-                headers={TOKEN_HEADER.decode(): self._token.decode()},
-            )  # fmt: skip
-            reply = conn.getresponse()
-            answer = reply.status, reply.read(), ""
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()  # never reused after a failure
-            del pool[node]
-            why = TIMED_OUT if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-            answer = 0, b"", why
+        while True:
+            conn = pool.get(node)
+            reused = conn is not None
+            if conn is None:
+                host, port = address_of(node)
+                conn = pool[node] = http.client.HTTPConnection(
+                    host, port, timeout=self._peer_timeout
+                )
+            try:
+                conn.request(
+                    internal.method.decode(), internal.target.decode(), body=internal.body,
+                    headers={TOKEN_HEADER.decode(): self._token.decode()},
+                )  # fmt: skip
+                reply = conn.getresponse()
+                answer = reply.status, reply.read(), ""
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()  # never reused after a failure
+                del pool[node]
+                if reused and isinstance(exc, CLOSED_WHILE_IDLE):
+                    # A kept-alive connection idle past the peer's
+                    # --keepalive-timeout was closed by the peer; nothing
+                    # this thread noticed, as it watches no socket. Once
+                    # more on a new connection: the internal requests are
+                    # idempotent (a versioned record, or a read).
+                    continue
+                why = TIMED_OUT if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                answer = 0, b"", why
+            break
         metrics.current().peer_call(node, time.perf_counter() - started, answer[2])
         return answer
 

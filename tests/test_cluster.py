@@ -399,3 +399,25 @@ def test_with_blocking_calls_a_request_waiting_for_a_peer_holds_up_no_other(
         nodes[2].process.send_signal(signal.SIGCONT)
         for sock in (waiting, *others):
             sock.close()
+
+
+def open_connections(node: Node) -> float:
+    """The node's open client connections, the one asking included."""
+    _, text = node.request("GET", "/metrics")
+    for family in text_string_to_metric_families(text.decode()):
+        if family.name == "selectorkv_connections":
+            return float(family.samples[0].value)
+    raise AssertionError("no selectorkv_connections gauge")
+
+
+def test_blocking_calls_survive_a_kept_alive_connection_the_peer_closed(
+    make_cluster: ClusterFactory,
+) -> None:
+    """The PayloadThread's connection to the peer sits idle past the peer's
+    keep-alive timeout and the peer closes it; the next call on it is made
+    again on a new connection instead of failing the replica (a 504 here)."""
+    nodes = make_cluster(2, "async", "--peer-calls", "blocking", "--keepalive-timeout", "0.3")
+    assert nodes[0].put("k", b"v1", "&ack=2&from=2") == 201
+    wait_until(lambda: open_connections(nodes[1]) == 1, "node 2 closed the idle connection")
+    assert nodes[0].put("k", b"v2", "&ack=2&from=2") == 201
+    assert nodes[1].get("k", "&ack=2&from=2") == (200, b"v2")
