@@ -387,8 +387,8 @@ def lab(args: argparse.Namespace) -> int:
         given = {key: getattr(args, key) for key in preset if getattr(args, key) is not None}
         settings = study.Settings(
             out=out, data=Path(args.data), size=args.size, tool=args.tool,
-            connections=args.connections, p99_bound_ms=getattr(args, "p99_bound_ms", SINGLE_BOUND_MS),
-            quick=args.quick,
+            connections=args.connections, quick=args.quick,
+            p99_bound_ms=getattr(args, "p99_bound_ms", SINGLE_BOUND_MS),
             workloads=args.workloads, **{**preset, **given},
         )  # fmt: skip
         failed = run_study(
@@ -429,7 +429,8 @@ def lab_cluster(args: argparse.Namespace) -> int:
         given = {key: getattr(args, key) for key in preset if getattr(args, key, None) is not None}
         settings = cluster_study.ClusterSettings(
             out=out, data=data, size=args.size, nodes=args.cluster,
-            connections=args.connections, p99_bound_ms=getattr(args, "p99_bound_ms", CLUSTER_BOUND_MS),
+            connections=args.connections,
+            p99_bound_ms=getattr(args, "p99_bound_ms", CLUSTER_BOUND_MS),
             drain_seconds=args.drain_seconds, peer_timeout=args.peer_timeout,
             scale=args.scale or (1, args.cluster),
             quick=args.quick, workloads=args.workloads, **{**preset, **given},
