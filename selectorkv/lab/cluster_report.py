@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from selectorkv.config import DEFAULTS
 from selectorkv.lab import plots
 from selectorkv.lab.profile import PEER_WAIT, ThreadProfile, thread_profiles
 from selectorkv.lab.spread import Spread, compare
@@ -197,8 +198,9 @@ class Writer:
             "the key space on every node, as versioned records), fresh for every cluster.",
             f"- Peer calls: `--peer-calls blocking` (the executing thread calls the replicas "
             "one after another and waits) against `async` (the SelectorThread sends to every "
-            "replica at once and answers at the ack-th answer). Defaults otherwise: "
-            f"`--workers {study['workers']}`, `--peer-timeout {study['peer_timeout']:g}` s.",
+            "replica at once and answers at the ack-th answer), each in the server setup "
+            "chosen below; the server's defaults otherwise, with `--peer-timeout "
+            f"{study['peer_timeout']:g}` s (the server's default is {DEFAULTS.peer_timeout:g} s).",
             f"- Replication: the default ack/from ({default}) and 1/1 (sharding only: each key "
             "on one node, a request proxied at most once).",
             "- Scenarios: healthy; the last node stopped with SIGSTOP for the whole run (its "
@@ -210,13 +212,14 @@ class Writer:
             "replica hangs; a client whose own entry node hangs waits for it with either style.",
             f"- Per configuration: capacity (closed loop, {s['capacity_seconds']:g} s), then a "
             f"ladder of constant rates at {', '.join(f'{f:g}' for f in s['ladder'])} of the "
-            f"larger capacity ({s['run_seconds']:g} s each), then {s['refine']} halving(s) "
+            "larger healthy capacity (with the node stopped too, so that both scenarios run at "
+            f"the same rates; {s['run_seconds']:g} s each), then {s['refine']} halving(s) "
             f"of the step above the highest rate held: the breaking point. {s['repeat']} "
             "round(s) of each, both styles' clusters up at once and taking turns within a "
             "round (the order rotated each round). Figures are the median (min-max) of the "
             "rounds. Above a rate that a style did not hold in a round it is not run in that "
             "round (such a rate counts as not held).",
-            f"- Held: at least 97% of the answerable rate served (answers below 500), the p99 "
+            f"- Held: at least 97% of the answerable requests served (answers below 500), the p99 "
             f"of those answers at most {s['p99_bound_ms']:g} ms, no errors (connections "
             f"that failed, or answers still missing {s['drain_seconds']:g} s after the last "
             "request). Answerable: with the last node stopped, the share of the key space "
@@ -278,6 +281,8 @@ class Writer:
                     "CPU per answer, all nodes"], rows)  # fmt: skip
         rows = []
         for rate in d.rates(workload, replication, scenario):
+            if not any(d.at(workload, calls, replication, scenario, rate) for calls in STYLES):
+                continue  # above where both failed
             row = [f"{rate:,.0f}"]
             for calls in STYLES:
                 runs = d.at(workload, calls, replication, scenario, rate)
