@@ -584,13 +584,33 @@ class Writer:
         for workload in d.workloads():
             cap = d.capacity(workload, "blocking", default, "stopped")
             workers = threads_of(d.study["chosen_mode"][workload]["blocking"], d.study["workers"])
+            connections = d.settings["connections"]
             if cap:
-                bound = entries * workers / timeout
+                # Each request waits out the timeout and holds a thread and a
+                # client connection meanwhile (Little's law).
+                by_threads = entries * workers / timeout
+                by_client = connections / timeout
                 lines.append(
                     f"- {workload.upper()}, {default}, a node stopped: blocking calls wait "
-                    f"{timeout:g} s for the stopped replica on every request, so with "
-                    f"{workers} thread(s) per node blocked and {entries} entry nodes at most "
-                    f"{bound:g} req/s can be answered; measured {cap.format()} req/s."
+                    f"{timeout:g} s for the stopped replica on every request, holding a thread "
+                    f"and a client connection: at most {by_threads:g} req/s by the threads "
+                    f"({workers} per node, {entries} entry nodes) and {by_client:g} req/s by the "
+                    f"load's {connections} connections; measured {cap.format()} req/s."
+                )
+            share = d.study["reachable"].get("1/1", 1.0)
+            caps = [d.capacity(workload, c, "1/1", "stopped") for c in STYLES]
+            if all(caps) and share < 1:
+                offered = connections / ((1 - share) * timeout)
+                lines.append(
+                    f"- {workload.upper()}, 1/1, a node stopped: the {1 - share:.0%} of requests "
+                    f"whose one replica is stopped each hold a client connection for the "
+                    f"{timeout:g} s peer timeout, with either style, so the load's {connections} "
+                    f"connections can offer at most {offered:,.0f} req/s, {share:.0%} of them "
+                    f"answerable: {share * offered:,.0f} req/s served. Measured capacity: "
+                    + ", ".join(
+                        f"{c} {cap.format()}" for c, cap in zip(STYLES, caps, strict=True) if cap
+                    )
+                    + " req/s: the client's limit, not the servers'."
                 )
             for scenario in ("healthy", "stopped"):
                 points = {c: d.point(workload, default, scenario, c) for c in STYLES}
