@@ -73,7 +73,7 @@ report: $(VENV)/.installed-dev
 	$(BIN)/selectorkv lab --out reports/latest $(ARGS)
 
 # The cluster study (selectorkv lab --cluster 3): blocking against asynchronous
-# peer calls, healthy and with a node down; about 40 minutes on 2 cores,
+# peer calls, healthy and with a node down; about 35 minutes on 2 cores,
 # `make report-cluster ARGS=--quick` for a few. Writes reports/cluster/report-cluster.md.
 report-cluster: $(VENV)/.installed-dev
 	$(BIN)/selectorkv lab --cluster 3 --out reports/cluster $(ARGS)
