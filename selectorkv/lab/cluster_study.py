@@ -705,7 +705,7 @@ class HangSignals:
         self._stop_at, self._resume_at = stop_at, resume_at
 
     def start(self) -> None:
-        self._started = time.monotonic() + 0.25  # load.generate's start-up before request 0
+        self._started = time.monotonic() + load.START_AFTER  # when request 0 is due
         self._thread.start()
 
     def _run(self) -> None:
