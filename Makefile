@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report report-cluster peers builds cluster clean
+.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report report-cluster calibrate peers builds cluster clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -71,6 +71,12 @@ bench-compare: $(VENV)/.installed-dev
 # a few. Writes reports/latest/report.md with plots, data and profiles.
 report: $(VENV)/.installed-dev
 	$(BIN)/selectorkv lab --out reports/latest $(ARGS)
+
+# The load tools against a server of known latency (selectorkv lab --calibrate):
+# each tool's bias at p50/p99/p99.9; about 15 minutes with wrk2 (WRK2=path if
+# it is not on PATH), ARGS=--quick for one. Writes reports/calibration/calibration.md.
+calibrate: $(VENV)/.installed-dev
+	$(BIN)/selectorkv lab --calibrate --out reports/calibration $(ARGS)
 
 # The cluster study (selectorkv lab --cluster 3): blocking against asynchronous
 # peer calls, healthy and with a node down; about 35 minutes on 2 cores,

@@ -50,6 +50,10 @@ SINGLE_BOUND_MS = 10.0
 # at p99 when the load is light (docs/lab.md, the cluster study's floor).
 CLUSTER_BOUND_MS = 25.0
 SINGLE_DATA = "./data-lab"
+CALIBRATION_OUT = "reports/calibration"
+# The load tool when --tool is not given: the least biased on the project's
+# machine (selectorkv lab --calibrate; docs/lab.md, "The instruments").
+DEFAULT_TOOL = "selectorkv"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,11 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--size", type=byte_size, default="100MiB", help="fill the database to this")
     lab.add_argument(
         "--tool",
-        choices=("auto", "selectorkv", "wrk", "wrk2"),
-        default="auto",
-        help="load tool: wrk2 if on PATH for auto, else selectorkv's generator; "
-        "wrk means Debian's wrk paced by wrk_scripts/paced.lua",
+        choices=("selectorkv", "wrk", "wrk2"),
+        help=f"load tool (default {DEFAULT_TOOL}, the least biased in the calibration: "
+        "docs/lab.md); wrk means Debian's wrk paced by wrk_scripts/paced.lua, wrk2 is found "
+        "on PATH or through $WRK2. With --calibrate: the one tool to calibrate (default: "
+        "every tool this machine has)",
     )
+    lab.add_argument(
+        "--calibrate", action="store_true",
+        help="measure each load tool's bias against a server of known latency and write "
+        f"calibration.md (default --out {CALIBRATION_OUT}); about 10 minutes with wrk2, "
+        "--quick: one",
+    )  # fmt: skip
     lab.add_argument("--connections", type=positive_int, default=64, help="keep-alive connections")
     lab.add_argument(
         "--p99-bound-ms", type=positive_float, default=argparse.SUPPRESS,
@@ -376,27 +387,61 @@ def load(args: argparse.Namespace) -> int:
 
 def lab(args: argparse.Namespace) -> int:
     try:
-        from selectorkv.lab import report, study, tools
+        from selectorkv.lab import calibration, calibration_report, report, study, tools
     except ImportError as exc:
         return needs_lab_extra("lab", exc)
+    if args.calibrate:
+        return lab_calibrate(args)
     if args.cluster:
         return lab_cluster(args)
     out = Path(args.out)
+    tool = args.tool or DEFAULT_TOOL
     if not args.report_only:
         preset = study.QUICK if args.quick else study.FULL
         given = {key: getattr(args, key) for key in preset if getattr(args, key) is not None}
         settings = study.Settings(
-            out=out, data=Path(args.data), size=args.size, tool=args.tool,
+            out=out, data=Path(args.data), size=args.size, tool=tool,
             connections=args.connections, quick=args.quick,
             p99_bound_ms=getattr(args, "p99_bound_ms", SINGLE_BOUND_MS),
             workloads=args.workloads, **{**preset, **given},
         )  # fmt: skip
-        failed = run_study(
-            lambda: study.Lab(settings, tools.choose(args.tool), sys.stderr).run(), out
-        )
+
+        def calibrated_study() -> None:
+            chosen = tools.choose(tool)  # before anything runs: a missing tool fails at once
+            calibration.for_study(out / report.CALIBRATION, tool, settings.run_seconds,
+                                  settings.connections, sys.stderr)  # fmt: skip
+            study.Lab(settings, chosen, sys.stderr).run()
+
+        failed = run_study(calibrated_study, out)
         if failed:
             return failed
+    if (out / report.CALIBRATION / "calibration.json").exists():
+        calibration_report.write_report(out / report.CALIBRATION)
     print(f"report: {report.write_report(out)}")
+    return 0
+
+
+def lab_calibrate(args: argparse.Namespace) -> int:
+    """``selectorkv lab --calibrate``: each tool against the known-latency
+    target (lab/calibration.py)."""
+    try:
+        from selectorkv.lab import calibration, calibration_report
+    except ImportError as exc:
+        return needs_lab_extra("lab", exc)
+    out = Path(CALIBRATION_OUT if args.out == SINGLE_OUT else args.out)
+    if not args.report_only:
+        preset = calibration.QUICK if args.quick else calibration.FULL
+        given = {"run_seconds": args.run_seconds, "repeat": args.repeat}
+        settings = calibration.CalibrationSettings(
+            out=out, tools=(args.tool,) if args.tool else calibration.available_tools(),
+            connections=args.connections,
+            **{**preset, **{key: value for key, value in given.items() if value is not None}},
+        )  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        failed = run_study(lambda: calibration.Calibrator(settings, sys.stderr).run(), out)
+        if failed:
+            return failed
+    print(f"report: {calibration_report.write_report(out)}")
     return 0
 
 
@@ -408,8 +453,8 @@ def run_study(study: Callable[[], object], out: Path) -> int:
         print(f"selectorkv lab: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\nselectorkv lab interrupted: the data measured so far is in "
-              f"{out}/runs.json", file=sys.stderr)  # fmt: skip
+        print(f"\nselectorkv lab interrupted: the data measured so far is in {out}",
+              file=sys.stderr)  # fmt: skip
         return 130
     return 0
 
@@ -417,7 +462,13 @@ def run_study(study: Callable[[], object], out: Path) -> int:
 def lab_cluster(args: argparse.Namespace) -> int:
     """``selectorkv lab --cluster N``: the cluster study (lab/cluster_study.py)."""
     try:
-        from selectorkv.lab import cluster_report, cluster_study
+        from selectorkv.lab import (
+            calibration,
+            calibration_report,
+            cluster_report,
+            cluster_study,
+            report,
+        )
     except ImportError as exc:
         return needs_lab_extra("lab", exc)
     # The single-node study's directories hold plain values; the cluster's
@@ -435,9 +486,17 @@ def lab_cluster(args: argparse.Namespace) -> int:
             scale=args.scale or (1, args.cluster),
             quick=args.quick, workloads=args.workloads, **{**preset, **given},
         )  # fmt: skip
-        failed = run_study(lambda: cluster_study.ClusterLab(settings, sys.stderr).run(), out)
+
+        def calibrated_study() -> None:
+            calibration.for_study(out / report.CALIBRATION, "selectorkv", settings.run_seconds,
+                                  settings.connections, sys.stderr)  # fmt: skip
+            cluster_study.ClusterLab(settings, sys.stderr).run()
+
+        failed = run_study(calibrated_study, out)
         if failed:
             return failed
+    if (out / report.CALIBRATION / "calibration.json").exists():
+        calibration_report.write_report(out / report.CALIBRATION)
     print(f"report: {cluster_report.write_report(out)}")
     return 0
 

@@ -91,6 +91,9 @@ def test_quick_study_writes_report_plots_and_profiles(tmp_path: Path) -> None:
     ):
         assert heading in report
     assert "selectorkv load" in report  # the tool that produced the figures
+    # ... and its bias, from the study's own calibration, beside every latency table
+    assert report.count("its bias on the known-latency target") >= 3
+    assert (out / "calibration" / "calibration.md").exists()
     for png in ("throughput-p99-put.png", "queue-depth-put.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
         assert f"({png})" in report

@@ -51,6 +51,7 @@ def test_quick_cluster_study_writes_report_plots_data_and_profiles(tmp_path: Pat
     assert done.returncode == 0, done.stderr[-3000:]
 
     report = (out / "report-cluster.md").read_text()
+    assert "its bias on the known-latency target" in report  # the tool's, measured first
     for heading in (
         "## Machine, versions, tool",
         "## Method",

@@ -22,7 +22,9 @@ from typing import Any
 
 from selectorkv.config import DEFAULTS
 from selectorkv.lab import plots
+from selectorkv.lab.calibration import bias_note
 from selectorkv.lab.profile import PEER_WAIT, ThreadProfile, thread_profiles
+from selectorkv.lab.report import CALIBRATION
 from selectorkv.lab.spread import Spread, compare
 from selectorkv.lab.tools import served_rate
 
@@ -144,6 +146,9 @@ class Writer:
         self.data = data
         self.lines: list[str] = []
         self.claims: list[list[str]] = []  # prediction, measured, verdict
+        self.tool_note = bias_note(
+            data.out / CALIBRATION, data.study["tool"], f"{CALIBRATION}/calibration.md"
+        )
 
     def add(self, *lines: str) -> None:
         self.lines.extend(lines)
@@ -170,6 +175,7 @@ class Writer:
             f"- Load: {study['tool']} (open loop, latency from each request's due time), "
             f"{s['connections']} connections split evenly over the entry nodes; requests go to "
             "the entry nodes round-robin, as a client library spreads them over a cluster.",
+            f"- {self.tool_note}",
             f"- CPUs: the nodes' Python threads pinned in turn to CPU(s) "
             f"{', '.join(map(str, study['server_cpus']))}; the load and py-spy on "
             f"{', '.join(map(str, study['load_cpus'])) or 'the same CPUs'}.",
@@ -303,6 +309,7 @@ class Writer:
             ["rate", "blocking: served/s", "p50 / p99 ms", "answers", "async: served/s",
              "p50 / p99 ms", "answers"], rows,
         )  # fmt: skip
+        self.add(self.tool_note, "")
         self.config_plots(workload, replication, scenario, title)
 
     def config_plots(self, workload: str, replication: str, scenario: str, title: str) -> None:
@@ -398,6 +405,7 @@ class Writer:
                 ["peer calls", "worst 100 ms p99, before", "while stopped", "after",
                  "p99 under the bound again"], rows,
             )  # fmt: skip
+            self.add(self.tool_note, "")
 
     def profiles_section(self) -> None:
         d = self.data

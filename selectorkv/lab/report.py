@@ -25,6 +25,7 @@ from typing import Any
 
 from selectorkv.config import DEFAULTS
 from selectorkv.lab import plots
+from selectorkv.lab.calibration import bias_note
 from selectorkv.lab.profile import ThreadProfile, thread_profiles
 from selectorkv.lab.spread import Spread, compare
 from selectorkv.lab.study import MODES, held
@@ -171,9 +172,15 @@ def pct(value: float) -> str:
     return f"{100 * value:.0f}%"
 
 
+CALIBRATION = "calibration"  # the study's calibration of its tool, beside report.md
+
+
 class Writer:
     def __init__(self, data: Data) -> None:
         self.data = data
+        self.tool_note = bias_note(
+            data.out / CALIBRATION, data.study["tool"], f"{CALIBRATION}/calibration.md"
+        )
         self.lines: list[str] = []
         self.observations: list[str] = []
         self.seed: list[tuple[str, str, str]] = []  # (seed's finding, here, verdict)
@@ -204,6 +211,7 @@ class Writer:
             d.study["versions"],
             f"- Load tool: **{d.study['tool']}** for every figure (capacity and constant "
             "rates); latency counted from each request's due time.",
+            f"- {self.tool_note}",
             f"- Server: defaults ({DEFAULTS.selectors} SelectorThread, {DEFAULTS.workers} "
             f"PayloadThread in async mode, queue {DEFAULTS.queue_size}), Python threads on the "
             f"highest-numbered CPU; the load tool, py-spy and the metrics sampler on CPUs "
@@ -259,6 +267,7 @@ class Writer:
                 ]
             ],
         )
+        self.add(f"Closed loop, measured with **{d.study['tool']}** (no latency).", "")
         self.observations.append(
             f"{name} capacity: sync {cap['sync'].format()} req/s, async "
             f"{cap['async'].format()} req/s (async/sync {ratios.format('.2f', 'x')}): "
@@ -305,6 +314,7 @@ class Writer:
             ],
             rows,
         )
+        self.add(self.tool_note, "")
         if any(row[0].endswith("*") for row in rows):
             self.add(
                 "\\* the load tool fell behind its own schedule with connections free (its "
@@ -318,6 +328,7 @@ class Writer:
             ["mode", f"highest rate held (p99 <= {d.settings['p99_bound_ms']:g} ms)"],
             [[m, f"{bp[m]:,.0f} req/s" if bp[m] else f"none (below {lowest:,.0f})"] for m in MODES],
         )
+        self.add(self.tool_note, "")
         self.plots(workload)
         self.compare_modes(workload)
         self.profiles(workload)

@@ -75,7 +75,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from selectorkv.lab import profile
 from selectorkv.lab.fill import fill as fill_database
 from selectorkv.lab.spread import Spread
-from selectorkv.lab.tools import LoadTool, served_rate
+from selectorkv.lab.tools import LoadTool, served_rate, tool_version
 
 log = logging.getLogger("selectorkv.lab")
 
@@ -191,12 +191,7 @@ def describe_versions(tool: str) -> str:
         except metadata.PackageNotFoundError:
             continue
     if tool.startswith("wrk"):
-        binary = tool.split()[0]
-        try:
-            first = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False)
-            parts.append((first.stdout or first.stderr).splitlines()[0].strip())
-        except (OSError, IndexError):
-            parts.append(binary)
+        parts.append(tool_version(tool))
     return "- Versions: " + ", ".join(parts)
 
 
@@ -429,6 +424,8 @@ class Lab(Workbench):
 
     def run(self) -> Study:
         try:
+            if self.tool.warmup_seconds:
+                self.say(self.tool.warmup_note(self.settings.run_seconds))
             self.say(f"filling {self.settings.data} to {self.settings.size / 2**20:.0f} MiB")
             report = fill_database(str(self.settings.data), self.settings.size, None)
             self.say(f"database: {report.keys:,} keys, {report.size / 2**20:.1f} MiB")

@@ -11,25 +11,36 @@ can give them:
   there;
 - ``wrk`` -- Debian's wrk 4, closed loop by design, paced to a constant rate
   by wrk_scripts/paced.lua (one connection per wrk thread);
-- ``wrk2`` -- when it is on PATH: ``-R`` and ``-L``, the seed's tool. Its
-  percentile spectrum is read back into a histogram.
+- ``wrk2`` -- when it is on PATH (or named by ``$WRK2``): ``-R`` and ``-L``,
+  the seed's tool. Its percentile spectrum is read back into a histogram.
 
 Every run comes back as a ``Measurement``: the figures of
 ``selectorkv load --json`` plus the histogram, so the rest of the lab never
 asks which tool made it; the figures name the tool, and so does the report.
+
+No tool is picked silently. The default (cli.py's ``DEFAULT_TOOL``) is the one that
+``selectorkv lab --calibrate`` found least biased against the known-latency
+target on the project's machine (docs/lab.md, "The instruments"); another is
+used only when asked for, and every report states its tool's measured bias.
+
+Warm-up. wrk2 measures its first 10 s (``CALIBRATE_DELAY_MS`` in its
+src/wrk.h, plus 1 ms per connection of a thread) only to calibrate, then
+starts its histogram afresh: a shorter run reports the calibration itself.
+Its runs are therefore lengthened by ``warmup_seconds``, and the lab says so.
 """
 
 from __future__ import annotations
 
 import abc
 import json
+import math
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +104,21 @@ def figures_from(
     }
 
 
+# wrk2's calibration (10 s) and its connections' staggered start (1 ms each,
+# 64 per thread in the lab), rounded up: every wrk2 run is this much longer.
+WRK2_WARMUP = 11.0
+
+
 class LoadTool(abc.ABC):
     name = ""
+    warmup_seconds = 0.0  # added to every run: the part the tool does not measure
+
+    def warmup_note(self, duration: float) -> str:
+        """What the warm-up does to a run of ``duration`` seconds."""
+        return (
+            f"{self.name} does not measure its first {self.warmup_seconds:g} s (its warm-up): "
+            f"each {duration:g} s run is lengthened to {duration + self.warmup_seconds:g} s"
+        )
 
     @abc.abstractmethod
     def capacity(self, url: str, workload: str, connections: int, duration: float) -> float:
@@ -119,7 +143,10 @@ class SelectorkvLoad(LoadTool):
         duration: float,
         closed_loop: bool,
     ) -> Measurement:
-        report = load.generate(url, workload, rate, connections, duration, closed_loop=closed_loop)
+        # In a process of its own: the lab's threads must not share its GIL.
+        report = load.generate(
+            url, workload, rate, connections, duration, closed_loop=closed_loop, separate=True
+        )
         figures = report.as_json()
         if closed_loop:
             figures["target_rate"] = None
@@ -209,19 +236,22 @@ class Wrk2(LoadTool):
     """wrk2 (-R, -L), the seed's tool, with the same workload scripts."""
 
     name = "wrk2"
+    warmup_seconds = WRK2_WARMUP
 
-    def __init__(self, binary: str = "wrk2") -> None:
-        self.binary = binary
+    def __init__(self, binary: str | None = None) -> None:
+        self.binary = binary or find("wrk2") or "wrk2"
 
     def _command(
         self, url: str, workload: str, rate: float, connections: int, duration: float
     ) -> list[str]:
-        threads = min(connections, os.cpu_count() or 1)
+        # One thread per CPU this thread may run on (the lab pins it to the
+        # load CPUs): more would share a core and be late to their own timers.
+        threads = min(connections, len(os.sched_getaffinity(0)))
         return [
             self.binary,
             f"-t{threads}",
             f"-c{connections}",
-            f"-d{_wrk_duration(duration)}",
+            f"-d{math.ceil(duration + self.warmup_seconds)}s",
             f"-R{round(rate)}",
             "-L",
             "-s",
@@ -287,19 +317,49 @@ def _run_tool(command: list[str], env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
-FACTORIES: dict[str, Callable[[], LoadTool]] = {
+FACTORIES: dict[str, type[LoadTool]] = {
     "selectorkv": SelectorkvLoad,
     "wrk": WrkPaced,
     "wrk2": Wrk2,
 }
 
 
+def find(name: str) -> str | None:
+    """The binary of a tool: None when this machine lacks it. wrk2 is not
+    packaged by Debian; ``$WRK2`` may name a build outside PATH."""
+    if name == "selectorkv":
+        return name  # this package
+    if name == "wrk2" and os.environ.get("WRK2"):
+        path = os.environ["WRK2"]
+        return path if os.access(path, os.X_OK) else None
+    return shutil.which(name)
+
+
+def tool_version(tool: str) -> str:
+    """The version line of a tool, by its ``LoadTool.name``."""
+    binary = tool.split()[0]
+    if binary == "selectorkv":
+        return f"selectorkv load {metadata.version('selectorkv')}"
+    try:
+        done = subprocess.run(
+            [find(binary) or binary, "-v"], capture_output=True, text=True, check=False
+        )
+        return (done.stdout or done.stderr).splitlines()[0].strip()
+    except (OSError, IndexError):
+        return binary
+
+
+def key_of(tool: str) -> str:
+    """The ``--tool`` name of a ``LoadTool.name``."""
+    return next((key for key, kind in FACTORIES.items() if kind.name == tool), tool)
+
+
 def choose(name: str) -> LoadTool:
-    """``auto``: wrk2 when it is on PATH (the seed's tool), else selectorkv load."""
-    if name == "auto":
-        name = "wrk2" if shutil.which("wrk2") else "selectorkv"
-    if name != "selectorkv" and not shutil.which(name):
-        raise RuntimeError(f"{name} is not on PATH")
+    if find(name) is None:
+        raise RuntimeError(
+            f"{name} is not on this machine"
+            + (" (put it on PATH or name it in $WRK2: docs/lab.md)" if name == "wrk2" else "")
+        )
     if name != "selectorkv" and not (WRK_SCRIPTS / "paced.lua").exists():
         raise RuntimeError(f"{name} needs wrk_scripts/ (run the lab from a checkout)")
     return FACTORIES[name]()

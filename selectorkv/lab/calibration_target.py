@@ -1,0 +1,211 @@
+"""The calibration target: a server whose latency is known by construction.
+
+# design
+
+A load tool reports what it saw; to know what it *adds*, it must be pointed
+at a server whose answer time is known. This one answers every request of
+the ``/v0/entity`` API after a fixed service time (``--service-ms``) and
+nothing else: no storage, no parsing beyond the request's length, so that
+its own cost stays a few tens of microseconds.
+
+"Known" is measured, not assumed, on the server side. Each request's *hold*
+runs from the moment the kernel received its last bytes to the moment its
+answer is handed back to the kernel:
+
+- the start is the kernel's receive timestamp (``SO_TIMESTAMPNS``, read with
+  ``recvmsg``), so the time a request waited in the socket while this loop
+  was busy with another is in the hold too;
+- the answer is due at start + service time. The loop waits with
+  ``select.select``, whose timeout has microsecond resolution; ``epoll``'s
+  has milliseconds, and a 1 ms service time would come out between 1 and
+  2 ms.
+
+Every hold goes into an HdrHistogram; ``GET /hold`` returns it (encoded) and
+starts a new one, so the lab reads the hold of each run it makes. Each
+answer also carries its own hold in ``X-Hold-Us``: a ping loop subtracts it
+from the round trip it measured and is left with the floor, the part of
+the latency that is neither the server's nor the tool's (docs/lab.md).
+
+One thread, one ``select`` loop: ``select`` limits it to file descriptors
+below 1024, which the lab's 64 connections are far from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import selectors
+import socket
+import struct
+import time
+from collections.abc import Sequence
+
+from hdrh.histogram import HdrHistogram
+
+# Linux's SO_TIMESTAMPNS (asm-generic/socket.h, SO_TIMESTAMPNS_OLD); Python's
+# socket module does not name it. The control message's type is the same number.
+SO_TIMESTAMPNS = 35
+TIMESPEC = struct.Struct("@qq")  # struct timespec: seconds, nanoseconds
+HIGHEST_US = 60_000_000
+ANSWERS = {b"GET": b"200 OK", b"PUT": b"201 Created", b"DELETE": b"202 Accepted"}
+BODY = b"x" * 64  # a GET's value
+
+
+class Peer:
+    """One client connection: its unread bytes and its answers not yet due."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self.outgoing = bytearray()
+
+
+class Target:
+    def __init__(self, port: int, service_s: float) -> None:
+        self.service_ns = round(service_s * 1e9)
+        self.listener = socket.create_server(("127.0.0.1", port), backlog=1024)
+        self.listener.setblocking(False)
+        self.selector = selectors.SelectSelector()  # microsecond timeouts (see design)
+        self.selector.register(self.listener, selectors.EVENT_READ, None)
+        # (due ns, sequence, peer, method, received ns): answers in due order
+        self.due: list[tuple[int, int, Peer, bytes, int]] = []
+        self.sequence = 0
+        self.holds = HdrHistogram(1, HIGHEST_US, 3)
+
+    def serve_forever(self) -> None:
+        while True:
+            timeout = None
+            if self.due:
+                timeout = max(0.0, (self.due[0][0] - time.time_ns()) / 1e9)
+            for key, events in self.selector.select(timeout):
+                peer = key.data
+                if peer is None:
+                    self.accept()
+                    continue
+                if events & selectors.EVENT_READ:
+                    self.read(peer)
+                if events & selectors.EVENT_WRITE and peer.sock.fileno() >= 0:
+                    self.flush(peer)
+            self.answer_due()
+
+    def accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:  # not Linux: the hold then starts when the bytes are read
+            pass
+        self.selector.register(sock, selectors.EVENT_READ, Peer(sock))
+
+    def read(self, peer: Peer) -> None:
+        try:
+            data, ancillary, _, _ = peer.sock.recvmsg(65536, socket.CMSG_SPACE(TIMESPEC.size))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close(peer)
+            return
+        received = time.time_ns()
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = TIMESPEC.unpack(value[: TIMESPEC.size])
+                received = seconds * 1_000_000_000 + nanoseconds
+        peer.buffer += data
+        while (request := self.take_request(peer)) is not None:
+            method, path = request
+            if path.startswith(b"/hold"):
+                self.send(peer, b"200 OK", self.holds.encode(), 0)
+                self.holds = HdrHistogram(1, HIGHEST_US, 3)
+                continue
+            self.sequence += 1
+            heapq.heappush(
+                self.due, (received + self.service_ns, self.sequence, peer, method, received)
+            )
+
+    @staticmethod
+    def take_request(peer: Peer) -> tuple[bytes, bytes] | None:
+        """The method and target of a complete request (consumed), or None."""
+        end = peer.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return None
+        head = bytes(peer.buffer[:end])
+        length = 0
+        at = head.lower().find(b"\r\ncontent-length:")
+        if at >= 0:
+            line_end = head.find(b"\r\n", at + 2)
+            length = int(head[at + 17 : line_end if line_end >= 0 else len(head)])
+        if len(peer.buffer) < end + 4 + length:
+            return None
+        del peer.buffer[: end + 4 + length]
+        method, path = head.split(b" ", 2)[:2]
+        return method, path
+
+    def answer_due(self) -> None:
+        now = time.time_ns()
+        while self.due and self.due[0][0] <= now:
+            _, _, peer, method, received = heapq.heappop(self.due)
+            if peer.sock.fileno() < 0:
+                continue  # the client went away
+            hold_us = max(1, (time.time_ns() - received) // 1000)
+            self.holds.record_value(hold_us)
+            body = BODY if method == b"GET" else b""
+            self.send(peer, ANSWERS.get(method, b"405 Method Not Allowed"), body, hold_us)
+
+    def send(self, peer: Peer, status: bytes, body: bytes, hold_us: int) -> None:
+        peer.outgoing += b"HTTP/1.1 %s\r\nContent-Length: %d\r\nX-Hold-Us: %d\r\n\r\n%s" % (
+            status,
+            len(body),
+            hold_us,
+            body,
+        )
+        self.flush(peer)
+
+    def flush(self, peer: Peer) -> None:
+        try:
+            sent = peer.sock.send(peer.outgoing)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close(peer)
+            return
+        del peer.outgoing[:sent]
+        # A slow reader: wait for room instead of blocking the loop.
+        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.outgoing else 0)
+        if self.selector.get_key(peer.sock).events != wanted:
+            self.selector.modify(peer.sock, wanted, peer)
+
+    def close(self, peer: Peer) -> None:
+        self.selector.unregister(peer.sock)
+        peer.sock.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m selectorkv.lab.calibration_target",
+        description="A server that answers the /v0/entity API after a fixed service time; "
+        "GET /hold returns the server-side holds since the last GET /hold (an encoded "
+        "HdrHistogram, microseconds). The lab's known-latency target (selectorkv lab --calibrate).",
+    )
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--service-ms", type=float, default=0.0, help="time before each answer")
+    parser.add_argument("--cpu", type=int, help="pin to this CPU")
+    args = parser.parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    target = Target(args.port, args.service_ms / 1000)
+    try:
+        target.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
