@@ -43,6 +43,8 @@ from collections.abc import Sequence
 
 from hdrh.histogram import HdrHistogram
 
+from selectorkv.lab.load import take_message
+
 # Linux's SO_TIMESTAMPNS (asm-generic/socket.h, SO_TIMESTAMPNS_OLD); Python's
 # socket module does not name it. The control message's type is the same number.
 SO_TIMESTAMPNS = 35
@@ -132,18 +134,9 @@ class Target:
     @staticmethod
     def take_request(peer: Peer) -> tuple[bytes, bytes] | None:
         """The method and target of a complete request (consumed), or None."""
-        end = peer.buffer.find(b"\r\n\r\n")
-        if end < 0:
+        head = take_message(peer.buffer)
+        if head is None:
             return None
-        head = bytes(peer.buffer[:end])
-        length = 0
-        at = head.lower().find(b"\r\ncontent-length:")
-        if at >= 0:
-            line_end = head.find(b"\r\n", at + 2)
-            length = int(head[at + 17 : line_end if line_end >= 0 else len(head)])
-        if len(peer.buffer) < end + 4 + length:
-            return None
-        del peer.buffer[: end + 4 + length]
         method, path = head.split(b" ", 2)[:2]
         return method, path
 

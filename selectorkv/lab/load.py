@@ -182,20 +182,27 @@ class ClientConnection:
 
     def take_response(self) -> int | None:
         """The status of a complete response in the buffer (consumed), or None."""
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return None
-        head = bytes(self.buffer[:end]).lower()
-        length = 0
-        at = head.find(b"\r\ncontent-length:")
-        if at >= 0:
-            line_end = head.find(b"\r\n", at + 2)
-            length = int(head[at + 17 : line_end if line_end >= 0 else len(head)])
-        if len(self.buffer) < end + 4 + length:
-            return None
-        status = int(head[9:12])
-        del self.buffer[: end + 4 + length]
-        return status
+        head = take_message(self.buffer)
+        return None if head is None else int(head[9:12])
+
+
+def take_message(buffer: bytearray) -> bytes | None:
+    """The head of the first complete HTTP message in ``buffer`` (the message,
+    body too, consumed), or None until all of it has arrived. Only
+    Content-Length framing: what selectorkv and the calibration target send."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(buffer[:end])
+    length = 0
+    at = head.lower().find(b"\r\ncontent-length:")
+    if at >= 0:
+        line_end = head.find(b"\r\n", at + 2)
+        length = int(head[at + 17 : line_end if line_end >= 0 else len(head)])
+    if len(buffer) < end + 4 + length:
+        return None
+    del buffer[: end + 4 + length]
+    return head
 
 
 # In a worker process of generate()'s pool: (ready, go, base), set by
