@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report report-cluster calibrate peers builds cluster clean
+.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report report-cluster calibrate tutorial peers builds cluster clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -78,6 +78,11 @@ report: $(VENV)/.installed-dev
 calibrate: $(VENV)/.installed-dev
 	$(BIN)/selectorkv lab --calibrate --out reports/calibration $(ARGS)
 
+# The tutorial's figures (docs/tutorial/): every step under the same load,
+# idle and slow clients, the parsers' answers. About seven minutes; needs wrk.
+tutorial: $(VENV)/.installed-dev
+	$(BIN)/python -m docs.tutorial.measure $(ARGS)
+
 # The cluster study (selectorkv lab --cluster 3): blocking against asynchronous
 # peer calls, healthy and with a node down; about 35 minutes on 2 cores,
 # `make report-cluster ARGS=--quick` for a few. Writes reports/cluster/report-cluster.md.
@@ -100,9 +105,9 @@ cluster: $(VENV)/.installed-base
 	$(BIN)/selectorkv cluster --nodes 3 $(ARGS)
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check selectorkv tests benchmarks
-	$(BIN)/ruff format --check selectorkv tests benchmarks
-	$(BIN)/mypy selectorkv
+	$(BIN)/ruff check selectorkv tests benchmarks docs/tutorial
+	$(BIN)/ruff format --check selectorkv tests benchmarks docs/tutorial
+	$(BIN)/mypy selectorkv docs/tutorial
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .benchmarks *.egg-info data-lab data-lab-cluster data-cluster
