@@ -10,6 +10,8 @@ request until the test lets it go.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +21,7 @@ import pytest
 
 from docs.tutorial import api, step3_reactor
 from docs.tutorial.hand_parser import MAX_BODY
-from docs.tutorial.measure import StepProcess
+from docs.tutorial.measure import ROOT, StepProcess
 from docs.tutorial.step3_reactor import Reactor
 from docs.tutorial.step4_h11 import H11Parser
 from docs.tutorial.step5_pool import PoolReactor, new_pool
@@ -174,6 +176,20 @@ def test_h11_closes_after_the_answer_when_the_client_asks() -> None:
         client.send(request_bytes("GET", "/v0/entity?id=x", extra="Connection: close\r\n"))
         assert client.read_reply().status == 404
         assert client.is_closed_by_server()
+
+
+def test_readiness_demo_shows_level_triggered_reports() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "docs.tutorial.readiness"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    assert "90 left unread:         readable on 3 of 3 selects" in out
+    assert "nothing left:           readable on 0 of 3 selects" in out
+    assert "writable on 1000 of 1000 selects" in out
 
 
 # ----------------------------------------------------------------------
