@@ -91,6 +91,7 @@ def test_pipelined_requests_are_answered_in_order(step: tuple[str, ...]) -> None
         client.close()
 
 
+@pytest.mark.timing
 def test_blocking_server_answers_a_second_client_only_after_the_first_leaves() -> None:
     with running(("step1_blocking",)) as address:
         first = RawClient(address)
@@ -123,6 +124,7 @@ def test_second_client_is_answered_while_the_first_stays_connected(step: tuple[s
         second.close()
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("step", NON_BLOCKING, ids=step_id)
 def test_slow_reader_gets_every_byte_and_holds_up_no_one(step: tuple[str, ...]) -> None:
     big = b"b" * (1024 * 1024)
@@ -259,6 +261,7 @@ def has_no_answer_yet(client: RawClient) -> bool:
     return False
 
 
+@pytest.mark.timing
 def test_without_a_pool_a_slow_storage_holds_every_client(slow_storage: SlowStorage) -> None:
     waiting, other = slow_then_other(start_in_process([Reactor(H11Parser)]), slow_storage)
     # The reactor's one thread is inside handle(): nobody can be answered.
@@ -268,6 +271,7 @@ def test_without_a_pool_a_slow_storage_holds_every_client(slow_storage: SlowStor
     assert other.read_reply().status == 404
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("reactors", [1, 2])
 def test_pool_answers_others_while_a_request_waits_on_a_slow_storage(
     slow_storage: SlowStorage, reactors: int

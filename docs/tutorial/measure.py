@@ -50,10 +50,10 @@ HOLD_S = 1.0  # how long the first client keeps its connection in "the second cl
 
 class StepProcess:
     """``python -m docs.tutorial.<module> --port 0 ...`` as a child process;
-    a dotted module (``selectorkv``) runs as given."""
+    ``selectorkv`` (the real server, chapter 7) runs as itself."""
 
     def __init__(self, module: str, *args: str) -> None:
-        name = module if "." in module or module == "selectorkv" else f"docs.tutorial.{module}"
+        name = module if module == "selectorkv" else f"docs.tutorial.{module}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", name, *args, "--port", "0"],
             cwd=ROOT,
