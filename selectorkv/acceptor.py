@@ -101,6 +101,9 @@ class Acceptor(threading.Thread):
         self._reactors = reactors
         self._slots = slots
         self._next = 0
+        # Sockets handed to SelectorThreads so far (/metrics). Written by
+        # this thread only; another thread reads a whole int.
+        self.accepted = 0
         self._running = True
         self._paused = False
         self._wakeup = Wakeup()
@@ -150,6 +153,7 @@ class Acceptor(threading.Thread):
             # Responses leave in one write; Nagle would only delay them.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._reactors[self._next].adopt(sock, self._slots.give_back)
+            self.accepted += 1
             self._next = (self._next + 1) % len(self._reactors)
 
     def _pause(self) -> None:

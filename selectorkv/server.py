@@ -183,7 +183,12 @@ class Server:
                 sum(reactor.connection_count for reactor in self._reactors),
             ),
         }
-        counters: dict[str, tuple[str, float]] = {}
+        counters: dict[str, tuple[str, float]] = {
+            "connections_accepted": (
+                "Client connections accepted and handed to a SelectorThread.",
+                self._acceptor.accepted if self._acceptor is not None else 0,
+            ),
+        }
         # RocksStorage counts its log syncs when --fsync is on (a wrapped or
         # test storage may not): the figure that shows group commit at work.
         wal_syncs = getattr(self._storage, "wal_syncs", None)

@@ -30,6 +30,14 @@ def wal_syncs(server: Server) -> int:
     return int(float(found.group(1)))
 
 
+def accepted(server: Server) -> int:
+    found = re.search(
+        rb"^selectorkv_connections_accepted_total (\S+)$", server.metrics(), re.MULTILINE
+    )
+    assert found, "no selectorkv_connections_accepted_total"
+    return int(float(found.group(1)))
+
+
 def test_one_sync_per_write_without_concurrency(make_server: ServerFactory, mode: str) -> None:
     server = make_server(mode, fsync=True)
     client = RawClient(server.address)
@@ -60,6 +68,11 @@ def test_writes_that_arrive_together_share_a_sync_injected_blocking_storage(
         client.send(request_bytes("PUT", f"/v0/entity?id=c{i}", b"%d" % i))
     if mode == "async":
         wait_until(lambda: queue_depth(server) == 16, "16 writes queued")
+    else:
+        # The one SelectorThread is held in the storage; it adopts the new
+        # connections when released. All 16 must be handed to it by then,
+        # or a late one is read in a round of its own (a second batch).
+        wait_until(lambda: accepted(server) == 17, "17 connections handed over")
     storage.gate.set()
     assert first.read_reply().status == 201
     assert [client.read_reply().status for client in clients] == [201] * 16

@@ -22,10 +22,12 @@ from tests.conftest import (
 
 
 def refused(address: tuple[str, int]) -> bool:
-    """True once nothing listens at ``address``."""
+    """True once nothing listens at ``address``. A connect that races the
+    close of the listening socket is reset instead of refused (its SYN was
+    queued on the socket being closed): that too says nothing listens."""
     try:
         socket.create_connection(address, timeout=5).close()
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     return False
 
