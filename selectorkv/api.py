@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Generator
 from typing import NamedTuple
 
+from selectorkv import metrics as counters
 from selectorkv.records import ReplicaStore, decode
 from selectorkv.storage import Cursor, Storage, StorageError
 
@@ -37,6 +38,7 @@ class Request(NamedTuple):
     target: bytes
     body: bytes = b""
     token: bytes = b""  # the cluster token, read only for internal requests
+    cluster: bytes = b""  # the sender's cluster id, read only for internal requests
 
 
 class Response(NamedTuple):
@@ -54,6 +56,14 @@ class Response(NamedTuple):
 INTERNAL_PREFIX = b"/v0/internal/"
 INTERNAL_ENTITY = b"/v0/internal/entity"
 TOKEN_HEADER = b"x-selectorkv-token"
+CLUSTER_HEADER = b"x-selectorkv-cluster"
+# An internal request carries what a client sent plus a little: the record's
+# kind and version before the value (RECORD_OVERHEAD), and a head with the
+# token, the cluster id and the peer's address. The receiving node allows
+# internal requests that much more than its client limits, so that every
+# value and key a client may write can be replicated (connection.py).
+RECORD_OVERHEAD = 17
+INTERNAL_HEAD_ALLOWANCE = 1024
 RECORD_TYPE = ((b"content-type", b"application/octet-stream"),)
 
 
@@ -86,6 +96,7 @@ SERVICE_UNAVAILABLE = Response(503)
 NOT_ENOUGH_REPLICAS = Response(504, b"not enough replicas answered\n")
 FORBIDDEN = Response(403, b"internal requests need the cluster's token\n")
 BAD_RECORD = Response(400, b"the body is not a versioned record\n")
+OTHER_TOPOLOGY = Response(409, b"the sender has another node list (cluster id)\n")
 
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
 
@@ -159,11 +170,14 @@ class Api:
         metrics: Callable[[], bytes] | None = None,
         replica: ReplicaStore | None = None,
         token: bytes = b"",
+        cluster_id: bytes = b"",
     ) -> None:
         self._storage = storage
         self._metrics = metrics  # the server's /metrics text, when there is a server
         self._replica = replica
         self._token = token
+        self._cluster_id = cluster_id
+        self._strangers: set[bytes] = set()  # cluster ids already logged
 
     def handle(self, request: Request) -> Response:
         """Never raises: a storage failure is a 500, logged with its cause.
@@ -210,9 +224,15 @@ class Api:
 
     def _internal(self, replica: ReplicaStore, request: Request, query: bytes) -> Response:
         """A node's request for this node's replica of a key: GET answers
-        the stored record (404: none), PUT applies one (the newer wins)."""
+        the stored record (404: none); PUT applies one and answers 201 when
+        it is stored, or 200 with the newer record the replica kept."""
         if not self._token or not hmac.compare_digest(request.token, self._token):
             return FORBIDDEN
+        if request.cluster and request.cluster != self._cluster_id:
+            # Nodes always send their id; a request without one is an
+            # operator's (curl with the token), who asks for no placement.
+            self._stranger(request.cluster)
+            return OTHER_TOPOLOGY
         key = entity_id(query)
         if key is None:
             return BAD_ID
@@ -225,8 +245,24 @@ class Api:
             record = decode(request.body)
         except ValueError:
             return BAD_RECORD
-        replica.apply(key, record)
-        return CREATED
+        kept = replica.apply(key, record)
+        if kept is record:
+            return CREATED
+        counters.count("writes_superseded")
+        return Response(200, kept.encode(), RECORD_TYPE)
+
+    def _stranger(self, cluster: bytes) -> None:
+        """Count a request from a node with another node list; log each
+        such list once (a misconfigured node sends many)."""
+        counters.count("topology_mismatches")
+        if cluster not in self._strangers and len(self._strangers) < 64:
+            self._strangers.add(cluster)
+            log.error(
+                "refused an internal request from a node with cluster id %r; this node's is %r: "
+                "the nodes were started with different --cluster lists",
+                cluster.decode("ascii", "replace"),
+                self._cluster_id.decode(),
+            )
 
     def _entity(self, method: bytes, query: bytes, body: bytes) -> Response:
         if method not in (b"GET", b"PUT", b"DELETE"):

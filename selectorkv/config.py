@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from selectorkv.placement import Topology
 
 ENV_PREFIX = "SELECTORKV_"
+# The cluster token travels in every internal request's head, within the
+# allowance that head has over a client's (api.INTERNAL_HEAD_ALLOWANCE).
+MAX_TOKEN = 256
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,6 @@ class ServerConfig:
     max_header_size: int = 16 * 1024
     keepalive_timeout: float = 30.0
     header_timeout: float = 10.0
-    # How long a complete request may wait for an answer given later by
-    # another thread (504 after it). Sync and async mode answer at once, so
-    # it becomes a flag with the first executor that answers later.
     request_timeout: float = 10.0
     grace: float = 10.0
     fsync: bool = False
@@ -81,7 +81,14 @@ class ServerConfig:
         if self.cluster:
             from selectorkv.placement import Topology
 
+            if not self.self_node:
+                raise ValueError(
+                    "--cluster needs --self: which of the listed nodes this one is "
+                    "(its http://host:port exactly as in --cluster)"
+                )
             Topology.parse(self.cluster, self.self_node)  # TopologyError is a ValueError
+            if len(self.cluster_token) > MAX_TOKEN:
+                raise ValueError(f"the cluster token is longer than {MAX_TOKEN} characters")
             if not self.cluster_token:
                 raise ValueError(
                     "--cluster needs --cluster-token (or SELECTORKV_CLUSTER_TOKEN): the secret "
@@ -89,6 +96,16 @@ class ServerConfig:
                 )
         elif self.self_node:
             raise ValueError("--self names this node in --cluster, which is not given")
+
+    @property
+    def answer_timeout(self) -> float:
+        """How long a request waits for an answer given later (504 after
+        it): ``request_timeout``, and in a cluster at least what a read may
+        take, its replicas' answers and then its read repair, each within
+        ``peer_timeout``, plus a second: the quorum always decides first."""
+        if not self.cluster:
+            return self.request_timeout
+        return max(self.request_timeout, 2 * self.peer_timeout + 1.0)
 
     @property
     def topology(self) -> Topology | None:
@@ -204,6 +221,13 @@ OPTIONS: tuple[Option, ...] = (
         "header_timeout",
         positive_float,
         "seconds a request head may take to arrive; also the longest pause inside a body",
+    ),
+    Option(
+        "request_timeout",
+        positive_float,
+        "seconds a complete request may wait for an answer that another thread or node "
+        "gives (504 after it); in a cluster at least twice --peer-timeout plus 1: a read "
+        "waits for its replicas, then for its read repair",
     ),
     Option("grace", positive_float, "seconds in-flight requests get to finish on SIGTERM/SIGINT"),
     Option("fsync", boolean, "fsync the write-ahead log on every write (survives power loss)"),

@@ -121,7 +121,15 @@ from selectors import EVENT_READ, EVENT_WRITE
 from typing import TYPE_CHECKING
 
 from selectorkv import framing, metrics
-from selectorkv.api import INTERNAL_PREFIX, TOKEN_HEADER, Request, Response
+from selectorkv.api import (
+    CLUSTER_HEADER,
+    INTERNAL_HEAD_ALLOWANCE,
+    INTERNAL_PREFIX,
+    RECORD_OVERHEAD,
+    TOKEN_HEADER,
+    Request,
+    Response,
+)
 from selectorkv.cycle import Executor, Owner, RequestCycle
 from selectorkv.parser import h11
 from selectorkv.transport import HIGH_WATER, LINGER_SECONDS, Transport
@@ -220,7 +228,11 @@ class Connection:
         self._timer = reactor.timer(self._on_timeout, self)
         self._limits = limits
         self._executor = executor
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_size)
+        # h11's own bound is the backstop; scan_head applies the exact one,
+        # which is larger for a node's internal request (_head_limit).
+        self._h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=limits.max_header_size + INTERNAL_HEAD_ALLOWANCE
+        )
         # A fresh connection counts from its accept, so a silent client times out.
         self._phase = HEAD
         self._head_since: float | None = time.monotonic()  # when the head in HEAD began
@@ -375,7 +387,7 @@ class Connection:
                 buffered, eof = conn.trailing_data
                 if not buffered and not eof:
                     return  # between requests with nothing buffered: no need to ask h11
-                _, status, problem, _ = framing.scan_head(buffered, self._limits.max_header_size)
+                _, status, problem, _ = framing.scan_head(buffered, self._head_limit(buffered))
                 if status:
                     self._reject(status, problem)
                     return
@@ -404,6 +416,21 @@ class Connection:
                 # once the stream ends and start_next_cycle has run.
                 return
 
+    def _head_limit(self, buffered: bytes) -> int:
+        """The largest head allowed for the request at the start of
+        ``buffered``: a client's, or a little more for a node's internal
+        request, which carries what a client sent plus its own headers
+        (api.INTERNAL_HEAD_ALLOWANCE). Whether the token is right is the
+        API's to say; the allowance is the same for anyone."""
+        if buffered.find(b" " + INTERNAL_PREFIX, 0, 24) != -1:
+            return self._limits.max_header_size + INTERNAL_HEAD_ALLOWANCE
+        return self._limits.max_header_size
+
+    def _body_limit(self, internal: bool) -> int:
+        """The largest body: a client's value, or for an internal request
+        that value as a record (api.RECORD_OVERHEAD more)."""
+        return self._limits.max_body + (RECORD_OVERHEAD if internal else 0)
+
     def _reading_phase(self) -> Phase:
         """The phase to return to once the outbound buffer has drained."""
         if self._h11.their_state is h11.SEND_BODY:
@@ -414,8 +441,10 @@ class Connection:
         self._phase = BODY
         self._head_since = None
         self._cycle = cycle = RequestCycle(self, head.method, head.target)
-        if head.target.startswith(INTERNAL_PREFIX):  # a node's request: is it one?
+        internal = head.target.startswith(INTERNAL_PREFIX)
+        if internal:  # a node's request: is it one?
             cycle.peer_token = framing.header(head, TOKEN_HEADER)
+            cycle.peer_cluster = framing.header(head, CLUSTER_HEADER)
         if head.http_version not in (b"1.0", b"1.1"):
             self._reject(505, b"only HTTP/1.0 and HTTP/1.1 are served\n")
             return
@@ -423,8 +452,9 @@ class Connection:
         if problem:
             self._reject(400, problem)
             return
-        if declared is not None and declared > self._limits.max_body:
-            self._reject(413, framing.too_large(self._limits.max_body))
+        max_body = self._body_limit(internal)
+        if declared is not None and declared > max_body:
+            self._reject(413, framing.too_large(max_body))
             return
         if self._h11.they_are_waiting_for_100_continue:
             # The client holds the body back until we say we want it, so
@@ -436,8 +466,9 @@ class Connection:
         cycle = self._cycle
         assert cycle is not None
         cycle.body_size += len(data)
-        if cycle.body_size > self._limits.max_body:  # a chunked body grew too large
-            self._reject(413, framing.too_large(self._limits.max_body))
+        max_body = self._body_limit(cycle.target.startswith(INTERNAL_PREFIX))
+        if cycle.body_size > max_body:  # a chunked body grew too large
+            self._reject(413, framing.too_large(max_body))
             return
         cycle.body.append(data)
 
@@ -447,7 +478,9 @@ class Connection:
         assert cycle is not None
         self.reactor.stats.requests += 1
         self._phase = EXECUTING
-        request = Request(cycle.method, cycle.target, b"".join(cycle.body), cycle.peer_token)
+        request = Request(
+            cycle.method, cycle.target, b"".join(cycle.body), cycle.peer_token, cycle.peer_cluster
+        )
         self._executor.execute(request, cycle)
         # From here a PayloadThread may own the connection: look at nothing
         # but ``owner``, which only this thread sets back.

@@ -58,6 +58,7 @@ class RequestCycle:
         "body_size",
         "conn",
         "method",
+        "peer_cluster",
         "peer_token",
         "started",
         "target",
@@ -71,6 +72,7 @@ class RequestCycle:
         self.body_size = 0
         self.started = 0.0  # time.monotonic() when it began to wait for a later answer
         self.peer_token = b""  # an internal request's cluster token (replication.py)
+        self.peer_cluster = b""  # and the sender's cluster id (placement.py)
         self._token = [True]
         self._expired = False
 

@@ -53,6 +53,14 @@ class PeerCounters:
         self.buckets[index] += 1
 
 
+# The cluster's events, counted by the thread that sees them: name -> help.
+EVENTS = {
+    "writes_superseded": "Replica writes that found a newer record there (the write lost to it).",
+    "topology_mismatches": "Internal requests refused: the sender has another node list.",
+    "read_repairs": "Records sent to replicas that answered a read with an older one.",
+}
+
+
 class ThreadStats:
     """What one thread counts. Only its own thread writes it."""
 
@@ -60,6 +68,7 @@ class ThreadStats:
         "busy_seconds",
         "bytes_in",
         "bytes_out",
+        "events",
         "peers",
         "requests",
         "responses",
@@ -76,6 +85,7 @@ class ThreadStats:
         self.bytes_in = 0
         self.bytes_out = 0
         self.peers: dict[str, PeerCounters] = {}  # peer URL -> its calls
+        self.events: Counter[str] = Counter()  # EVENTS
 
     def peer_call(self, peer: str, seconds: float, error: str) -> None:
         """Count a call to ``peer`` that took ``seconds`` and failed with
@@ -98,6 +108,14 @@ def current() -> ThreadStats:
     """The calling thread's stats (SelectorThreads and PayloadThreads have one)."""
     stats: ThreadStats = threading.current_thread().stats  # type: ignore[attr-defined]
     return stats
+
+
+def count(event: str) -> None:
+    """Count one of ``EVENTS`` on the calling thread; nothing on a thread
+    without stats (a unit test calling the API directly)."""
+    stats: ThreadStats | None = getattr(threading.current_thread(), "stats", None)
+    if stats is not None:
+        stats.events[event] += 1
 
 
 def _label(value: str) -> str:
@@ -134,6 +152,11 @@ def exposition(
         "bytes_received": ("Bytes read from clients.", sum(t.stats.bytes_in for t in threads)),
         "bytes_sent": ("Bytes written to clients.", sum(t.stats.bytes_out for t in threads)),
     }
+    events: Counter[str] = Counter()
+    for thread in threads:
+        events.update(dict(thread.stats.events))
+    for name, text in EVENTS.items():
+        counters[name] = (text, events[name])
     for name, (text, value) in {**counters, **(more_counters or {})}.items():
         lines += _metric(f"selectorkv_{name}_total", "counter", text, [("", value)])
     for name, (text, value) in gauges.items():

@@ -15,7 +15,11 @@ SelectorThread and driven by the same rounds. Nothing here blocks:
   it arrives;
 - every call has a deadline (``call_later``); a peer that refuses, resets,
   closes early or misses the deadline fails the call, and its connection is
-  closed, never reused.
+  closed, never reused;
+- addresses are IP addresses, resolved once when the node starts
+  (placement.resolve): no name lookup ever blocks the SelectorThread. A
+  node that listens on its own address (127.0.0.2, ...) sends from it too
+  (``source``), so that a rule on one pair of addresses cuts one link.
 
 The result goes to a callback, on the SelectorThread, exactly once. A caller
 that answers a client from it (the coordinator of a replicated request)
@@ -29,6 +33,13 @@ connections that are idle, and bounds the calls in flight to each peer
 (``max_in_flight``): over the bound a call fails at once instead of queuing,
 the cluster's form of the 503 at the door. An idle connection does not hold
 the server's shutdown (``holds_shutdown = False``): drain closes it.
+
+A kept-alive connection that sat idle may have been closed by the peer (its
+``--keepalive-timeout``) a moment before we send on it; nothing told this
+thread, which was not reading it. A call that fails that way, on a reused
+connection and before any byte of an answer, is made once more on a new
+connection: every internal request is idempotent (a read, or a versioned
+record that a replica keeps only if it is newer).
 """
 
 from __future__ import annotations
@@ -50,25 +61,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("selectorkv.peer")
 
-# A peer's answer is bounded like a client's request: head and body.
+# A peer's answer is bounded like a client's request: head and body (a pool
+# is given the body bound that fits the largest record: PeerPool).
 MAX_REPLY_HEAD = 16 * 1024
 MAX_REPLY_BODY = 64 * 1024 * 1024
 
 
 class PeerReply(NamedTuple):
-    """What a peer answered; ``status`` 0 and ``error`` set when the call failed."""
+    """What a peer answered; ``status`` 0 and ``error`` set when the call
+    failed. ``unanswered``: it failed because the connection closed before
+    any answer began (may be sent again on a new connection)."""
 
     status: int
     headers: dict[bytes, bytes]
     body: bytes
     error: str = ""
+    unanswered: bool = False
 
 
 TOO_MANY = "too many calls in flight to this peer"
+CLOSED = "the peer closed the connection"
 
 
-def failed(why: str) -> PeerReply:
-    return PeerReply(0, {}, b"", why)
+def failed(why: str, unanswered: bool = False) -> PeerReply:
+    return PeerReply(0, {}, b"", why, unanswered)
 
 
 class PeerRequest(NamedTuple):
@@ -81,21 +97,34 @@ class PeerRequest(NamedTuple):
 OnReply = Callable[[PeerReply], None]
 
 
+def url_of(address: tuple[str, int]) -> str:
+    """``http://host:port`` of an address (the peer's label in /metrics)."""
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
+    return f"http://{host}:{address[1]}"
+
+
 class PeerConnection:
     """One keep-alive connection to a peer, owned by one SelectorThread."""
 
     holds_shutdown = False
 
     def __init__(self, pool: PeerPool, address: tuple[str, int]) -> None:
+        """Opens the socket and starts the connect; OSError (no descriptor
+        left, a source address that cannot be bound) leaves nothing open."""
         self._pool = pool
         self._reactor = pool.reactor
         self.address = address
         self._host = b"%s:%d" % (address[0].encode("ascii"), address[1])
-        host = f"[{address[0]}]" if ":" in address[0] else address[0]
-        self.url = f"http://{host}:{address[1]}"
         sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if pool.source is not None:
+                sock.bind((pool.source, 0))
+            code = sock.connect_ex(address)
+        except OSError:
+            sock.close()
+            raise
         self._transport = Transport(sock, self._reactor, self)
         self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_REPLY_HEAD)
         self._closed = False
@@ -105,7 +134,6 @@ class PeerConnection:
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
         self._body_size = 0
-        code = sock.connect_ex(address)
         self._connecting = code == errno.EINPROGRESS  # writable once connected
         self._connect_failed = (
             "" if code in (0, errno.EINPROGRESS) else errno.errorcode.get(code, str(code))
@@ -161,14 +189,14 @@ class PeerConnection:
         if transport.broken or transport.peer_eof:
             # Mid-call this fails the call; an idle connection the peer
             # closed (its keep-alive timeout) is simply dropped.
-            self._fail("the peer closed the connection")
+            self._fail(CLOSED, closed=True)
             return
         self._advance()
 
     def on_round_end(self) -> None:
         self._transport.flush(self._reactor.stats)
         if self._transport.broken:
-            self._fail("the connection failed")
+            self._fail("the connection failed", closed=True)
             return
         self._advance()
 
@@ -198,7 +226,10 @@ class PeerConnection:
             try:
                 event = self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                self._fail(f"a malformed answer: {exc}")
+                if self._transport.peer_eof:  # closed before the answer was whole
+                    self._fail(CLOSED, closed=True)
+                else:
+                    self._fail(f"a malformed answer: {exc}")
                 return
             kind = type(event)
             if kind is h11.Response:
@@ -206,7 +237,7 @@ class PeerConnection:
                 self._headers = dict(event.headers.raw_items())  # type: ignore[union-attr]
             elif kind is h11.Data:
                 self._body_size += len(event.data)  # type: ignore[union-attr]
-                if self._body_size > MAX_REPLY_BODY:
+                if self._body_size > self._pool.max_reply_body:
                     self._fail("the answer is too large")
                     return
                 self._body.append(event.data)  # type: ignore[union-attr]
@@ -214,7 +245,7 @@ class PeerConnection:
                 self._succeed()
                 return
             elif kind is h11.ConnectionClosed:
-                self._fail("the peer closed the connection")
+                self._fail(CLOSED, closed=True)
                 return
             else:  # NEED_DATA; an informational response is skipped by h11
                 return
@@ -230,13 +261,17 @@ class PeerConnection:
             self.close()
         on_reply(reply)
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, closed: bool = False) -> None:
+        """Fail the call in progress, if any, and close. ``closed``: the
+        connection broke or the peer closed it (not a deadline, not a bad
+        answer)."""
+        unanswered = closed and self._status == 0 and not self._body_size
         on_reply = self._finish() if self._on_reply is not None else None
         if on_reply is not None:
             log.debug("%r: %s", self, why)
         self.close()
         if on_reply is not None:
-            on_reply(failed(why))
+            on_reply(failed(why, unanswered))
 
     def _finish(self) -> OnReply:
         on_reply, self._on_reply = self._on_reply, None
@@ -264,10 +299,20 @@ class PeerConnection:
 
 class PeerPool:
     """The connections of one SelectorThread to the peers: idle keep-alive
-    ones for reuse, and a bound on the calls in flight to each peer."""
+    ones for reuse, and a bound on the calls in flight to each peer.
+    ``source``: the address to send from (None: the kernel's choice)."""
 
-    def __init__(self, reactor: SelectorThread, max_in_flight: int, timeout: float) -> None:
+    def __init__(
+        self,
+        reactor: SelectorThread,
+        max_in_flight: int,
+        timeout: float,
+        source: str | None = None,
+        max_reply_body: int = MAX_REPLY_BODY,
+    ) -> None:
         self.reactor = reactor
+        self.source = source
+        self.max_reply_body = max_reply_body
         self._max_in_flight = max_in_flight
         self._timeout = timeout
         self._idle: dict[tuple[str, int], list[PeerConnection]] = {}
@@ -280,17 +325,39 @@ class PeerPool:
         if self._in_flight.get(address, 0) >= self._max_in_flight:
             on_reply(failed(TOO_MANY))  # not a call: not counted as one
             return
-        idle = self._idle.get(address)
-        conn = idle.pop() if idle else PeerConnection(self, address)
         self._in_flight[address] = self._in_flight.get(address, 0) + 1
         started = time.perf_counter()
 
         def done(reply: PeerReply) -> None:
             self._in_flight[address] -= 1
-            self.reactor.stats.peer_call(conn.url, time.perf_counter() - started, reply.error)
+            elapsed = time.perf_counter() - started
+            self.reactor.stats.peer_call(url_of(address), elapsed, reply.error)
             on_reply(reply)
 
-        conn.send(request, self._timeout, done)
+        self._send(address, request, done, reuse=True)
+
+    def _send(
+        self, address: tuple[str, int], request: PeerRequest, done: OnReply, reuse: bool
+    ) -> None:
+        """One attempt: on an idle connection when ``reuse`` and there is
+        one, else on a new one; a reused one that turns out closed by the
+        peer gets the request again on a new one (see "design: the pool")."""
+        idle = self._idle.get(address) if reuse else None
+        reused = bool(idle)
+        try:
+            conn = idle.pop() if idle else PeerConnection(self, address)
+        except OSError as exc:
+            done(failed(f"cannot open a connection: {exc}"))
+            return
+
+        def replied(reply: PeerReply) -> None:
+            if reused and reply.unanswered:
+                log.debug("%r was closed while idle: the request goes again on a new one", conn)
+                self._send(address, request, done, reuse=False)
+            else:
+                done(reply)
+
+        conn.send(request, self._timeout, replied)
 
     def idle(self, conn: PeerConnection) -> None:
         self._idle.setdefault(conn.address, []).append(conn)

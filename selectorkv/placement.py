@@ -27,11 +27,25 @@ The cluster is a static list of node URLs (``http://host:port``), the same
 on every node, and which of them this node is. ``Topology.parse`` refuses
 what would make nodes disagree or fail later: a malformed URL, a duplicate,
 a self that is not in the list.
+
+Nodes that were given different lists would place keys differently and
+read each other's replicas in the wrong places, silently. So the sorted list
+has a name, ``cluster_id`` (a hash of it), which every internal request
+carries and every node compares with its own (api.py): a node started with
+another list, or with ``localhost`` where the others say ``127.0.0.1``, is
+refused by the others and says so in their logs and metrics. The order of
+the list does not matter: placement scores URLs, and a node's ``index``
+(the low bits of its versions, clock.py) is its place in the sorted list.
+
+Host names are resolved once, at start (``resolve``): a name that does not
+resolve is a start error, and no peer call ever waits for a name lookup on
+a SelectorThread.
 """
 
 from __future__ import annotations
 
 import hashlib
+import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -88,9 +102,38 @@ class Topology:
             raise TopologyError(f"--self {me} is not in --cluster ({', '.join(nodes)})")
         return cls(nodes, me)
 
+    @property
+    def index(self) -> int:
+        """This node's place in the sorted node list: the same on every
+        node, whatever order each was given the list in."""
+        return sorted(self.nodes).index(self.self_url)
+
+    @property
+    def cluster_id(self) -> str:
+        """A name for the sorted node list: nodes that agree on it place
+        every key alike."""
+        joined = "\n".join(sorted(self.nodes)).encode()
+        return hashlib.blake2b(joined, digest_size=8).hexdigest()
+
     def replicas(self, key: bytes, count: int) -> list[str]:
         """The ``count`` nodes that hold ``key``, best first."""
         if not 1 <= count <= len(self.nodes):
             raise ValueError(f"count must be 1..{len(self.nodes)}, not {count}")
         ranked = sorted(self.nodes, key=lambda node: score(node.encode(), key), reverse=True)
         return ranked[:count]
+
+
+Address = tuple[str, int]
+
+
+def resolve(url: str) -> Address:
+    """(IP address, port) of a normalised node URL, looked up now;
+    TopologyError naming the host when it does not resolve."""
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    host = host.strip("[]")
+    try:
+        found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise TopologyError(f"--cluster: {host!r} does not resolve ({exc})") from None
+    address = found[0][4]
+    return str(address[0]), int(address[1])

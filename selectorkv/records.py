@@ -9,14 +9,17 @@ what it is sent; a read returns the freshest version among the replicas
 that answered. A delete is a write too: a tombstone with a version, so that
 an older value arriving later cannot bring the key back.
 
-A version is made by the coordinator from its wall clock in nanoseconds,
-shifted left 32 bits, with the coordinator's index in the cluster in the
-low bits: two coordinators never make the same version, and one
-coordinator's versions strictly increase even when the clock stands still
-or steps back (``VersionClock`` takes the larger of now and its last time
-plus one). Clocks of different nodes are only as close as NTP keeps them; a
-write that loses to a concurrent one on another node within that skew is
-the usual price of last-writer-wins.
+A version is issued by the coordinator's hybrid logical clock (clock.py):
+nanoseconds that never go back and that pass every version the node has
+seen, with the coordinator's index in the sorted node list in the low 32
+bits.
+
+Two records with the same version (two nodes that disagree about the node
+list, or a bug) are still ordered, so that every replica keeps the same
+one: a tombstone wins, then the greater value, byte by byte, as Cassandra
+breaks a tie between equal timestamps. A replica that kept ``>`` on
+versions alone would keep whichever came first, and replicas would stay
+split for good.
 
 # design: the stored bytes
 
@@ -29,8 +32,7 @@ Big-endian, so that comparing versions needs no decoding beyond int.from_bytes.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import NamedTuple
 
 from selectorkv.storage import Storage
@@ -67,50 +69,50 @@ def decode(raw: bytes) -> Record:
     return Record(version, raw[_HEADER:])
 
 
+def rank(record: Record) -> tuple[int, bool, bytes]:
+    """The total order of records: version, then tombstone over value, then
+    the value's bytes."""
+    return record.version, record.value is None, record.value or b""
+
+
 def newer(mine: Record | None, theirs: Record) -> bool:
     """Should ``theirs`` replace ``mine``?"""
-    return mine is None or theirs.version > mine.version
-
-
-class VersionClock:
-    """Strictly increasing versions for one coordinator; thread-safe."""
-
-    def __init__(self, node_index: int) -> None:
-        if not 0 <= node_index < 1 << 32:
-            raise ValueError("node index must fit in 32 bits")
-        self._node = node_index
-        self._last = 0
-        self._lock = threading.Lock()
-
-    def next(self) -> int:
-        with self._lock:
-            self._last = max(time.time_ns(), self._last + 1)
-            return self._last << 32 | self._node
+    return mine is None or rank(theirs) > rank(mine)
 
 
 class ReplicaStore:
     """A node's storage seen as records: the replica side of replication.
 
-    ``apply`` is a read-modify-write (keep the newer version), made atomic
+    ``apply`` is a read-modify-write (keep the newer record), made atomic
     with a lock: in async mode more than one PayloadThread may apply writes
-    to the same key.
+    to the same key. Every version read or stored here is shown to
+    ``observe`` (the node's clock), so that the node's next version is
+    higher than any it holds.
     """
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, observe: Callable[[int], None]) -> None:
         self._storage = storage
+        self._observe = observe
         self._lock = threading.Lock()
 
     def get(self, key: bytes) -> Record | None:
         raw = self._storage.get(key)
-        return None if raw is None else decode(raw)
+        if raw is None:
+            return None
+        record = decode(raw)
+        self._observe(record.version)
+        return record
 
-    def apply(self, key: bytes, record: Record) -> bool:
-        """Store ``record`` unless a newer one is there; True if stored."""
+    def apply(self, key: bytes, record: Record) -> Record:
+        """Store ``record`` unless a newer one is there; the record the
+        replica holds afterwards (``record`` itself, or the newer one)."""
+        self._observe(record.version)
         with self._lock:
-            if not newer(self.get(key), record):
-                return False
+            mine = self.get(key)
+            if mine is not None and not newer(mine, record):
+                return mine
             self._storage.put(key, record.encode())
-            return True
+            return record
 
     def values(self, start: bytes, end: bytes | None) -> Generator[tuple[bytes, bytes], None, None]:
         """The node's live entries in ``[start, end)`` without their

@@ -11,7 +11,7 @@ that owns the client's connection:
 
 1. ``ack`` and ``from`` are read and checked (``replica_counts``);
 2. the replicas are the ``from`` best nodes for the key (placement.py);
-3. a write gets a version from this node's clock (records.py);
+3. a write gets a version from this node's hybrid logical clock (clock.py);
 4. each replica is asked at once: this node's own through its executor, as
    an internal request answered to a ``LocalCall`` (a call into its own
    storage, never an HTTP request to itself), the others through the
@@ -29,8 +29,25 @@ alone is answered at once, inside ``execute``.
 # design: what a read returns
 
 A GET asks the ``from`` replicas for their records and takes the first
-``ack`` answers; the freshest version among them wins: its value (200), or
-404 when it is a tombstone or none of them has the key.
+``ack`` answers; the freshest record among them wins (records.rank): its
+value (200), or 404 when it is a tombstone or none of them has the key.
+Only answers that say what a replica holds count (``replica_record``).
+
+# design: read repair
+
+Before a GET with ``ack`` > 1 is answered, the replicas it read from that
+returned an older record, or none, are sent the freshest one, and the
+client is answered when they have stored it (504 if one fails): blocking
+read repair, as Cassandra does for the replicas a quorum read contacted.
+Without it, quorum reads can go backwards: a read that saw a new value on
+one replica of three returns it, and the next read, from the other two,
+returns the old one. With it, what a read returned is on ``ack`` replicas,
+so every later read with R + W > N meets it. When the replicas agree, as
+they do on a healthy cluster, nothing is sent and nothing is waited for.
+
+The replicas that answer after the client was answered are repaired in the
+background once all have answered: with the newest record any of them
+returned.
 """
 
 from __future__ import annotations
@@ -39,7 +56,8 @@ import http.client
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote_from_bytes
@@ -48,11 +66,13 @@ from selectorkv import metrics
 from selectorkv.api import (
     ACCEPTED,
     BAD_ID,
+    CLUSTER_HEADER,
     CREATED,
     ENTITY_METHODS,
     INTERNAL_ENTITY,
     NOT_ENOUGH_REPLICAS,
     NOT_FOUND,
+    RECORD_OVERHEAD,
     TOKEN_HEADER,
     BadQuery,
     Request,
@@ -60,12 +80,13 @@ from selectorkv.api import (
     entity_id,
     query_param,
 )
+from selectorkv.clock import HybridClock
 from selectorkv.cycle import Executor, Responder
 from selectorkv.metrics import TIMED_OUT
 from selectorkv.peer import PeerPool, PeerRequest
-from selectorkv.placement import Topology
+from selectorkv.placement import Address, Topology
 from selectorkv.reactor import SelectorThread
-from selectorkv.records import Record, VersionClock, decode
+from selectorkv.records import Record, decode, rank
 from selectorkv.storage import Storage
 
 log = logging.getLogger("selectorkv.replication")
@@ -76,6 +97,24 @@ MAX_IN_FLIGHT = 1024
 BAD_COUNTS = Response(
     400, b"ack and from: both or neither, whole numbers, 1 <= ack <= from <= nodes\n"
 )
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What a coordinator needs to know of its cluster, fixed at start."""
+
+    topology: Topology
+    addresses: dict[str, Address]  # every node's URL -> its IP address, resolved at start
+    token: bytes
+    clock: HybridClock
+    peer_timeout: float
+    max_body: int  # the client's --max-body: a replica's record is up to RECORD_OVERHEAD more
+    source: str | None = None  # the address peer calls are sent from
+
+    @property
+    def headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """What every internal request carries: the token and the cluster id."""
+        return (TOKEN_HEADER, self.token), (CLUSTER_HEADER, self.topology.cluster_id.encode())
 
 
 def replica_counts(query: bytes, nodes: int) -> tuple[int, int] | None:
@@ -101,6 +140,18 @@ def coordinated(request: Request) -> bool:
     return request.target.partition(b"?")[0] == b"/v0/entity"
 
 
+# The bytes of a key that an internal target carries as they are: all that
+# h11 accepts in a request target but the two that the query syntax gives a
+# meaning ("%" escapes, "&" separates). A byte a client sent unescaped thus
+# stays one byte, and the internal target is never longer than the client's
+# own: a key that a client was allowed to send can always be replicated.
+_KEPT = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%&")
+
+
+def internal_target(key: bytes) -> bytes:
+    return INTERNAL_ENTITY + b"?id=" + quote_from_bytes(key, safe=_KEPT).encode("ascii")
+
+
 class Plan(NamedTuple):
     """What a coordinated request asks of whom."""
 
@@ -109,7 +160,7 @@ class Plan(NamedTuple):
     internal: Request  # the internal request each replica gets
 
 
-def plan(request: Request, topology: Topology, clock: VersionClock) -> Plan | Response:
+def plan(request: Request, cluster: Cluster) -> Plan | Response:
     """The plan of a request for ``/v0/entity``, or the 4xx that refuses it.
     A write gets its version here, from the coordinator's clock."""
     _, _, query = request.target.partition(b"?")
@@ -118,23 +169,18 @@ def plan(request: Request, topology: Topology, clock: VersionClock) -> Plan | Re
     key = entity_id(query)
     if key is None:
         return BAD_ID
+    topology = cluster.topology
     counts = replica_counts(query, len(topology.nodes))
     if counts is None:
         return BAD_COUNTS
     ack, replicas = counts
-    target = INTERNAL_ENTITY + b"?id=" + quote_from_bytes(key, safe="").encode("ascii")
+    target = internal_target(key)
     if request.method == b"GET":
         internal = Request(b"GET", target)
     else:
         value = request.body if request.method == b"PUT" else None
-        internal = Request(b"PUT", target, Record(clock.next(), value).encode())
+        internal = Request(b"PUT", target, Record(cluster.clock.next(), value).encode())
     return Plan(ack, topology.replicas(key, replicas), internal)
-
-
-def address_of(url: str) -> tuple[str, int]:
-    """("host", port) of a normalised node URL (placement.normalise)."""
-    host, _, port = url.removeprefix("http://").rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 class LocalCall:
@@ -159,104 +205,171 @@ class LocalCall:
         raise RuntimeError("an internal request is never streamed")
 
 
-Repair = Callable[[str, Record], None]
+# One replica's answer, as the coordinator's callbacks see it:
+# (node, status, body, error); status 0 when the call failed.
+Answer = Callable[[str, int, bytes, str], None]
+# Send a record to a node as an internal PUT; its answer to the callback.
+Repair = Callable[[str, Record, Answer], None]
+
+
+def replica_record(read: bool, status: int, body: bytes) -> tuple[bool, Record | None]:
+    """Did a replica's answer count, and with which record? Only answers
+    that say what the replica holds count: to a read (internal GET), 200
+    with a record or 404; to a write (internal PUT), 201 (stored) or 200
+    with the newer record it kept. Any other status, or a body that is no
+    record, is a failed replica."""
+    if status == (404 if read else 201):
+        return True, None
+    if status == 200:
+        try:
+            return True, decode(body)
+        except ValueError:
+            return False, None
+    return False, None
 
 
 class Quorum:
     """The answers of one coordinated request, counted on the SelectorThread.
 
-    The client is answered by the first ``ack`` successes (for a GET, with
-    the freshest record among them) or by 504 once ``ack`` is out of reach.
-    A GET goes on listening after that: once every replica has answered or
-    failed, those that answered with an older version, or with nothing, are
-    sent the newest (``repair``): read repair, which the client does not
-    wait for.
+    The client is answered by the first ``ack`` successes or by 504 once
+    ``ack`` is out of reach. A GET answers with the freshest record among
+    those ``ack`` answers, after the repair described in "design: read
+    repair"; replicas that answer later are repaired in the background.
     """
 
     def __init__(
-        self, client: Responder, method: bytes, ack: int, replicas: int, repair: Repair
+        self,
+        client: Responder,
+        method: bytes,
+        ack: int,
+        replicas: int,
+        repair: Repair,
+        observe: Callable[[int], None],
     ) -> None:
         self._client = client
         self._method = method
         self._ack = ack
         self._replicas = replicas
         self._repair = repair
+        self._observe = observe
         self._succeeded = 0
         self._failed = 0
-        self._freshest: Record | None = None  # among the answers the client gets
-        self._newest: Record | None = None  # among all answers
-        self._versions: dict[str, int] = {}  # GET: what each node had (-1: nothing)
-        self._done = False
+        self._read: dict[str, Record | None] = {}  # GET: what each node answered
+        self._given: dict[str, Record] = {}  # GET: what each node was repaired with
+        self._repairing = 0  # blocking repairs not yet answered
+        self._freshest: Record | None = None  # what the client is answered with
+        self._decided = False  # the answer is chosen (or given)
 
     def answer(self, node: str, status: int, body: bytes, error: str) -> None:
         """One replica's answer (status 0: the call failed, ``error`` says why)."""
-        ok = status == 201
-        if self._method == b"GET" and status in (200, 404):
-            ok = self._read(node, status, body)
+        ok, record = replica_record(self._method == b"GET", status, body)
+        if record is not None:
+            self._observe(record.version)
         if ok:
             self._succeeded += 1
+            if self._method == b"GET":
+                self._read[node] = record
         else:
             self._failed += 1
             log.debug("replica %s failed: status %d %s", node, status, error)
-        if not self._done:
+        if not self._decided:
             if self._succeeded >= self._ack:
-                self._finish(self._success())
+                self._decide()
             elif self._failed > self._replicas - self._ack:
                 self._finish(NOT_ENOUGH_REPLICAS)
         if self._succeeded + self._failed == self._replicas:
-            self._repair_stale()
+            self._repair_late()
 
-    def _read(self, node: str, status: int, body: bytes) -> bool:
-        record = None
-        if status == 200:
-            try:
-                record = decode(body)
-            except ValueError:
-                return False
-        self._versions[node] = -1 if record is None else record.version
+    def _decide(self) -> None:
+        """``ack`` replicas succeeded: answer, after repairing those of them
+        that hold an older record (reads with ``ack`` > 1)."""
+        self._decided = True
+        if self._method == b"PUT":
+            self._finish(CREATED)
+            return
+        if self._method == b"DELETE":
+            self._finish(ACCEPTED)
+            return
+        freshest = self._freshest = _freshest(self._read.values())
+        if freshest is None or self._ack == 1:
+            self._finish(self._success())
+            return
+        stale = [node for node, record in self._read.items() if _older(record, freshest)]
+        if not stale:
+            self._finish(self._success())
+            return
+        self._repairing = len(stale)
+        for node in stale:
+            self._given[node] = freshest
+            metrics.count("read_repairs")
+            self._repair(node, freshest, self._repaired)
+
+    def _repaired(self, node: str, status: int, body: bytes, error: str) -> None:
+        """A blocking repair's answer: the client is answered once every
+        stale replica it read from holds the record, or 504 if one fails
+        (without it, a later quorum read might not see what this one
+        returns)."""
+        ok, record = replica_record(False, status, body)
         if record is not None:
-            if self._newest is None or record.version > self._newest.version:
-                self._newest = record
-            if not self._done and (
-                self._freshest is None or record.version > self._freshest.version
-            ):
-                self._freshest = record
-        return True
+            self._observe(record.version)
+        if self._repairing == 0:
+            return  # a failed repair answered the client already
+        if not ok:
+            log.debug("read repair of %s failed: status %d %s", node, status, error)
+            self._repairing = 0
+            self._finish(NOT_ENOUGH_REPLICAS)
+            return
+        self._repairing -= 1
+        if self._repairing == 0:
+            self._finish(self._success())
 
-    def _repair_stale(self) -> None:
-        newest = self._newest
+    def _repair_late(self) -> None:
+        """Every replica has answered: those holding an older record than
+        the newest any of them returned get it, in the background."""
+        newest = _freshest(self._read.values())
         if newest is None:
             return
-        for node, version in self._versions.items():
-            if version < newest.version:
-                self._repair(node, newest)
+        for node, record in self._read.items():
+            held = self._given.get(node, record)
+            if _older(held, newest):
+                self._given[node] = newest
+                metrics.count("read_repairs")
+                self._repair(node, newest, ignore)
 
     def _success(self) -> Response:
-        if self._method == b"PUT":
-            return CREATED
-        if self._method == b"DELETE":
-            return ACCEPTED
         record = self._freshest
         if record is None or record.value is None:
             return NOT_FOUND
         return Response(200, record.value)
 
     def _finish(self, response: Response) -> None:
-        self._done = True
+        self._decided = True
         self._client.respond(response)
+
+
+def _freshest(records: Iterable[Record | None]) -> Record | None:
+    best: Record | None = None
+    for record in records:
+        if record is not None and (best is None or rank(record) > rank(best)):
+            best = record
+    return best
+
+
+def _older(record: Record | None, than: Record) -> bool:
+    return record is None or rank(record) < rank(than)
+
+
+def ignore(node: str, status: int, body: bytes, error: str) -> None:
+    """The answer to a background read repair: nobody waits for it."""
 
 
 class Coordinator:
     """The executor of a cluster node (see "design: the coordinator")."""
 
-    def __init__(
-        self, local: Executor, topology: Topology, token: bytes, peer_timeout: float
-    ) -> None:
+    def __init__(self, local: Executor, cluster: Cluster) -> None:
         self._local = local
-        self._topology = topology
-        self._token = token
-        self._peer_timeout = peer_timeout
-        self._clock = VersionClock(topology.nodes.index(topology.self_url))
+        self._cluster = cluster
+        self._self_url = cluster.topology.self_url
         self._pools: dict[SelectorThread, PeerPool] = {}
 
     def is_full(self) -> bool:
@@ -269,7 +382,7 @@ class Coordinator:
         if not coordinated(request):
             self._local.execute(request, cycle)
             return
-        planned = plan(request, self._topology, self._clock)
+        planned = plan(request, self._cluster)
         if isinstance(planned, Response):
             cycle.respond(planned)
             return
@@ -277,11 +390,18 @@ class Coordinator:
         assert isinstance(reactor, SelectorThread), "coordinated on a SelectorThread"
         target = planned.internal.target
 
-        def repair(node: str, record: Record) -> None:
+        def repair(node: str, record: Record, on_answer: Answer) -> None:
             log.debug("read repair: %s gets version %d", node, record.version)
-            self._ask(reactor, node, Request(b"PUT", target, record.encode()), ignore)
+            self._ask(reactor, node, Request(b"PUT", target, record.encode()), on_answer)
 
-        quorum = Quorum(cycle, request.method, planned.ack, len(planned.replicas), repair)
+        quorum = Quorum(
+            cycle,
+            request.method,
+            planned.ack,
+            len(planned.replicas),
+            repair,
+            self._cluster.clock.observe,
+        )
         for node in planned.replicas:
             self._ask(reactor, node, planned.internal, quorum.answer)
 
@@ -291,30 +411,29 @@ class Coordinator:
         """Send an internal request to one replica: this node's own through
         its executor (a call into its storage), another through the peer
         pool of this SelectorThread. ``on_answer`` runs on this thread."""
-        if node == self._topology.self_url:
-            request = internal._replace(token=self._token)
+        cluster = self._cluster
+        if node == self._self_url:
+            request = internal._replace(
+                token=cluster.token, cluster=cluster.topology.cluster_id.encode()
+            )
             respond = LocalCall(reactor, lambda r: on_answer(node, r.status, r.body, ""))
             self._local.execute(request, respond)
             return
         pool = self._pools.get(reactor)
         if pool is None:
-            pool = self._pools[reactor] = PeerPool(reactor, MAX_IN_FLIGHT, self._peer_timeout)
-        headers = ((TOKEN_HEADER, self._token),)
-        peer_request = PeerRequest(internal.method, internal.target, headers, internal.body)
+            pool = self._pools[reactor] = PeerPool(
+                reactor,
+                MAX_IN_FLIGHT,
+                cluster.peer_timeout,
+                cluster.source,
+                cluster.max_body + RECORD_OVERHEAD,
+            )
+        peer_request = PeerRequest(internal.method, internal.target, cluster.headers, internal.body)
         pool.call(
-            address_of(node), peer_request, lambda r: on_answer(node, r.status, r.body, r.error)
+            cluster.addresses[node],
+            peer_request,
+            lambda r: on_answer(node, r.status, r.body, r.error),
         )
-
-
-Answer = Callable[[str, int, bytes, str], None]
-
-
-def ignore(node: str, status: int, body: bytes, error: str) -> None:
-    """The answer to a read repair: nobody waits for it."""
-
-
-def no_repair(node: str, record: Record) -> None:
-    """Blocking peer calls do no read repair: the client would wait for it."""
 
 
 class Captured:
@@ -345,43 +464,50 @@ class BlockingCoordinator:
     replicas one after another over blocking keep-alive connections and
     waits for each, as a first version in the course does. It is the
     baseline the study compares the asynchronous coordinator with. The same
-    ``Quorum`` counts the answers; there is no read repair (the client would
-    wait for it)."""
+    ``Quorum`` counts the answers and repairs what a read found stale, with
+    calls of the same kind: the client waits for them too."""
 
-    def __init__(
-        self,
-        handle: Callable[[Request], Response],
-        topology: Topology,
-        token: bytes,
-        peer_timeout: float,
-    ) -> None:
+    def __init__(self, handle: Callable[[Request], Response], cluster: Cluster) -> None:
         self._handle = handle  # the node's own Api.handle
-        self._topology = topology
-        self._token = token
-        self._peer_timeout = peer_timeout
-        self._clock = VersionClock(topology.nodes.index(topology.self_url))
+        self._cluster = cluster
         self._connections = threading.local()  # each thread's keep-alive connections
 
     def handle(self, request: Request) -> Response:
         if not coordinated(request):
             return self._handle(request)
-        planned = plan(request, self._topology, self._clock)
+        cluster = self._cluster
+        planned = plan(request, cluster)
         if isinstance(planned, Response):
             return planned
+        target = planned.internal.target
+
+        def repair(node: str, record: Record, on_answer: Answer) -> None:
+            on_answer(node, *self._ask(node, Request(b"PUT", target, record.encode())))
+
         answer = Captured()
-        quorum = Quorum(answer, request.method, planned.ack, len(planned.replicas), no_repair)
-        internal = planned.internal
+        quorum = Quorum(
+            answer, request.method, planned.ack, len(planned.replicas), repair,
+            cluster.clock.observe,
+        )  # fmt: skip
         for node in planned.replicas:
-            if node == self._topology.self_url:
-                own = self._handle(internal._replace(token=self._token))
-                quorum.answer(node, own.status, own.body, "")
-            else:
-                quorum.answer(node, *self._call(node, internal))
+            quorum.answer(node, *self._ask(node, planned.internal))
         assert answer.response is not None  # every replica answered or failed
         return answer.response
 
+    def _ask(self, node: str, internal: Request) -> tuple[int, bytes, str]:
+        """An internal request to one replica: this node's own through its
+        API, another's over HTTP. (status, body, error)."""
+        cluster = self._cluster
+        if node == cluster.topology.self_url:
+            own = self._handle(
+                internal._replace(token=cluster.token, cluster=cluster.topology.cluster_id.encode())
+            )
+            return own.status, own.body, ""
+        return self._call(node, internal)
+
     def _call(self, node: str, internal: Request) -> tuple[int, bytes, str]:
         """One blocking request to a peer: (status, body, error)."""
+        cluster = self._cluster
         pool: dict[str, http.client.HTTPConnection] = self._connections.__dict__.setdefault(
             "by_node", {}
         )
@@ -390,14 +516,15 @@ class BlockingCoordinator:
             conn = pool.get(node)
             reused = conn is not None
             if conn is None:
-                host, port = address_of(node)
+                host, port = cluster.addresses[node]
+                source = (cluster.source, 0) if cluster.source is not None else None
                 conn = pool[node] = http.client.HTTPConnection(
-                    host, port, timeout=self._peer_timeout
+                    host, port, timeout=cluster.peer_timeout, source_address=source
                 )
             try:
                 conn.request(
                     internal.method.decode(), internal.target.decode(), body=internal.body,
-                    headers={TOKEN_HEADER.decode(): self._token.decode()},
+                    headers={name.decode(): value.decode() for name, value in cluster.headers},
                 )  # fmt: skip
                 reply = conn.getresponse()
                 answer = reply.status, reply.read(), ""
@@ -450,3 +577,35 @@ def check_format(data: str, storage: Storage, cluster: bool) -> None:
             f"{data} holds a cluster node's data (versioned records, {FORMAT_FILE}); "
             "serve it with the same --cluster, --self and --cluster-token"
         )
+
+
+# Which node of which cluster a data directory belongs to: a file beside
+# the format marker, written the first time a node serves it.
+NODE_FILE = "SELECTORKV-NODE"
+
+
+def claim_directory(data: str, topology: Topology) -> None:
+    """Refuse to serve a cluster node's data as another node: its records
+    are the replicas of the keys placed on the node it was (ValueError,
+    with what to do). A changed node list is allowed, and logged: keys that
+    move stay where they were until written again (there is no
+    rebalancing, docs/cluster.md)."""
+    marker = Path(data) / NODE_FILE
+    mine = f"{topology.self_url}\n{topology.cluster_id}\n"
+    if not marker.exists():
+        marker.write_text(mine)
+        return
+    was_self, _, rest = marker.read_text().partition("\n")
+    was_cluster = rest.strip()
+    if was_self != topology.self_url:
+        raise ValueError(
+            f"{data} holds the data of node {was_self}, not of --self {topology.self_url}: "
+            "start that node on it, or give this one its own --data"
+        )
+    if was_cluster != topology.cluster_id:
+        log.warning(
+            "the node list changed since %s was last served (cluster id %s, now %s): keys "
+            "placed elsewhere now stay where they are until they are written again",
+            data, was_cluster, topology.cluster_id,
+        )  # fmt: skip
+        marker.write_text(mine)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h11
 import pytest
@@ -29,6 +30,9 @@ from selectorkv.cycle import Executor
 from selectorkv.reactor import SelectorThread
 from selectorkv.server import Server
 from selectorkv.storage import Cursor, RocksStorage, Storage
+
+if TYPE_CHECKING:
+    from tests.cluster_harness import Node
 
 MODES = ("sync", "async")
 
@@ -382,3 +386,19 @@ class ServerProcess:
 
     def text(self) -> str:
         return "".join(self.log)
+
+
+# ----------------------------------------------------------------------
+# Cluster node processes (tests/cluster_harness.py)
+# ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., list[Node]]]:
+    """Start clusters of node processes (``Nodes.make``); all are stopped
+    when the test ends."""
+    from tests.cluster_harness import Nodes
+
+    nodes = Nodes(tmp_path)
+    yield nodes.make
+    nodes.stop_all()

@@ -5,113 +5,19 @@ Every node is ``selectorkv serve --cluster ...`` in a child process."""
 from __future__ import annotations
 
 import http.client
-import os
 import select
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from selectorkv.lab.study import free_port
+from tests.cluster_harness import ClusterFactory, Node, free_port, serve_once
 from tests.conftest import MODES, wait_until
-
-TOKEN = "test-token"
-
-
-@dataclass
-class Node:
-    url: str
-    port: int
-    process: subprocess.Popen[bytes]
-    command: tuple[str, ...] = ()
-
-    def restart(self) -> None:
-        """Start the node again on its port and data, as after a crash."""
-        self.stop()
-        env = {**os.environ, "SELECTORKV_CLUSTER_TOKEN": TOKEN}
-        self.process = subprocess.Popen(self.command, env=env)
-        wait_until(self.answers, f"{self.url} answers again", timeout=30)
-
-    def stored(self, key: str) -> int:
-        """The status of this node's own replica of ``key`` (internal GET)."""
-        return self.request(
-            "GET", f"/v0/internal/entity?id={key}", headers={"X-Selectorkv-Token": TOKEN}
-        )[0]
-
-    def request(
-        self,
-        method: str,
-        target: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, target, body=body, headers=headers or {})
-            reply = conn.getresponse()
-            return reply.status, reply.read()
-        finally:
-            conn.close()
-
-    def put(self, key: str, value: bytes, counts: str = "") -> int:
-        return self.request("PUT", f"/v0/entity?id={key}{counts}", value)[0]
-
-    def get(self, key: str, counts: str = "") -> tuple[int, bytes]:
-        return self.request("GET", f"/v0/entity?id={key}{counts}")
-
-    def delete(self, key: str, counts: str = "") -> int:
-        return self.request("DELETE", f"/v0/entity?id={key}{counts}")[0]
-
-    def answers(self) -> bool:
-        try:
-            return self.request("GET", "/v0/status")[0] == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            self.process.wait(15)
-
-
-ClusterFactory = Callable[..., list[Node]]
-
-
-@pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
-    """Start N node processes on free ports; all are stopped at the end."""
-    started: list[Node] = []
-
-    def make(count: int, mode: str = "sync", *flags: str) -> list[Node]:
-        ports = [free_port() for _ in range(count)]
-        urls = [f"http://127.0.0.1:{port}" for port in ports]
-        env = {**os.environ, "SELECTORKV_CLUSTER_TOKEN": TOKEN}
-        nodes = []
-        for port, url in zip(ports, urls, strict=True):
-            command = [
-                sys.executable, "-m", "selectorkv", "serve", "--port", str(port),
-                "--data", str(tmp_path / f"node-{port}"), "--mode", mode,
-                "--cluster", ",".join(urls), "--self", url, "--cpu", "none",
-                "--log-level", "warning", *flags,
-            ]  # fmt: skip
-            nodes.append(Node(url, port, subprocess.Popen(command, env=env), tuple(command)))
-        started.extend(nodes)
-        for node in nodes:
-            wait_until(node.answers, f"{node.url} answers", timeout=30)
-        return nodes
-
-    yield make
-    for node in started:
-        node.stop()
-
 
 KINDS = [(mode, calls) for calls in ("async", "blocking") for mode in MODES]
 
@@ -298,15 +204,6 @@ def test_two_nodes_share_ten_thousand_keys_evenly(make_cluster: ClusterFactory) 
     assert all(4750 <= count <= 5250 for count in held), held
 
 
-def serve_once(*args: str) -> subprocess.CompletedProcess[str]:
-    """``selectorkv serve`` that is expected to refuse to start."""
-    return subprocess.run(
-        [sys.executable, "-m", "selectorkv", "serve", "--port", "0", *args],
-        capture_output=True, text=True, timeout=60,
-        env={**os.environ, "SELECTORKV_CLUSTER_TOKEN": TOKEN},
-    )  # fmt: skip
-
-
 def test_a_bad_topology_is_a_clear_error(tmp_path: Path) -> None:
     data = str(tmp_path / "db")
     result = serve_once("--data", data, "--cluster", "http://127.0.0.1:1", "--self", "http://x:2")
@@ -339,7 +236,7 @@ def test_databases_of_the_other_format_are_refused(
     node = make_cluster(1)[0]
     assert node.put("k", b"v") == 201
     node.stop()
-    result = serve_once("--data", str(tmp_path / f"node-{node.port}"))
+    result = serve_once("--data", node.data)
     assert result.returncode == 2
     assert "holds a cluster node's data" in result.stderr
 

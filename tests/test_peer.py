@@ -118,3 +118,36 @@ def test_a_peer_that_closes_mid_answer_fails_the_call(
     reply = replies.next()
     assert reply.status == 0
     assert reply.error
+
+
+def test_a_kept_alive_connection_closed_by_the_peer_is_retried_once_on_a_new_one(
+    reactor: SelectorThread,
+) -> None:
+    """A peer that closes a kept-alive connection just as a call is sent on
+    it (its keep-alive timeout, racing our request): the call is made again
+    on a new connection and succeeds. The raw peer answers the first request
+    of every connection and closes at the second without answering."""
+    peer = socket.create_server(("127.0.0.1", 0))
+    served: list[int] = []
+
+    def serve() -> None:
+        for number in range(2):
+            conn, _ = peer.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                served.append(number)
+                conn.recv(65536)  # the second request: closed unanswered
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        pool = PeerPool(reactor, max_in_flight=4, timeout=5)
+        address = peer.getsockname()
+        assert call(reactor, pool, address, STATUS).status == 200
+        assert on_reactor(reactor, lambda: pool.idle_count(address)) == 1
+        reply = call(reactor, pool, address, STATUS)  # the peer closes the kept one
+        assert (reply.status, reply.error) == (200, "")
+        assert served == [0, 1]
+    finally:
+        peer.close()

@@ -1,0 +1,151 @@
+"""The versions a cluster node gives its writes: a hybrid logical clock.
+
+# design: why not the bare wall clock
+
+Every replica keeps the record with the higher version (records.py), so the
+version decides which of two writes to a key survives. Made from the wall
+clock alone, a coordinator whose clock runs 5 s behind gives a write made
+now a version lower than one made a second ago elsewhere: the replicas keep
+the older value, and the newer write, acknowledged with 201, is gone.
+
+A hybrid logical clock (Kulkarni et al., 2014) keeps the wall clock's
+meaning where the clocks agree and repairs what it can where they do not:
+
+- a version is ``max(wall clock, last + 1)`` nanoseconds, so a node never
+  issues a version lower than one it has issued or seen;
+- every version the node *sees* (a record it stores, a record a replica
+  sends back) moves ``last`` up to it, so a write that follows another one
+  through any node that saw the first gets a higher version, whatever that
+  node's wall clock says.
+
+What it cannot repair: a write whose coordinator never saw the newer one
+(it was no replica of it and read nothing of it). Then the skew decides, as
+in Cassandra; docs/cluster.md ("Clocks") gives the rule and the measured
+effect. The low 32 bits of a version are the node's index in the *sorted*
+node list (placement.Topology.index), so two nodes never make the same
+version, whatever order each was given the list in.
+
+# design: across restarts
+
+``last`` lives in memory; a node that restarts must not issue versions
+below the ones it issued (or stored) before. Persisting ``last`` on every
+version would cost a file write per request, so the clock *reserves* ahead:
+before a version passes the reserved mark it writes a new mark
+``RESERVE_NS`` further on (``Reservation``, a small file in the data
+directory). That is one write per second of versions. On start the clock
+takes the mark as its ``last``; when the mark is only the reserve ahead of
+the wall clock (the usual case: a restart) it first waits for the wall
+clock to pass it, at most ``RESERVE_NS``, so that its versions do not run
+ahead of the other nodes' for a second after every restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("selectorkv.clock")
+
+NODE_BITS = 32
+RESERVE_NS = 1_000_000_000
+CLOCK_FILE = "SELECTORKV-CLOCK"
+
+
+class Reservation:
+    """The highest timestamp the clock may have used, in a file that is
+    replaced whole (written beside, then renamed): a crash leaves the old
+    mark or the new one, never half of one."""
+
+    def __init__(self, directory: str | Path, sync: bool = False) -> None:
+        self._path = Path(directory) / CLOCK_FILE
+        self._sync = sync  # with --fsync, as the data: survive a power loss too
+
+    def load(self) -> int:
+        try:
+            return int(self._path.read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def store(self, mark: int) -> None:
+        temporary = self._path.with_suffix(".tmp")
+        with open(temporary, "w") as out:
+            out.write(f"{mark}\n")
+            if self._sync:
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(temporary, self._path)
+        if self._sync:
+            directory = os.open(self._path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+
+
+class HybridClock:
+    """Versions for one node; thread-safe (SelectorThreads issue them,
+    PayloadThreads see them in the records they store).
+
+    ``now`` is the wall clock in nanoseconds: a seam for tests and for the
+    fault experiments' skewed clocks. ``reservation`` None keeps nothing
+    across restarts (unit tests)."""
+
+    def __init__(
+        self,
+        node_index: int,
+        reservation: Reservation | None = None,
+        now: Callable[[], int] = time.time_ns,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not 0 <= node_index < 1 << NODE_BITS:
+            raise ValueError(f"node index must fit in {NODE_BITS} bits")
+        self._node = node_index
+        self._now = now
+        self._reservation = reservation
+        self._lock = threading.Lock()
+        self._last = 0
+        self._reserved = 0
+        if reservation is not None:
+            self._resume(reservation.load(), sleep)
+
+    def _resume(self, mark: int, sleep: Callable[[float], None]) -> None:
+        ahead = mark - self._now()
+        if 0 < ahead <= RESERVE_NS:
+            log.info("clock: waiting %.3f s for the wall clock to pass the last run's", ahead / 1e9)
+            sleep(ahead / 1e9)
+        elif ahead > RESERVE_NS:
+            log.warning(
+                "clock: versions seen before the restart are %.3f s ahead of the wall clock; "
+                "new versions continue from them (is this clock or a peer's off?)",
+                ahead / 1e9,
+            )
+        self._last = self._reserved = mark
+
+    def next(self) -> int:
+        """A version higher than every one this node has issued or seen."""
+        with self._lock:
+            stamp = max(self._now(), self._last + 1)
+            if stamp > self._reserved:
+                self._reserve(stamp)
+            self._last = stamp
+            return stamp << NODE_BITS | self._node
+
+    def observe(self, version: int) -> None:
+        """A version this node has seen: later ones will be higher."""
+        stamp = version >> NODE_BITS
+        if stamp <= self._last:  # the common case, without the lock
+            return
+        with self._lock:
+            if stamp > self._last:
+                if stamp > self._reserved:
+                    self._reserve(stamp)
+                self._last = stamp
+
+    def _reserve(self, stamp: int) -> None:
+        self._reserved = stamp + RESERVE_NS
+        if self._reservation is not None:
+            self._reservation.store(self._reserved)
