@@ -49,6 +49,11 @@ class ServerConfig:
     cluster_token: str = ""
     peer_timeout: float = 1.0
     peer_calls: str = "async"
+    hinted_handoff: bool = True
+    hint_ttl: float = 3 * 3600.0
+    hints_max: int = 100_000
+    hints_max_bytes: int = 256 * 1024 * 1024
+    hint_rate: int = 500
 
     def __post_init__(self) -> None:
         if self.peer_calls not in ("async", "blocking"):
@@ -63,6 +68,9 @@ class ServerConfig:
             "max_body",
             "max_header_size",
             "commit_batch",
+            "hints_max",
+            "hints_max_bytes",
+            "hint_rate",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -72,6 +80,7 @@ class ServerConfig:
             "request_timeout",
             "grace",
             "peer_timeout",
+            "hint_ttl",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -273,6 +282,22 @@ OPTIONS: tuple[Option, ...] = (
         "async: replicas are asked at once over non-blocking sockets on the SelectorThread; "
         "blocking: the executing thread asks them one after another and waits (for comparison)",
         choices=("async", "blocking"),
+    ),
+    Option(
+        "hinted_handoff",
+        boolean,
+        "keep the writes a replica missed (hints, in DATA/hints) and hand them to it "
+        "when it answers again (docs/cluster.md)",
+    ),
+    Option("hint_ttl", positive_float, "seconds a hint is kept before it expires undelivered"),
+    Option(
+        "hints_max", positive_int, "most hints kept for one node; over it the oldest are dropped"
+    ),
+    Option("hints_max_bytes", byte_size, "most bytes of hints kept for one node, e.g. 256MiB"),
+    Option(
+        "hint_rate",
+        positive_int,
+        "most hints a second handed to one node that answers again (not to flood it)",
     ),
 )
 

@@ -127,9 +127,10 @@ def exposition(
     payload_threads: list[StatsThread],
     gauges: dict[str, tuple[str, float]],
     more_counters: dict[str, tuple[str, float]] | None = None,
+    more_lines: list[str] | None = None,
 ) -> bytes:
-    """The Prometheus text for the threads' counters, the given gauges and
-    any more counters (name -> (help, value))."""
+    """The Prometheus text for the threads' counters, the given gauges, any
+    more counters (name -> (help, value)) and lines made elsewhere."""
     threads = selector_threads + payload_threads
     responses: Counter[tuple[bytes, int]] = Counter()
     for thread in threads:
@@ -158,17 +159,18 @@ def exposition(
     for name, text in EVENTS.items():
         counters[name] = (text, events[name])
     for name, (text, value) in {**counters, **(more_counters or {})}.items():
-        lines += _metric(f"selectorkv_{name}_total", "counter", text, [("", value)])
+        lines += metric_lines(f"selectorkv_{name}_total", "counter", text, [("", value)])
     for name, (text, value) in gauges.items():
-        lines += _metric(f"selectorkv_{name}", "gauge", text, [("", value)])
+        lines += metric_lines(f"selectorkv_{name}", "gauge", text, [("", value)])
     for name, text, group in (
         ("requests", "Complete requests dispatched, per SelectorThread.", selector_threads),
         ("tasks", "Tasks run (requests and stream slices), per PayloadThread.", payload_threads),
         ("busy_seconds", "Seconds spent running tasks, per PayloadThread.", payload_threads),
     ):
         samples = [(f'{{thread="{_label(t.name)}"}}', getattr(t.stats, name)) for t in group]
-        lines += _metric(f"selectorkv_thread_{name}_total", "counter", text, samples)
+        lines += metric_lines(f"selectorkv_thread_{name}_total", "counter", text, samples)
     lines += _peer_metrics(threads)
+    lines += more_lines or []
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -192,7 +194,7 @@ def _peer_metrics(threads: list[StatsThread]) -> list[str]:
         ("timeouts", "Calls to another node that ran out of --peer-timeout."),
     ):
         samples = [(f'{{peer="{_label(p)}"}}', getattr(c, name)) for p, c in sorted(peers.items())]
-        lines += _metric(f"selectorkv_peer_{name}_total", "counter", text, samples)
+        lines += metric_lines(f"selectorkv_peer_{name}_total", "counter", text, samples)
     name = "selectorkv_peer_latency_seconds"
     lines += [
         f"# HELP {name} Time from sending a call to another node to its answer or failure.",
@@ -209,7 +211,7 @@ def _peer_metrics(threads: list[StatsThread]) -> list[str]:
     return lines
 
 
-def _metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> list[str]:
+def metric_lines(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> list[str]:
     return [f"# HELP {name} {text}", f"# TYPE {name} {kind}"] + [
         f"{name}{labels} {value}" for labels, value in samples
     ]

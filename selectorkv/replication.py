@@ -99,7 +99,7 @@ BAD_COUNTS = Response(
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Cluster:
     """What a coordinator needs to know of its cluster, fixed at start."""
 
@@ -110,11 +110,21 @@ class Cluster:
     peer_timeout: float
     max_body: int  # the client's --max-body: a replica's record is up to RECORD_OVERHEAD more
     source: str | None = None  # the address peer calls are sent from
+    # Keeps a hint (target, key, record) for a write a replica missed
+    # (hints.HintedHandoff.keep); None: hinted handoff is off.
+    hint: Callable[[str, bytes, Record], None] | None = None
 
     @property
     def headers(self) -> tuple[tuple[bytes, bytes], ...]:
         """What every internal request carries: the token and the cluster id."""
         return (TOKEN_HEADER, self.token), (CLUSTER_HEADER, self.topology.cluster_id.encode())
+
+    def peer_pool(self, reactor: SelectorThread) -> PeerPool:
+        """A pool of peer connections for ``reactor``, with this cluster's
+        timeout, source address and largest record."""
+        return PeerPool(
+            reactor, MAX_IN_FLIGHT, self.peer_timeout, self.source, self.max_body + RECORD_OVERHEAD
+        )
 
 
 def replica_counts(query: bytes, nodes: int) -> tuple[int, int] | None:
@@ -158,6 +168,8 @@ class Plan(NamedTuple):
     ack: int
     replicas: list[str]  # the nodes, best first
     internal: Request  # the internal request each replica gets
+    key: bytes
+    record: Record | None  # a write's
 
 
 def plan(request: Request, cluster: Cluster) -> Plan | Response:
@@ -175,12 +187,29 @@ def plan(request: Request, cluster: Cluster) -> Plan | Response:
         return BAD_COUNTS
     ack, replicas = counts
     target = internal_target(key)
+    record = None
     if request.method == b"GET":
         internal = Request(b"GET", target)
     else:
         value = request.body if request.method == b"PUT" else None
-        internal = Request(b"PUT", target, Record(cluster.clock.next(), value).encode())
-    return Plan(ack, topology.replicas(key, replicas), internal)
+        record = Record(cluster.clock.next(), value)
+        internal = Request(b"PUT", target, record.encode())
+    return Plan(ack, topology.replicas(key, replicas), internal, key, record)
+
+
+def missed_writes(cluster: Cluster, planned: Plan) -> Missed | None:
+    """What a write does for a replica that failed it: keep a hint for it
+    (another node; this node's own failure is its storage's, and a 500)."""
+    keep, record = cluster.hint, planned.record
+    if keep is None or record is None:
+        return None
+    me, key = cluster.topology.self_url, planned.key
+
+    def missed(node: str) -> None:
+        if node != me:
+            keep(node, key, record)
+
+    return missed
 
 
 class LocalCall:
@@ -210,6 +239,8 @@ class LocalCall:
 Answer = Callable[[str, int, bytes, str], None]
 # Send a record to a node as an internal PUT; its answer to the callback.
 Repair = Callable[[str, Record, Answer], None]
+# A replica failed a write: keep a hint for it (hints.py).
+Missed = Callable[[str], None]
 
 
 def replica_record(read: bool, status: int, body: bytes) -> tuple[bool, Record | None]:
@@ -245,8 +276,10 @@ class Quorum:
         replicas: int,
         repair: Repair,
         observe: Callable[[int], None],
+        missed: Missed | None = None,
     ) -> None:
         self._client = client
+        self._missed = missed
         self._method = method
         self._ack = ack
         self._replicas = replicas
@@ -272,6 +305,8 @@ class Quorum:
         else:
             self._failed += 1
             log.debug("replica %s failed: status %d %s", node, status, error)
+            if self._missed is not None and (status == 0 or status >= 500):
+                self._missed(node)  # a write it may not have: a hint
         if not self._decided:
             if self._succeeded >= self._ack:
                 self._decide()
@@ -401,6 +436,7 @@ class Coordinator:
             len(planned.replicas),
             repair,
             self._cluster.clock.observe,
+            missed_writes(self._cluster, planned),
         )
         for node in planned.replicas:
             self._ask(reactor, node, planned.internal, quorum.answer)
@@ -421,13 +457,7 @@ class Coordinator:
             return
         pool = self._pools.get(reactor)
         if pool is None:
-            pool = self._pools[reactor] = PeerPool(
-                reactor,
-                MAX_IN_FLIGHT,
-                cluster.peer_timeout,
-                cluster.source,
-                cluster.max_body + RECORD_OVERHEAD,
-            )
+            pool = self._pools[reactor] = cluster.peer_pool(reactor)
         peer_request = PeerRequest(internal.method, internal.target, cluster.headers, internal.body)
         pool.call(
             cluster.addresses[node],
@@ -487,7 +517,7 @@ class BlockingCoordinator:
         answer = Captured()
         quorum = Quorum(
             answer, request.method, planned.ack, len(planned.replicas), repair,
-            cluster.clock.observe,
+            cluster.clock.observe, missed_writes(cluster, planned),
         )  # fmt: skip
         for node in planned.replicas:
             quorum.answer(node, *self._ask(node, planned.internal))

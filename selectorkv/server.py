@@ -58,6 +58,7 @@ from selectorkv.commit import GroupCommit, RoundCommit
 from selectorkv.config import ServerConfig
 from selectorkv.connection import Connection, Limits
 from selectorkv.cycle import Executor
+from selectorkv.hints import HintedHandoff, HintLimits, HintStore
 from selectorkv.metrics import StatsThread, exposition
 from selectorkv.payload import InlineExecutor, PayloadPool
 from selectorkv.placement import resolve
@@ -69,8 +70,9 @@ from selectorkv.replication import (
     Coordinator,
     check_format,
     claim_directory,
+    internal_target,
 )
-from selectorkv.storage import MAX_OPEN_FILES, Storage, StorageError
+from selectorkv.storage import MAX_OPEN_FILES, RocksStorage, Storage, StorageError
 
 log = logging.getLogger("selectorkv.server")
 
@@ -91,6 +93,8 @@ class Server:
         check_format(config.data, storage, cluster=topology is not None)
         cluster = None
         replica = None
+        self._hints: HintStore | None = None
+        self._handoff: HintedHandoff | None = None
         if topology is not None:
             claim_directory(config.data, topology)
             cluster = Cluster(
@@ -105,6 +109,13 @@ class Server:
                 source=source_address(config.host),
             )
             replica = ReplicaStore(storage, cluster.clock.observe)
+            if config.hinted_handoff:
+                self._hints = open_hints(config)
+                self._handoff = HintedHandoff(
+                    self._hints, cluster.peer_pool, cluster.addresses, cluster.headers,
+                    internal_target,
+                )  # fmt: skip
+                cluster.hint = self._handoff.keep
         api = Api(
             storage,
             metrics=self.metrics,
@@ -165,6 +176,8 @@ class Server:
             self._pool.start()
         for reactor in self._reactors:
             reactor.start()
+        if self._handoff is not None:
+            self._handoff.start(self._reactors[0])
         self._acceptor = Acceptor(listener, self._reactors, self._slots)
         self._acceptor.start()
         cpu = self._cpu
@@ -226,7 +239,10 @@ class Server:
         syncs = wal_syncs() if wal_syncs is not None else None
         if syncs is not None:
             counters["wal_syncs"] = ("Syncs of RocksDB's write-ahead log (with --fsync).", syncs)
-        return exposition(list(self._reactors), self._payload_threads(), gauges, counters)
+        hints = self._hints.metrics() if self._hints is not None else []
+        return exposition(
+            list(self._reactors), self._payload_threads(), gauges, counters, more_lines=hints
+        )
 
     def stop(self) -> bool:
         """Graceful stop (see "design: shutdown"); returns when all is closed,
@@ -245,6 +261,8 @@ class Server:
                 reactor.join()
         if self._pool is not None:
             self._pool.stop()
+        if self._hints is not None:
+            self._hints.close()  # after every thread that keeps hints is gone
         clean = True
         try:
             self._storage.close()
@@ -260,6 +278,21 @@ class Server:
 # An experiment's knob, not a setting: the fault runs (docs/cluster.md,
 # "Clocks") start a node whose wall clock is this many seconds off.
 CLOCK_SKEW_VARIABLE = "SELECTORKV_CLOCK_SKEW"
+
+
+# The hints a cluster node keeps for others: a RocksDB of their own in the
+# data directory (hints.py).
+HINTS_DIRECTORY = "hints"
+
+
+def open_hints(config: ServerConfig) -> HintStore:
+    """The node's hint store; ValueError when it cannot be opened."""
+    limits = HintLimits(config.hint_ttl, config.hints_max, config.hints_max_bytes, config.hint_rate)
+    try:
+        storage = RocksStorage(os.path.join(config.data, HINTS_DIRECTORY), fsync=config.fsync)
+    except StorageError as exc:
+        raise ValueError(f"cannot open the hint store: {exc}") from exc
+    return HintStore(storage, limits)
 
 
 def source_address(host: str) -> str | None:

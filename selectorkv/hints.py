@@ -1,0 +1,344 @@
+"""Hinted handoff: the writes a replica missed, kept by their coordinator
+and handed to it when it answers again.
+
+# design: what a hint is and where it lives
+
+When a replica fails a write (the call was refused, broke or timed out, or
+the replica answered 5xx), the coordinator keeps a *hint*: the target node,
+the key and the record. Hints live in their own RocksDB (``DATA/hints``),
+apart from the data: they are not the node's replicas, are never read by a
+client and never sent to a node other than their target. So, as in
+Cassandra:
+
+- a hint never counts toward ``ack`` (the client was answered from the
+  replicas that did answer; a write below ``ack`` is still a 504);
+- a hint never makes more than ``from`` copies: it goes to the replica the
+  write was meant for, and nowhere else (no "sloppy quorum");
+- delivering one twice, or after a newer write, is harmless: the replica
+  keeps the newer record (records.py).
+
+A hint is stored under ``target \\0 sequence`` (the sequence is a time in
+nanoseconds made unique, so hints sort by age within their target) with
+the time it was made, the key and the record as its value. Kept within
+bounds per target, all flags: an age (``--hint-ttl``, after which the
+target is better served by a read repair or an operator's repair), a number
+(``--hints-max``) and bytes (``--hints-max-bytes``); over a bound the oldest
+go. Each of those is counted in /metrics, per target.
+
+# design: delivery
+
+``HintedHandoff`` runs on the first SelectorThread, with a ``PeerPool`` of
+its own, and wakes on a timer per target that has hints:
+
+- it sends the oldest hints, a few at a time (``IN_FLIGHT``) and at most
+  ``--hint-rate`` a second, so that a node that comes back is not flooded
+  with every write it missed at once;
+- a hint the target has stored (201, or 200 with a newer record) is
+  deleted; the first failure ends the round, and the next try comes after a
+  backoff that doubles from ``FIRST_RETRY`` up to ``MAX_RETRY`` (a few
+  seconds): the target is probed by the delivery itself, and a hint goes
+  out within seconds of the target answering again;
+- hints left by a run before a restart are found at start and delivered
+  the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import islice
+from typing import TYPE_CHECKING, NamedTuple
+
+from selectorkv.metrics import metric_lines
+from selectorkv.peer import PeerPool, PeerReply, PeerRequest
+from selectorkv.placement import Address
+from selectorkv.records import Record, decode
+from selectorkv.storage import Storage, StorageError
+
+if TYPE_CHECKING:
+    from selectorkv.reactor import SelectorThread
+
+log = logging.getLogger("selectorkv.hints")
+
+# The backoff between failed rounds of delivery to one target, in seconds.
+FIRST_RETRY = 0.25
+MAX_RETRY = 4.0
+# Hints sent to one target at once; the rate bounds the rest.
+IN_FLIGHT = 4
+# How often a target with hints is looked at while it takes them.
+TICK = 0.05
+
+_HEAD = struct.Struct(">QI")  # made at (ns), key length
+
+
+class Hint(NamedTuple):
+    """One write a target missed."""
+
+    sequence: int
+    made_ns: int
+    key: bytes
+    record: Record
+
+    def size(self) -> int:
+        return _HEAD.size + len(self.key) + len(self.record.encode())
+
+
+@dataclass
+class TargetCounts:
+    """What happened to one target's hints (/metrics)."""
+
+    pending: int = 0
+    pending_bytes: int = 0
+    stored: int = 0
+    delivered: int = 0
+    expired: int = 0
+    dropped: int = 0
+
+
+@dataclass(frozen=True)
+class HintLimits:
+    ttl: float  # seconds a hint is kept
+    max_hints: int  # per target
+    max_bytes: int  # per target
+    rate: int  # hints a second delivered to one target
+
+
+class HintStore:
+    """The hints of one node, durable; thread-safe (coordinators store hints
+    on SelectorThreads, or on PayloadThreads with blocking peer calls)."""
+
+    def __init__(self, storage: Storage, limits: HintLimits) -> None:
+        self._storage = storage
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._last_sequence = 0
+        self.counts: dict[str, TargetCounts] = {}
+        # target -> (sequence, size) of each hint, oldest first
+        self._sizes: dict[str, deque[tuple[int, int]]] = {}
+        self._recover()
+
+    def _recover(self) -> None:
+        """Count the hints a run before this one left."""
+        cursor = self._storage.range(b"", None)
+        try:
+            for raw_key, raw in cursor:
+                target, sequence = _split_key(raw_key)
+                size = len(raw)
+                self._track(target, sequence, size)
+                self._last_sequence = max(self._last_sequence, sequence)
+        finally:
+            cursor.close()
+        for target, counts in self.counts.items():
+            log.info("%d hints for %s left from the last run", counts.pending, target)
+
+    def _track(self, target: str, sequence: int, size: int) -> None:
+        counts = self.counts.setdefault(target, TargetCounts())
+        counts.pending += 1
+        counts.pending_bytes += size
+        self._sizes.setdefault(target, deque()).append((sequence, size))
+
+    def add(self, target: str, key: bytes, record: Record) -> None:
+        """Keep a hint for ``target``; over a bound, its oldest are dropped."""
+        encoded = record.encode()
+        value = _HEAD.pack(time.time_ns(), len(key)) + key + encoded
+        with self._lock:
+            sequence = self._last_sequence = max(time.time_ns(), self._last_sequence + 1)
+            try:
+                self._storage.put(_key(target, sequence), value)
+            except StorageError as exc:
+                log.error("could not keep a hint for %s: %s", target, exc)
+                return
+            self._track(target, sequence, len(value))
+            counts = self.counts[target]
+            counts.stored += 1
+            sizes = self._sizes[target]
+            limits = self.limits
+            while counts.pending > limits.max_hints or counts.pending_bytes > limits.max_bytes:
+                oldest, size = sizes[0]
+                self._forget(target, oldest, size)
+                counts.dropped += 1
+
+    def _forget(self, target: str, sequence: int, size: int) -> bool:
+        """Delete a hint (under the lock); False if it was gone already
+        (dropped over a bound while it was being delivered)."""
+        sizes = self._sizes[target]
+        if sizes and sizes[0][0] == sequence:
+            sizes.popleft()
+        elif (sequence, size) in sizes:
+            sizes.remove((sequence, size))
+        else:
+            return False
+        self._storage.delete(_key(target, sequence))
+        counts = self.counts[target]
+        counts.pending -= 1
+        counts.pending_bytes -= size
+        return True
+
+    def oldest(self, target: str, count: int, skip: set[int]) -> list[Hint]:
+        """Up to ``count`` of the target's oldest hints not in ``skip``;
+        those past the age bound are deleted and counted instead."""
+        with self._lock:
+            first = list(islice(self._sizes.get(target, ()), count + len(skip)))
+        wanted = [entry for entry in first if entry[0] not in skip]
+        hints: list[Hint] = []
+        expire_before = time.time_ns() - int(self.limits.ttl * 1e9)
+        for sequence, size in wanted:
+            if len(hints) == count:
+                break
+            raw = self._storage.get(_key(target, sequence))
+            if raw is None:
+                continue  # delivered or dropped meanwhile
+            made_ns, key_length = _HEAD.unpack_from(raw)
+            if made_ns < expire_before:
+                with self._lock:
+                    if self._forget(target, sequence, size):
+                        self.counts[target].expired += 1
+                continue
+            key = raw[_HEAD.size : _HEAD.size + key_length]
+            record = decode(raw[_HEAD.size + key_length :])
+            hints.append(Hint(sequence, made_ns, key, record))
+        return hints
+
+    def delivered(self, target: str, hint: Hint) -> None:
+        with self._lock:
+            if self._forget(target, hint.sequence, hint.size()):
+                self.counts[target].delivered += 1
+
+    def pending(self, target: str) -> int:
+        counts = self.counts.get(target)
+        return 0 if counts is None else counts.pending
+
+    def metrics(self) -> list[str]:
+        """Prometheus lines: per target, hints pending and what became of them."""
+        with self._lock:
+            counts = {target: TargetCounts(**vars(c)) for target, c in self.counts.items()}
+        lines: list[str] = []
+        for name, kind, text in (
+            ("hints_pending", "gauge", "Hints kept for a node, not yet delivered."),
+            ("hints_stored_total", "counter", "Hints kept: writes a node missed."),
+            ("hints_delivered_total", "counter", "Hints the node has stored since."),
+            ("hints_expired_total", "counter", "Hints deleted undelivered: older than --hint-ttl."),
+            ("hints_dropped_total", "counter", "Hints deleted undelivered: over the bounds."),
+        ):
+            field = name.removesuffix("_total").removeprefix("hints_")
+            samples = [
+                (f'{{peer="{target}"}}', float(getattr(c, field)))
+                for target, c in sorted(counts.items())
+            ]
+            lines += metric_lines(f"selectorkv_{name}", kind, text, samples)
+        return lines
+
+    def close(self) -> None:
+        self._storage.close()
+
+
+def _key(target: str, sequence: int) -> bytes:
+    return target.encode() + b"\0" + sequence.to_bytes(8, "big")
+
+
+def _split_key(raw: bytes) -> tuple[str, int]:
+    target, _, sequence = raw.rpartition(b"\0")
+    return target.decode(), int.from_bytes(sequence, "big")
+
+
+class HintedHandoff:
+    """Delivers the hints of a ``HintStore`` from one SelectorThread (see
+    "design: delivery"). Only ``keep`` may be called from another thread."""
+
+    def __init__(
+        self,
+        store: HintStore,
+        make_pool: Callable[[SelectorThread], PeerPool],
+        addresses: dict[str, Address],
+        headers: tuple[tuple[bytes, bytes], ...],
+        target_of: Callable[[bytes], bytes],
+    ) -> None:
+        self._store = store
+        self._make_pool = make_pool
+        self._pool: PeerPool | None = None
+        self._reactor: SelectorThread | None = None
+        self._addresses = addresses
+        self._headers = headers
+        self._target_of = target_of  # key -> the internal request's target
+        self._active: set[str] = set()  # targets whose rounds are scheduled
+        self._backoff: dict[str, float] = {}  # target -> the next failure's wait
+        self._resume_at: dict[str, float] = {}  # target -> no sends before (monotonic)
+        self._sending: dict[str, set[int]] = {}  # target -> sequences in flight
+        self._sent_at: dict[str, deque[float]] = {}  # target -> send times in the last second
+
+    def start(self, reactor: SelectorThread) -> None:
+        """From any thread, once: deliver from ``reactor``, beginning with
+        what an earlier run left."""
+
+        def begin() -> None:
+            self._pool = self._make_pool(reactor)
+            for target, counts in list(self._store.counts.items()):
+                if counts.pending:
+                    self._activate(target)
+
+        self._reactor = reactor
+        reactor.call_soon(begin)
+
+    def keep(self, target: str, key: bytes, record: Record) -> None:
+        """From any thread: keep a hint for ``target`` and deliver it."""
+        self._store.add(target, key, record)
+        reactor = self._reactor
+        if reactor is not None:
+            reactor.call_soon(lambda: self._activate(target))
+
+    def _activate(self, target: str) -> None:
+        """On the SelectorThread: start the round loop of ``target``."""
+        reactor = self._reactor
+        if target in self._active or target not in self._addresses or reactor is None:
+            return
+        self._active.add(target)
+        # The target just failed a write: the first try waits a little.
+        reactor.call_later(FIRST_RETRY, lambda: self._round(target))
+
+    def _round(self, target: str) -> None:
+        """Send what the rate and the in-flight bound allow, and come back
+        in a tick while hints are left (one round loop per target)."""
+        reactor, pool = self._reactor, self._pool
+        assert reactor is not None and pool is not None, "rounds run once started"
+        if reactor.draining:
+            return
+        now = time.monotonic()
+        sending = self._sending.setdefault(target, set())
+        sent_at = self._sent_at.setdefault(target, deque())
+        while sent_at and sent_at[0] < now - 1.0:
+            sent_at.popleft()
+        room = min(IN_FLIGHT - len(sending), self._store.limits.rate - len(sent_at))
+        if room > 0 and now >= self._resume_at.get(target, 0.0):
+            for hint in self._store.oldest(target, room, sending):
+                sending.add(hint.sequence)
+                sent_at.append(now)
+                self._send(pool, target, hint)
+        if not sending and not self._store.pending(target):
+            self._active.discard(target)
+            return
+        delay = max(TICK, self._resume_at.get(target, 0.0) - now)
+        reactor.call_later(delay, lambda: self._round(target))
+
+    def _send(self, pool: PeerPool, target: str, hint: Hint) -> None:
+        request = PeerRequest(
+            b"PUT", self._target_of(hint.key), self._headers, hint.record.encode()
+        )
+        pool.call(
+            self._addresses[target], request, lambda reply: self._answered(target, hint, reply)
+        )
+
+    def _answered(self, target: str, hint: Hint, reply: PeerReply) -> None:
+        self._sending[target].discard(hint.sequence)
+        if reply.status in (200, 201):  # stored, or a newer record was there
+            self._store.delivered(target, hint)
+            self._backoff.pop(target, None)
+            return
+        delay = self._backoff.get(target, FIRST_RETRY)
+        self._backoff[target] = min(delay * 2, MAX_RETRY)
+        self._resume_at[target] = time.monotonic() + delay
+        log.debug("a hint for %s not delivered (%s); next in %.2fs", target, reply.error, delay)
