@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-fast test-stress test-reliability lint bench bench-compare report report-cluster calibrate tutorial peers builds cluster clean
+.PHONY: serve test test-fast test-stress test-reliability test-faults lint bench bench-compare report report-cluster calibrate tutorial peers builds cluster clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -57,6 +57,13 @@ test-stress: $(VENV)/.installed-dev
 # The long and heavy reliability cases (docs/reliability.md); not run by CI.
 test-reliability: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m reliability --timeout=600 $(ARGS)
+
+# The fault runs (selectorkv lab --faults, docs/cluster.md "Faults"): a
+# 3-node cluster under kill -9, SIGSTOP and partitions (iptables: root),
+# its history checked; a minute of faults per peer-call kind, about three
+# minutes in all. Writes reports/faults/faults.md.
+test-faults: $(VENV)/.installed-dev
+	$(BIN)/selectorkv lab --faults $(ARGS)
 
 # Microbenchmarks (benchmarks/, pytest-benchmark); each run is saved in .benchmarks/.
 bench: $(VENV)/.installed-dev

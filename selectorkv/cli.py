@@ -210,6 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale", type=node_counts,
         help="node counts of the scale-out runs, 1 a plain node (default 1,N)",
     )  # fmt: skip
+    faults = lab.add_argument_group(
+        "fault runs (--faults)",
+        "A 3-node cluster on 127.0.0.2-4 under clients that record every operation, with "
+        "kill -9, SIGSTOP and full and one-way partitions (iptables, root) injected in turn; "
+        "then healed, and the history checked: acknowledged writes lost, stale quorum reads, "
+        "values nobody wrote, hints, time to convergence. One run per peer-call kind; writes "
+        'faults.md (default --out reports/faults). docs/cluster.md, "Faults".',
+    )
+    faults.add_argument(
+        "--faults", action="store_true", help="run the fault runs (async and blocking peer calls)"
+    )
+    faults.add_argument(
+        "--faults-seconds", type=positive_float, default=60.0,
+        help="seconds of load with faults in each run",
+    )  # fmt: skip
+    faults.add_argument(
+        "--fault-hold", type=positive_float, default=3.0,
+        help="seconds each fault lasts, and the calm between two",
+    )  # fmt: skip
     cluster = commands.add_parser(
         "cluster",
         help="run a local cluster: N node processes on 127.0.0.1",
@@ -394,6 +413,8 @@ def lab(args: argparse.Namespace) -> int:
         return lab_calibrate(args)
     if args.cluster:
         return lab_cluster(args)
+    if args.faults:
+        return lab_faults(args)
     out = Path(args.out)
     tool = args.tool or DEFAULT_TOOL
     if not args.report_only:
@@ -499,6 +520,22 @@ def lab_cluster(args: argparse.Namespace) -> int:
         calibration_report.write_report(out / report.CALIBRATION)
     print(f"report: {cluster_report.write_report(out)}")
     return 0
+
+
+def lab_faults(args: argparse.Namespace) -> int:
+    """``selectorkv lab --faults``: the fault runs (lab/faults.py)."""
+    from selectorkv.lab import faults
+
+    out = Path("reports/faults" if args.out == SINGLE_OUT else args.out)
+    settings = [
+        faults.FaultSettings(
+            peer_calls=calls, seconds=args.faults_seconds, hold=args.fault_hold, seed=seed
+        )
+        for seed, calls in enumerate(("async", "blocking"))
+    ]
+    verdicts: list[int] = []
+    failed = run_study(lambda: verdicts.append(faults.main(out, settings)), out)
+    return failed or verdicts[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

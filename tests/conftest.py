@@ -20,19 +20,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import h11
 import pytest
 
 from selectorkv.config import ServerConfig
 from selectorkv.cycle import Executor
+from selectorkv.lab.nodes import Node, Nodes
+from selectorkv.lab.nodes import wait_until as wait_until  # the tests take it from here
 from selectorkv.reactor import SelectorThread
 from selectorkv.server import Server
 from selectorkv.storage import Cursor, RocksStorage, Storage
-
-if TYPE_CHECKING:
-    from tests.cluster_harness import Node
 
 MODES = ("sync", "async")
 
@@ -116,17 +114,6 @@ def request_bytes(
     if body is not None:
         head += f"Content-Length: {len(body)}\r\n"
     return head.encode() + b"\r\n" + (body or b"")
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Wait for ``condition`` to hold, polling: a test waits for what it
-    needs to have happened, never for a fixed time (this machine's speed
-    drifts). ``timeout`` only bounds a hang; it is not part of the verdict."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still waiting after {timeout:g} s: {what}")
-        time.sleep(0.01)
 
 
 def queue_depth(server: Server) -> int:
@@ -389,7 +376,7 @@ class ServerProcess:
 
 
 # ----------------------------------------------------------------------
-# Cluster node processes (tests/cluster_harness.py)
+# Cluster node processes (selectorkv/lab/nodes.py)
 # ----------------------------------------------------------------------
 
 
@@ -397,8 +384,6 @@ class ServerProcess:
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., list[Node]]]:
     """Start clusters of node processes (``Nodes.make``); all are stopped
     when the test ends."""
-    from tests.cluster_harness import Nodes
-
     nodes = Nodes(tmp_path)
     yield nodes.make
     nodes.stop_all()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cluster_harness import ClusterFactory, Node, free_port, serve_once
+from selectorkv.lab.nodes import ClusterFactory, Node, free_port, serve_once
 from tests.conftest import MODES, wait_until
 
 KINDS = [(mode, calls) for calls in ("async", "blocking") for mode in MODES]

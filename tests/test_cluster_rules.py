@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from selectorkv.lab.nodes import ClusterFactory, free_port, serve_once
 from selectorkv.placement import Topology
 from selectorkv.records import Record, decode
-from tests.cluster_harness import ClusterFactory, free_port, serve_once
 
 # One of selectorkv's records, as a replica stores it: (version, value).
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from selectorkv.hints import HintLimits, HintStore
+from selectorkv.lab.nodes import ClusterFactory, Node
 from selectorkv.records import Record
 from selectorkv.storage import RocksStorage
-from tests.cluster_harness import ClusterFactory, Node
 from tests.conftest import wait_until
 
 LIMITS = HintLimits(ttl=3600, max_hints=1000, max_bytes=1 << 20, rate=100)

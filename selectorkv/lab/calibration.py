@@ -61,7 +61,6 @@ from selectorkv.lab.spread import Spread
 from selectorkv.lab.study import (
     SETTLE,
     describe_machine,
-    free_port,
     on_load_cpus,
     server_cpus,
 )
@@ -203,15 +202,20 @@ class KnownLatencyTargets:
         self.ports: dict[float, int] = {}
         self.processes: list[subprocess.Popen[bytes]] = []
         for service in services_ms:
-            port = free_port()
-            command = [
-                sys.executable, "-m", "selectorkv.lab.calibration_target",
-                "--port", str(port), "--service-ms", str(service), "--cpu", str(cpu),
-            ]  # fmt: skip
-            self.processes.append(
-                subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-            )
-            self.ports[service] = port
+            # Bound here on a port the kernel picks and handed to the child
+            # open: a port probed free and bound later may be taken between.
+            with socket.create_server(("127.0.0.1", 0), backlog=1024) as listener:
+                fd = listener.fileno()
+                command = [
+                    sys.executable, "-m", "selectorkv.lab.calibration_target",
+                    "--listen-fd", str(fd), "--service-ms", str(service), "--cpu", str(cpu),
+                ]  # fmt: skip
+                self.processes.append(
+                    subprocess.Popen(
+                        command, stdout=log_file, stderr=subprocess.STDOUT, pass_fds=(fd,)
+                    )
+                )
+                self.ports[service] = listener.getsockname()[1]
         for service, process in zip(services_ms, self.processes, strict=True):
             self._wait_ready(self.ports[service], process)
 

@@ -64,9 +64,9 @@ class Peer:
 
 
 class Target:
-    def __init__(self, port: int, service_s: float) -> None:
+    def __init__(self, listener: socket.socket, service_s: float) -> None:
         self.service_ns = round(service_s * 1e9)
-        self.listener = socket.create_server(("127.0.0.1", port), backlog=1024)
+        self.listener = listener
         self.listener.setblocking(False)
         self.selector = selectors.SelectSelector()  # microsecond timeouts (see design)
         self.selector.register(self.listener, selectors.EVENT_READ, None)
@@ -186,13 +186,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "GET /hold returns the server-side holds since the last GET /hold (an encoded "
         "HdrHistogram, microseconds). The lab's known-latency target (selectorkv lab --calibrate).",
     )
-    parser.add_argument("--port", type=int, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", type=int, help="port to listen on, on 127.0.0.1")
+    where.add_argument(
+        "--listen-fd", type=int, help="a listening socket inherited from the parent (no port race)"
+    )
     parser.add_argument("--service-ms", type=float, default=0.0, help="time before each answer")
     parser.add_argument("--cpu", type=int, help="pin to this CPU")
     args = parser.parse_args(argv)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
-    target = Target(args.port, args.service_ms / 1000)
+    if args.listen_fd is not None:
+        listener = socket.socket(fileno=args.listen_fd)
+    else:
+        listener = socket.create_server(("127.0.0.1", args.port), backlog=1024)
+    target = Target(listener, args.service_ms / 1000)
     try:
         target.serve_forever()
     except KeyboardInterrupt:

@@ -1,8 +1,9 @@
-"""Real node processes for the cluster's tests: ``selectorkv serve
---cluster ...`` children on loopback, each on its own port and, when asked,
-its own address (127.0.0.2, 127.0.0.3, ...: what a partition between two of
-them needs), with the ways a node fails on one machine: a clean stop,
-SIGSTOP, kill -9, and a restart on the same data."""
+"""Cluster node processes on this machine, for the tests and the fault
+runs: ``selectorkv serve --cluster ...`` children on loopback, each on its
+own port and, when asked, its own address (127.0.0.2, 127.0.0.3, ...: what
+a partition between two of them needs, faults.py), with the ways a node
+fails on one machine: a clean stop, SIGSTOP, kill -9, and a restart on the
+same data."""
 
 from __future__ import annotations
 
@@ -12,15 +13,27 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import wait_until
-
+# The cluster token of the nodes started here (they run on loopback only).
 TOKEN = "test-token"
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait for ``condition`` to hold, polling: wait for what needs to have
+    happened, never for a fixed time (a machine's speed drifts). ``timeout``
+    only bounds a hang; it is not part of a verdict."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting after {timeout:g} s: {what}")
+        time.sleep(0.01)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -38,6 +51,7 @@ class Node:
     command: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     env: dict[str, str] = field(default_factory=dict)
+    log: IO[bytes] | None = None  # where its output goes (None: this process's)
 
     @property
     def data(self) -> str:
@@ -47,7 +61,7 @@ class Node:
     def start(self) -> None:
         """Start the node (again) on its port and data, as after a crash."""
         env = {**os.environ, "SELECTORKV_CLUSTER_TOKEN": TOKEN, **self.env}
-        self.process = subprocess.Popen(self.command, env=env)
+        self.process = subprocess.Popen(self.command, env=env, stdout=self.log, stderr=self.log)
 
     def restart(self) -> None:
         self.stop()
@@ -127,8 +141,9 @@ class Node:
 class Nodes:
     """Starts clusters of node processes under ``root``; ``stop_all`` at the end."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, log: IO[bytes] | None = None) -> None:
         self._root = root
+        self._log = log
         self.started: list[Node] = []
 
     def make(
@@ -160,7 +175,9 @@ class Nodes:
                 "--log-level", "warning", *flags,
             ]  # fmt: skip
             node = Node(url, port, subprocess.Popen(["true"]), tuple(command), host)
+            node.process.wait()
             node.env = dict(env[i]) if env else {}
+            node.log = self._log
             nodes.append(node)
         self.started.extend(nodes)
         if start:
