@@ -16,6 +16,11 @@ difference:
 2. Constant rate (wrk + paced.lua, latency from each request's due time),
    one node of each cluster stopped with SIGSTOP: asynchronous against
    blocking peer calls, default 2 of 3. p50 and p99.
+3. With ``--base REV`` only: this checkout's 3-node cluster against an
+   earlier commit's (a ``git worktree``, as benchmarks/builds.py does),
+   healthy, closed loop, PUT and GET with the default 2 of 3: what a change
+   to the coordinator costs (the blocking read repair, for one, costs
+   nothing when the replicas agree).
 
 Every server process is pinned to one CPU and wrk to the others (peers.py's
 ``cpus``): on the 2-core machine a 3-node cluster shares one core, so part 1
@@ -72,9 +77,9 @@ def _free(port: int) -> bool:
 
 @contextmanager
 def server(
-    command: list[str], server_cpus: set[int], port: int
+    command: list[str], server_cpus: set[int], port: int, cwd: Path = ROOT
 ) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen([*pinned(server_cpus), *command], cwd=ROOT)
+    process = subprocess.Popen([*pinned(server_cpus), *command], cwd=cwd)
     try:
         deadline = time.monotonic() + 60
         while not answers(port):
@@ -254,6 +259,53 @@ def one_node_stopped(rounds: int, seconds: int, rate: float, scratch: Path) -> s
     return "\n".join(lines) + "\n"
 
 
+def against_base(rounds: int, seconds: int, scratch: Path, base: str) -> str:
+    """Part 3: this checkout's cluster and ``base``'s, up at once."""
+    server_cpus, load_cpus = cpus()
+    tree = scratch / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), base],
+                   cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+    builds = {"new": (ROOT, free_ports(3)), f"base {base}": (tree, free_ports(3))}
+    rates: dict[str, dict[str, list[float]]] = {w: {n: [] for n in builds} for w in ("put", "get")}
+    try:
+        with ExitStack() as stack:
+            for name, (cwd, port) in builds.items():
+                stack.enter_context(server(
+                    [PY, "-m", "selectorkv", "cluster", "--nodes", "3", "--base-port", str(port),
+                     "--data", str(scratch / name.split()[0]), "--cpu", "none",
+                     "--log-level", "warning"], server_cpus, port, cwd))  # fmt: skip
+                for other in (port + 1, port + 2):
+                    while not answers(other):
+                        time.sleep(0.2)
+                fill(port, "&ack=3&from=3")
+            os.environ["SELECTORKV_ID_LENGTH"] = "2"
+            os.environ.pop("SELECTORKV_QUERY", None)
+            for number in range(rounds):
+                for workload in ("put", "get"):
+                    for name in rotated(list(builds), number):
+                        url = f"http://127.0.0.1:{builds[name][1]}"
+                        rate = wrk(url, workload, seconds, 64, load_cpus)
+                        rates[workload][name].append(rate)
+                        print(f"round {number + 1}/{rounds} {workload} {name}: {rate:,.0f} req/s",
+                              file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
+    lines = [
+        f"A healthy 3-node cluster, default ack=2&from=3, closed loop, wrk -t1 -c64 "
+        f"-d{seconds}s through one node; median (min-max) of {rounds} rounds:",
+        "",
+        "| workload | build | req/s | new / base, per round |",
+        "|---|---|---|---|",
+    ]
+    for workload, by_build in rates.items():
+        new, old = by_build["new"], by_build[f"base {base}"]
+        ratio = Spread.of(n / o for n, o in zip(new, old, strict=True))
+        lines.append(f"| {workload.upper()} | new | {Spread.of(new).format()} | "
+                     f"{ratio.format('.2f', 'x')} |")  # fmt: skip
+        lines.append(f"| {workload.upper()} | {base} | {Spread.of(old).format()} | |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.cluster",
@@ -263,10 +315,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     parser.add_argument("--seconds", type=int, default=8, help="seconds of each run (8)")
     parser.add_argument("--rate", type=float, default=100.0, help="part 2's rate (100/s)")
+    parser.add_argument(
+        "--base", help="part 3 alone: this checkout's cluster against this commit's"
+    )
     args = parser.parse_args()
     if wrk_missing(parser.prog):
         return 2
     with tempfile.TemporaryDirectory(prefix="selectorkv-cluster-") as temp:
+        if args.base:
+            print(against_base(args.rounds, args.seconds, Path(temp), args.base))
+            return 0
         print(closed_loop(args.rounds, args.seconds, Path(temp) / "closed"))
         print(one_node_stopped(args.rounds, args.seconds, args.rate, Path(temp) / "stopped"))
     return 0

@@ -127,7 +127,13 @@ class HintStore:
         cursor = self._storage.range(b"", None)
         try:
             for raw_key, raw in cursor:
-                target, sequence = _split_key(raw_key)
+                try:
+                    target, sequence = split_hint_key(raw_key)
+                except UnicodeDecodeError:
+                    # Not a hint this code wrote: skipped, not fatal (a node
+                    # must start whatever its hints hold).
+                    log.warning("skipped an unreadable hint key %r", raw_key)
+                    continue
                 size = len(raw)
                 self._track(target, sequence, size)
                 self._last_sequence = max(self._last_sequence, sequence)
@@ -149,7 +155,7 @@ class HintStore:
         with self._lock:
             sequence = self._last_sequence = max(time.time_ns(), self._last_sequence + 1)
             try:
-                self._storage.put(_key(target, sequence), value)
+                self._storage.put(hint_key(target, sequence), value)
             except StorageError as exc:
                 log.error("could not keep a hint for %s: %s", target, exc)
                 return
@@ -173,7 +179,7 @@ class HintStore:
             sizes.remove((sequence, size))
         else:
             return False
-        self._storage.delete(_key(target, sequence))
+        self._storage.delete(hint_key(target, sequence))
         counts = self.counts[target]
         counts.pending -= 1
         counts.pending_bytes -= size
@@ -190,7 +196,7 @@ class HintStore:
         for sequence, size in wanted:
             if len(hints) == count:
                 break
-            raw = self._storage.get(_key(target, sequence))
+            raw = self._storage.get(hint_key(target, sequence))
             if raw is None:
                 continue  # delivered or dropped meanwhile
             made_ns, key_length = _HEAD.unpack_from(raw)
@@ -237,13 +243,16 @@ class HintStore:
         self._storage.close()
 
 
-def _key(target: str, sequence: int) -> bytes:
+def hint_key(target: str, sequence: int) -> bytes:
+    """Where a hint is stored: the target's URL, a zero byte, and the
+    sequence as 8 bytes (which may hold zero bytes of their own)."""
     return target.encode() + b"\0" + sequence.to_bytes(8, "big")
 
 
-def _split_key(raw: bytes) -> tuple[str, int]:
-    target, _, sequence = raw.rpartition(b"\0")
-    return target.decode(), int.from_bytes(sequence, "big")
+def split_hint_key(raw: bytes) -> tuple[str, int]:
+    """(target, sequence) of a ``hint_key``: the sequence is the last 8
+    bytes, whatever they hold."""
+    return raw[:-9].decode(), int.from_bytes(raw[-8:], "big")
 
 
 class HintedHandoff:

@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
+from selectorkv.lab import skew
 from selectorkv.lab.checker import Verdict, check
 from selectorkv.lab.history import FAIL, OK, READ, UNKNOWN, WRITE, History, Op
 from selectorkv.lab.nodes import Node, Nodes, wait_until
@@ -406,8 +407,15 @@ def table(reports: list[FaultReport]) -> str:
     return "\n".join(lines)
 
 
+# Clock skew against the gap between two writes (lab/skew.py): seconds.
+SKEWS = (0.0, 0.01, 0.1, 1.0)
+SKEW_GAP = 0.05
+SKEW_PAIRS = 20
+
+
 def main(out: Path, settings: list[FaultSettings], stream: IO[str] = sys.stdout) -> int:
-    """Run each setting, print and write the table; 1 if any check failed."""
+    """Run each setting, then the clock-skew measurement; print and write
+    the tables (faults.md); 1 if any check failed."""
     out.mkdir(parents=True, exist_ok=True)
     reports = []
     with open(out / "nodes.log", "wb") as log:
@@ -418,10 +426,16 @@ def main(out: Path, settings: list[FaultSettings], stream: IO[str] = sys.stdout)
             run.history.save(out / f"run-{number + 1}-history.jsonl")
             reports.append(report)
             print(json.dumps(report.summary()), file=stream, flush=True)
+        print("clock skew against the gap between two writes", file=stream, flush=True)
+        skews = [
+            skew.measure(out / f"skew-{number}", seconds, SKEW_GAP, SKEW_PAIRS, log)
+            for number, seconds in enumerate(SKEWS)
+        ]
     text = table(reports)
     skipped = {report.skipped for report in reports if report.skipped}
     if skipped:
         text += "\n\nNot run: " + "; ".join(sorted(skipped))
+    text += "\n\n" + skew.table(skews)
     (out / "faults.md").write_text(text + "\n")
     (out / "faults.json").write_text(
         json.dumps([{**r.summary(), "settings": asdict(r.settings)} for r in reports], indent=1)
