@@ -267,10 +267,12 @@ def against_base(rounds: int, seconds: int, scratch: Path, base: str) -> str:
                    cwd=ROOT, check=True, capture_output=True)  # fmt: skip
     builds = {"new": (ROOT, free_ports(3)), f"base {base}": (tree, free_ports(3))}
     rates: dict[str, dict[str, list[float]]] = {w: {n: [] for n in builds} for w in ("put", "get")}
+    costs: dict[str, dict[str, list[float]]] = {w: {n: [] for n in builds} for w in ("put", "get")}
     try:
         with ExitStack() as stack:
+            launchers = {}
             for name, (cwd, port) in builds.items():
-                stack.enter_context(server(
+                launchers[name] = stack.enter_context(server(
                     [PY, "-m", "selectorkv", "cluster", "--nodes", "3", "--base-port", str(port),
                      "--data", str(scratch / name.split()[0]), "--cpu", "none",
                      "--log-level", "warning"], server_cpus, port, cwd))  # fmt: skip
@@ -284,9 +286,13 @@ def against_base(rounds: int, seconds: int, scratch: Path, base: str) -> str:
                 for workload in ("put", "get"):
                     for name in rotated(list(builds), number):
                         url = f"http://127.0.0.1:{builds[name][1]}"
+                        before = cpu_seconds(launchers[name].pid)
                         rate = wrk(url, workload, seconds, 64, load_cpus)
+                        used = cpu_seconds(launchers[name].pid) - before
                         rates[workload][name].append(rate)
-                        print(f"round {number + 1}/{rounds} {workload} {name}: {rate:,.0f} req/s",
+                        costs[workload][name].append(used / (rate * seconds) * 1e6)
+                        print(f"round {number + 1}/{rounds} {workload} {name}: {rate:,.0f} req/s, "
+                              f"{costs[workload][name][-1]:.0f} us CPU/request",
                               file=sys.stderr, flush=True)  # fmt: skip
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
@@ -294,15 +300,17 @@ def against_base(rounds: int, seconds: int, scratch: Path, base: str) -> str:
         f"A healthy 3-node cluster, default ack=2&from=3, closed loop, wrk -t1 -c64 "
         f"-d{seconds}s through one node; median (min-max) of {rounds} rounds:",
         "",
-        "| workload | build | req/s | new / base, per round |",
-        "|---|---|---|---|",
+        "| workload | build | req/s | new / base, per round | server CPU per request |",
+        "|---|---|---|---|---|",
     ]
     for workload, by_build in rates.items():
         new, old = by_build["new"], by_build[f"base {base}"]
         ratio = Spread.of(n / o for n, o in zip(new, old, strict=True))
-        lines.append(f"| {workload.upper()} | new | {Spread.of(new).format()} | "
-                     f"{ratio.format('.2f', 'x')} |")  # fmt: skip
-        lines.append(f"| {workload.upper()} | {base} | {Spread.of(old).format()} | |")
+        for name, label, shown in (("new", "new", ratio.format(".2f", "x")),
+                                   (f"base {base}", base, "")):  # fmt: skip
+            cost = Spread.of(costs[workload][name]).format()
+            lines.append(f"| {workload.upper()} | {label} | {Spread.of(by_build[name]).format()} "
+                         f"| {shown} | {cost} us |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -44,6 +44,7 @@ a SelectorThread.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import socket
 from dataclasses import dataclass
@@ -102,13 +103,13 @@ class Topology:
             raise TopologyError(f"--self {me} is not in --cluster ({', '.join(nodes)})")
         return cls(nodes, me)
 
-    @property
+    @functools.cached_property
     def index(self) -> int:
         """This node's place in the sorted node list: the same on every
         node, whatever order each was given the list in."""
         return sorted(self.nodes).index(self.self_url)
 
-    @property
+    @functools.cached_property
     def cluster_id(self) -> str:
         """A name for the sorted node list: nodes that agree on it place
         every key alike."""

@@ -52,6 +52,7 @@ returned.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import logging
 import threading
@@ -114,7 +115,7 @@ class Cluster:
     # (hints.HintedHandoff.keep); None: hinted handoff is off.
     hint: Callable[[str, bytes, Record], None] | None = None
 
-    @property
+    @functools.cached_property
     def headers(self) -> tuple[tuple[bytes, bytes], ...]:
         """What every internal request carries: the token and the cluster id."""
         return (TOKEN_HEADER, self.token), (CLUSTER_HEADER, self.topology.cluster_id.encode())
@@ -449,9 +450,7 @@ class Coordinator:
         pool of this SelectorThread. ``on_answer`` runs on this thread."""
         cluster = self._cluster
         if node == self._self_url:
-            request = internal._replace(
-                token=cluster.token, cluster=cluster.topology.cluster_id.encode()
-            )
+            request = internal._replace(token=cluster.token, cluster=cluster.headers[1][1])
             respond = LocalCall(reactor, lambda r: on_answer(node, r.status, r.body, ""))
             self._local.execute(request, respond)
             return
@@ -530,7 +529,7 @@ class BlockingCoordinator:
         cluster = self._cluster
         if node == cluster.topology.self_url:
             own = self._handle(
-                internal._replace(token=cluster.token, cluster=cluster.topology.cluster_id.encode())
+                internal._replace(token=cluster.token, cluster=cluster.headers[1][1])
             )
             return own.status, own.body, ""
         return self._call(node, internal)

@@ -115,6 +115,10 @@ class FaultSettings:
     seconds: float = 30.0  # of load with faults
     hold: float = 2.0  # each fault, and the calm between two
     clients: int = 4
+    # PayloadThreads per node: blocking peer calls need a thread for each
+    # request in flight, or nodes wait on each other until the peer timeout
+    # (docs/cluster.md, "Blocking peer calls").
+    workers: int = 8
     keys: int = 12
     peer_timeout: float = 0.5
     client_timeout: float = 5.0
@@ -247,7 +251,8 @@ class FaultRun:
             with Partitions() if not why_not else _NoPartitions() as partitions:
                 nodes = nodes_of.make(
                     settings.nodes, settings.mode, "--peer-calls", settings.peer_calls,
-                    "--peer-timeout", str(settings.peer_timeout), hosts=hosts,
+                    "--peer-timeout", str(settings.peer_timeout),
+                    "--workers", str(settings.workers), hosts=hosts,
                 )  # fmt: skip
                 self._load_with_faults(nodes, partitions, kinds)
                 healed = time.monotonic()
