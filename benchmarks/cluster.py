@@ -135,6 +135,18 @@ def cpu_seconds(root: int) -> float:
     return total
 
 
+def loaded(
+    url: str, workload: str, seconds: int, load_cpus: set[int], pid: int, label: str
+) -> tuple[float, float]:
+    """One closed-loop run (wrk -c64): requests/s and the server CPU per
+    request in microseconds (``pid`` and its descendants), said on stderr."""
+    before = cpu_seconds(pid)
+    rate = wrk(url, workload, seconds, 64, load_cpus)
+    cost = (cpu_seconds(pid) - before) / (rate * seconds) * 1e6
+    print(f"{label}: {rate:,.0f} req/s, {cost:.0f} us CPU/request", file=sys.stderr, flush=True)
+    return rate, cost
+
+
 def signal_node(port: int, name: str) -> None:
     """SIGSTOP or SIGCONT the node serving ``port`` (a child of its launcher)."""
     pattern = f"selectorkv serve --port {port} "
@@ -176,14 +188,12 @@ def closed_loop(rounds: int, seconds: int, scratch: Path) -> str:
                 for name in rotated(names, number):
                     port, query, which = targets[name]
                     os.environ["SELECTORKV_QUERY"] = query
-                    before = cpu_seconds(processes[which].pid)
-                    rate = wrk(f"http://127.0.0.1:{port}", workload, seconds, 64, load_cpus)
-                    used = cpu_seconds(processes[which].pid) - before
+                    rate, cost = loaded(
+                        f"http://127.0.0.1:{port}", workload, seconds, load_cpus,
+                        processes[which].pid, f"round {number + 1}/{rounds} {workload} {name}",
+                    )  # fmt: skip
                     rates[workload][name].append(rate)
-                    costs[workload][name].append(used / (rate * seconds) * 1e6)
-                    print(f"round {number + 1}/{rounds} {workload} {name}: {rate:,.0f} req/s, "
-                          f"{costs[workload][name][-1]:.0f} us CPU/request",
-                          file=sys.stderr, flush=True)  # fmt: skip
+                    costs[workload][name].append(cost)
         os.environ.pop("SELECTORKV_QUERY", None)
     lines = []
     for workload in ("put", "get"):
@@ -285,15 +295,12 @@ def against_base(rounds: int, seconds: int, scratch: Path, base: str) -> str:
             for number in range(rounds):
                 for workload in ("put", "get"):
                     for name in rotated(list(builds), number):
-                        url = f"http://127.0.0.1:{builds[name][1]}"
-                        before = cpu_seconds(launchers[name].pid)
-                        rate = wrk(url, workload, seconds, 64, load_cpus)
-                        used = cpu_seconds(launchers[name].pid) - before
+                        rate, cost = loaded(
+                            f"http://127.0.0.1:{builds[name][1]}", workload, seconds, load_cpus,
+                            launchers[name].pid, f"round {number + 1}/{rounds} {workload} {name}",
+                        )  # fmt: skip
                         rates[workload][name].append(rate)
-                        costs[workload][name].append(used / (rate * seconds) * 1e6)
-                        print(f"round {number + 1}/{rounds} {workload} {name}: {rate:,.0f} req/s, "
-                              f"{costs[workload][name][-1]:.0f} us CPU/request",
-                              file=sys.stderr, flush=True)  # fmt: skip
+                        costs[workload][name].append(cost)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT)
     lines = [

@@ -218,3 +218,18 @@ def test_a_data_directory_remembers_its_node(make_cluster: ClusterFactory) -> No
     result = serve_once("--data", node.data, "--cluster", f"{node.url},{other}", "--self", other)
     assert result.returncode == 2
     assert f"holds the data of node {node.url}" in result.stderr
+
+
+def test_a_peer_that_is_down_costs_no_client_its_answer_nor_a_socket(
+    make_cluster: ClusterFactory,
+) -> None:
+    """Every request that needs a node that is down is answered (504), and
+    the coordinator's open descriptors do not grow with them."""
+    first, second = make_cluster(2, "sync")
+    second.stop()
+    assert first.put("warm", b"v", "&ack=2&from=2") == 504
+    descriptors = Path(f"/proc/{first.process.pid}/fd")
+    before = len(list(descriptors.iterdir()))
+    for i in range(40):
+        assert first.put(f"k{i}", b"v", "&ack=2&from=2") == 504
+    assert len(list(descriptors.iterdir())) <= before + 2
