@@ -103,6 +103,35 @@ class Node:
     def delete(self, key: str, counts: str = "") -> int:
         return self.request("DELETE", f"/v0/entity?id={key}{counts}")[0]
 
+    def ready(self) -> bool:
+        """It answers, or it has exited (``listening`` then says which)."""
+        return self.process.poll() is not None or self.answers()
+
+    def listening(self) -> bool:
+        """This node's process holds the listening socket of its port (not
+        some other server that took the port first)."""
+        if self.process.poll() is not None:
+            return False
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as lines:
+                for line in list(lines)[1:]:
+                    fields = line.split()
+                    local, state, inode = fields[1], fields[3], fields[9]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == self.port:
+                        inodes.add(f"socket:[{inode}]")
+        try:
+            descriptors = list(Path(f"/proc/{self.process.pid}/fd").iterdir())
+        except OSError:
+            return False
+        for descriptor in descriptors:
+            try:
+                if os.readlink(descriptor) in inodes:
+                    return True
+            except OSError:
+                continue  # closed meanwhile
+        return False
+
     def answers(self) -> bool:
         try:
             return self.request("GET", "/v0/status")[0] == 200
@@ -156,6 +185,7 @@ class Nodes:
         order: Sequence[Sequence[int]] | None = None,
         strangers: Sequence[str] = (),
         start: bool = True,
+        attempts: int = 3,
     ) -> list[Node]:
         """``count`` nodes; ``hosts``: each node's address (default all on
         127.0.0.1); ``env``: each node's extra environment; ``order``: the
@@ -184,7 +214,18 @@ class Nodes:
             for node in nodes:
                 node.start()
             for node in nodes:
-                wait_until(node.answers, f"{node.url} answers", timeout=30)
+                wait_until(node.ready, f"{node.url} answers", timeout=30)
+            if not all(node.listening() for node in nodes):
+                # A port probed free was taken before the node bound it (the
+                # node exited, and another server answered in its place).
+                for node in nodes:
+                    node.stop()
+                if attempts <= 1:
+                    raise RuntimeError("nodes could not bind the ports chosen for them")
+                return self.make(
+                    count, mode, *flags, hosts=hosts, env=env, order=order,
+                    strangers=strangers, attempts=attempts - 1,
+                )  # fmt: skip
         return nodes
 
     def stop_all(self) -> None:
