@@ -135,7 +135,10 @@ class Node:
     def answers(self) -> bool:
         try:
             return self.request("GET", "/v0/status")[0] == 200
-        except OSError:
+        except (OSError, http.client.HTTPException):
+            # Before the node listens, a connect to its port can meet itself
+            # (the kernel picked that very port as the source): it reads its
+            # own request back, a malformed answer, not an error to raise.
             return False
 
     def metric(self, name: str, **labels: str) -> float:
