@@ -42,7 +42,7 @@ serve: $(VENV)/.installed-base
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not reliability" $(ARGS)
 
-# The same suite with the opt-in compiled parser (see selectorkv/parser.py).
+# The same suite with the opt-in compiled parser (see selectorkv/http/parser.py).
 test-fast: $(VENV)/.installed-dev
 	SELECTORKV_HTTP_PARSER=h11-mypyc $(BIN)/python -m pytest -m "not reliability and not study" $(ARGS)
 

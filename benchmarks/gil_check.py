@@ -38,7 +38,7 @@ def report(name: str, work: Callable[[], None]) -> None:
 
 
 def main() -> None:
-    from selectorkv.storage import RocksStorage
+    from selectorkv.kv.storage import RocksStorage
 
     with tempfile.TemporaryDirectory() as path:
         storage = RocksStorage(path)

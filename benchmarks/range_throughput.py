@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks.serving import serving
-from selectorkv.storage import RocksStorage
+from selectorkv.kv.storage import RocksStorage
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "wrk_scripts"
 PORT = 8098

@@ -17,7 +17,7 @@ from pathlib import Path
 from benchmarks.serving import serving
 from selectorkv.lab.study import on_load_cpus
 from selectorkv.lab.tools import SelectorkvLoad
-from tests.conftest import RawClient, request_bytes, rss_bytes
+from tests.support import RawClient, request_bytes, rss_bytes
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "wrk_scripts"
 PORT = 8099

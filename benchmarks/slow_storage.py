@@ -32,9 +32,9 @@ import time
 import rocksdict
 
 from benchmarks.peers import ROOT
+from selectorkv.kv.storage import RocksStorage
 from selectorkv.lab.study import free_port
-from selectorkv.storage import RocksStorage
-from tests.conftest import ForwardingStorage
+from tests.support import ForwardingStorage
 
 ROUNDS = 5
 BATCH_ENTRIES = 400_000  # one WriteBatch: a few hundred ms of rocksdict on this machine

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from selectorkv.storage import RocksStorage
+from selectorkv.kv.storage import RocksStorage
 
 KEYS = [b"%04d" % i for i in range(4096)]
 VALUE = b"v" * 300

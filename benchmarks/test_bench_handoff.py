@@ -18,10 +18,12 @@ from collections.abc import Iterator
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from selectorkv.api import STATUS_OK, Request, Response
-from selectorkv.payload import InlineExecutor, PayloadPool
+from selectorkv.execution.inline import InlineExecutor
+from selectorkv.execution.pool import PayloadPool
+from selectorkv.http.exchange import Request, Response
+from selectorkv.kv.api import STATUS_OK
+from selectorkv.reactor.wakeup import Wakeup
 from selectorkv.server import choose_cpu, place_threads
-from selectorkv.wakeup import Wakeup
 
 REQUEST = Request(b"GET", b"/v0/status")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from selectorkv.parser import h11
+from selectorkv.http.parser import h11
 
 GET = b"GET /v0/entity?id=abc HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 PUT = (

@@ -13,7 +13,7 @@ import socket
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from tests.conftest import RawClient, ServerFactory
+from tests.support import RawClient, ServerFactory
 
 GET = b"GET /v0/entity?id=abc HTTP/1.1\r\nHost: bench\r\n\r\n"
 VALUE = b"v" * 300

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from selectorkv.storage import RocksStorage
+from selectorkv.kv.storage import RocksStorage
 
 KEYS = [b"%03d" % i for i in range(1000)]
 VALUE = b"v" * 300

@@ -35,8 +35,8 @@ from selectorkv.config import (
     positive_float,
     positive_int,
 )
+from selectorkv.kv.storage import RocksStorage, StorageError
 from selectorkv.lab.keyspace import WORKLOADS
-from selectorkv.storage import RocksStorage, StorageError
 
 log = logging.getLogger("selectorkv")
 
@@ -320,7 +320,7 @@ def serve(args: argparse.Namespace) -> int:
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         # Imported here, not at the top: importing the server chooses the
-        # HTTP parser (selectorkv/parser.py), which can fail with a message.
+        # HTTP parser (selectorkv/http/parser.py), which can fail with a message.
         from selectorkv.server import Server
     except ImportError as exc:
         log.error("%s", exc)
@@ -542,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "cluster":
-        from selectorkv import local_cluster
+        from selectorkv.cluster import local as local_cluster
 
         return local_cluster.run(args.nodes, args.base_port, args.data, extra)
     if extra:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from selectorkv.placement import Topology
+    from selectorkv.cluster.placement import Topology
 
 ENV_PREFIX = "SELECTORKV_"
 # The cluster token travels in every internal request's head, within the
@@ -88,7 +88,7 @@ class ServerConfig:
             raise ValueError(f"port must be 0..65535, not {self.port}")
         cpu_setting(self.cpu)
         if self.cluster:
-            from selectorkv.placement import Topology
+            from selectorkv.cluster.placement import Topology
 
             if not self.self_node:
                 raise ValueError(
@@ -119,7 +119,7 @@ class ServerConfig:
     @property
     def topology(self) -> Topology | None:
         """The cluster this node belongs to; None for a single node."""
-        from selectorkv.placement import Topology
+        from selectorkv.cluster.placement import Topology
 
         return Topology.parse(self.cluster, self.self_node) if self.cluster else None
 

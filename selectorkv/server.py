@@ -50,21 +50,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from selectorkv import parser
-from selectorkv.acceptor import Acceptor, ConnectionSlots
-from selectorkv.api import Api
-from selectorkv.clock import HybridClock, Reservation
-from selectorkv.commit import GroupCommit, RoundCommit
-from selectorkv.config import ServerConfig
-from selectorkv.connection import Connection, Limits
-from selectorkv.cycle import Executor
-from selectorkv.hints import HintedHandoff, HintLimits, HintStore
-from selectorkv.metrics import StatsThread, exposition
-from selectorkv.payload import InlineExecutor, PayloadPool
-from selectorkv.placement import resolve
-from selectorkv.reactor import SelectorThread
-from selectorkv.records import ReplicaStore
-from selectorkv.replication import (
+from selectorkv.cluster.clock import HybridClock, Reservation
+from selectorkv.cluster.hints import HintedHandoff, HintLimits, HintStore
+from selectorkv.cluster.placement import resolve
+from selectorkv.cluster.replication import (
     BlockingCoordinator,
     Cluster,
     Coordinator,
@@ -72,7 +61,20 @@ from selectorkv.replication import (
     claim_directory,
     internal_target,
 )
-from selectorkv.storage import MAX_OPEN_FILES, RocksStorage, Storage, StorageError
+from selectorkv.config import ServerConfig
+from selectorkv.execution.commit import GroupCommit, RoundCommit
+from selectorkv.execution.inline import InlineExecutor
+from selectorkv.execution.pool import PayloadPool
+from selectorkv.http import parser
+from selectorkv.http.connection import Allowance, Connection, Limits
+from selectorkv.http.exchange import Executor
+from selectorkv.kv.api import INTERNAL_HEAD_ALLOWANCE, INTERNAL_PREFIX, RECORD_OVERHEAD, Api
+from selectorkv.kv.records import ReplicaStore
+from selectorkv.kv.storage import MAX_OPEN_FILES, RocksStorage, Storage, StorageError
+from selectorkv.metrics import exposition
+from selectorkv.reactor.acceptor import Acceptor, ConnectionSlots
+from selectorkv.reactor.selector_thread import SelectorThread
+from selectorkv.reactor.stats import StatsThread
 
 log = logging.getLogger("selectorkv.server")
 
@@ -149,6 +151,9 @@ class Server:
             header_timeout=config.header_timeout,
             keepalive_timeout=config.keepalive_timeout,
             request_timeout=config.answer_timeout,
+            # A node's internal request carries a client's value and key
+            # with a little more around them (kv/api.py): let it through.
+            wider=Allowance(INTERNAL_PREFIX, INTERNAL_HEAD_ALLOWANCE, RECORD_OVERHEAD),
         )
         make_connection = functools.partial(Connection, limits=limits, executor=executor)
         self.max_connections = connection_cap(config.max_connections)
@@ -241,7 +246,7 @@ class Server:
             counters["wal_syncs"] = ("Syncs of RocksDB's write-ahead log (with --fsync).", syncs)
         hints = self._hints.metrics() if self._hints is not None else []
         return exposition(
-            list(self._reactors), self._payload_threads(), gauges, counters, more_lines=hints
+            list(self._reactors), self._payload_threads(), gauges, counters, families=hints
         )
 
     def stop(self) -> bool:

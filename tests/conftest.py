@@ -1,225 +1,40 @@
 """Fixtures: a real selectorkv server on a free port over a real RocksDB in a
-temporary directory, and a small raw-socket HTTP client built on h11.
+temporary directory, a SelectorThread of the test's own, and clusters of
+node processes. What they use, and what the tests share besides them, is in
+support.py.
 
 Most tests run the server in-process (its threads, real sockets), which is
 fast and lets a test put a blocking storage in front of RocksDB. Tests of the
 command line, signals and restarts run ``python -m selectorkv`` as a child
-process (see ``ServerProcess``).
+process (``support.ServerProcess``).
 """
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
-import h11
 import pytest
 
 from selectorkv.config import ServerConfig
-from selectorkv.cycle import Executor
+from selectorkv.http.exchange import Executor
+from selectorkv.kv.storage import RocksStorage, Storage
 from selectorkv.lab.nodes import Node, Nodes
-from selectorkv.lab.nodes import wait_until as wait_until  # the tests take it from here
-from selectorkv.reactor import SelectorThread
+from selectorkv.reactor.selector_thread import SelectorThread
 from selectorkv.server import Server
-from selectorkv.storage import Cursor, RocksStorage, Storage
-
-MODES = ("sync", "async")
-
-
-# ----------------------------------------------------------------------
-# A raw HTTP client: exact bytes out, h11 to parse what comes back
-# ----------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[bytes, bytes]
-    body: bytes
-
-
-class RawClient:
-    """One TCP connection; sends bytes as given, reads responses with h11."""
-
-    def __init__(self, address: tuple[str, int], *, rcvbuf: int | None = None) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(10)
-        self.sock.connect(address)
-        self._h11 = h11.Connection(h11.CLIENT)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def request(self, method: str, target: str, body: bytes | None = None) -> Reply:
-        self.send(request_bytes(method, target, body))
-        return self.read_reply()
-
-    def read_reply(self, read_size: int = 65536) -> Reply:
-        """Read one final response (skipping 1xx) and get ready for the next."""
-        # The client side of h11 wants to have "sent" a request to parse a
-        # response; tell it about a generic one, since we wrote raw bytes.
-        if self._h11.our_state is h11.IDLE:
-            self._h11.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
-            self._h11.send(h11.EndOfMessage())
-        status, headers, body = 0, {}, bytearray()
-        while True:
-            event = self._h11.next_event()
-            if event is h11.NEED_DATA:
-                self._h11.receive_data(self.sock.recv(read_size))
-            elif isinstance(event, h11.Response):
-                status, headers = event.status_code, dict(event.headers)
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionError("closed before a complete response")
-        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
-            self._h11.start_next_cycle()
-        return Reply(status, headers, bytes(body))
-
-    def read_until_closed(self) -> bytes:
-        """Everything the server sends until it closes the connection."""
-        chunks = []
-        while chunk := self.sock.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def is_closed_by_server(self) -> bool:
-        """True when the server has closed (EOF or reset), waiting up to 10 s."""
-        try:
-            return self.sock.recv(65536) == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def request_bytes(
-    method: str, target: str, body: bytes | None = None, extra: str = "", version: str = "1.1"
-) -> bytes:
-    head = f"{method} {target} HTTP/{version}\r\nHost: test\r\n{extra}"
-    if body is not None:
-        head += f"Content-Length: {len(body)}\r\n"
-    return head.encode() + b"\r\n" + (body or b"")
-
-
-def queue_depth(server: Server) -> int:
-    """Requests waiting for a PayloadThread, as GET /metrics reports it."""
-    match = re.search(rb"^selectorkv_queue_depth (\S+)$", server.metrics(), re.MULTILINE)
-    assert match, "no selectorkv_queue_depth in the metrics"
-    return int(float(match.group(1)))
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of process ``pid`` (Linux /proc)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
-def peak_growth(pid: int, before: int, seconds: float) -> int:
-    """The most that process ``pid`` grew past ``before`` bytes, sampled
-    every 50 ms for ``seconds``."""
-    peak = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        peak = max(peak, rss_bytes(pid) - before)
-        time.sleep(0.05)
-    return peak
-
-
-# ----------------------------------------------------------------------
-# Storages a test may put in front of RocksDB
-# ----------------------------------------------------------------------
-
-
-class ForwardingStorage:
-    """A storage that passes every call to ``inner``: the base of the
-    storages a test (or a benchmark) injects, which override what they change."""
-
-    def __init__(self, inner: Storage) -> None:
-        self.inner = inner
-
-    def get(self, key: bytes) -> bytes | None:
-        return self.inner.get(key)
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self.inner.put(key, value)
-
-    def delete(self, key: bytes) -> None:
-        self.inner.delete(key)
-
-    def apply_batch(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
-        self.inner.apply_batch(writes)
-
-    def range(self, start: bytes, end: bytes | None) -> Cursor:
-        return self.inner.range(start, end)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-class BlockingStorage(ForwardingStorage):
-    """Storage whose calls wait until the test opens the gate: injected to
-    hold a request in flight (503s, graceful shutdown)."""
-
-    def __init__(self, inner: Storage) -> None:
-        super().__init__(inner)
-        self.gate = threading.Event()
-        self.entered = threading.Semaphore(0)
-
-    def _wait(self) -> None:
-        self.entered.release()
-        assert self.gate.wait(30), "test never opened the storage gate"
-
-    def get(self, key: bytes) -> bytes | None:
-        self._wait()
-        return self.inner.get(key)
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self._wait()
-        self.inner.put(key, value)
-
-    def delete(self, key: bytes) -> None:
-        self._wait()
-        self.inner.delete(key)
-
-    def apply_batch(self, writes: Sequence[tuple[bytes, bytes | None]]) -> None:
-        self._wait()
-        self.inner.apply_batch(writes)
-
-
-def fill_database(path: str, count: int, value_size: int = 10) -> None:
-    """Write ``count`` entries ``b"%07d" % i -> value`` straight into RocksDB
-    at ``path`` (before a server opens it): bulk data for range tests."""
-    storage = RocksStorage(path)
-    try:
-        for i in range(count):
-            storage.put(b"%07d" % i, (b"%07d" % i).ljust(value_size, b"v"))
-    finally:
-        storage.close()
-
+from tests.support import (
+    MODES,
+    BlockingStorage,
+    RawClient,
+    ServerFactory,
+    no_connections,
+)
 
 # ----------------------------------------------------------------------
 # In-process servers
 # ----------------------------------------------------------------------
-
-ServerFactory = Callable[..., Server]
 
 
 @pytest.fixture
@@ -267,20 +82,6 @@ def make_blocking_server(
     return make
 
 
-BlockingServerFactory = Callable[..., tuple[Server, BlockingStorage]]
-
-
-# ----------------------------------------------------------------------
-# A SelectorThread of the test's own (reactor tests, peer calls)
-# ----------------------------------------------------------------------
-
-
-def no_connections(
-    sock: socket.socket, reactor: SelectorThread, release: Callable[[], None]
-) -> None:
-    raise AssertionError("nothing is adopted in these tests")
-
-
 @pytest.fixture
 def reactor() -> Iterator[SelectorThread]:
     thread = SelectorThread(1, no_connections)
@@ -289,20 +90,6 @@ def reactor() -> Iterator[SelectorThread]:
     thread.shut_down(time.monotonic() + 5)
     thread.join(10)
     assert not thread.is_alive()
-
-
-def on_reactor(reactor: SelectorThread, call: Callable[[], object]) -> object:
-    """Run ``call`` on the reactor's thread (timers are used there only)."""
-    done = threading.Event()
-    result: list[object] = []
-
-    def run() -> None:
-        result.append(call())
-        done.set()
-
-    reactor.call_soon(run)
-    assert done.wait(10)
-    return result[0]
 
 
 @pytest.fixture(params=MODES)
@@ -320,59 +107,6 @@ def client(server: Server) -> Iterator[RawClient]:
     c = RawClient(server.address)
     yield c
     c.close()
-
-
-# ----------------------------------------------------------------------
-# Child-process servers (CLI, signals, restarts)
-# ----------------------------------------------------------------------
-
-LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
-
-
-class ServerProcess:
-    """``python -m selectorkv serve`` in a child process. ``launcher`` is a
-    command that runs it (``prlimit ...``): no Python code runs between the
-    fork and the exec (no ``preexec_fn``), which is unsafe in a process with
-    threads, as pytest's is."""
-
-    def __init__(
-        self,
-        *args: str,
-        env: dict[str, str] | None = None,
-        launcher: tuple[str, ...] = (),
-    ) -> None:
-        self.proc = subprocess.Popen(
-            [*launcher, sys.executable, "-m", "selectorkv", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.log: list[str] = []
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line)
-            if match := LISTENING.search(line):
-                self.address = (match.group(1), int(match.group(2)))
-                break
-        else:
-            raise RuntimeError("server did not start:\n" + "".join(self.log))
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-
-    def _collect(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def text(self) -> str:
-        return "".join(self.log)
 
 
 # ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The /v0/entity API on an in-memory dict, and the command line every step shares.
 
 Kept apart so that each step's program holds only the idea it adds. The
-answers are the real server's (selectorkv/api.py): 200 with the value, 404,
+answers are the real server's (selectorkv/kv/api.py): 200 with the value, 404,
 201 on PUT, 202 on DELETE, 400 without an id, 405 for any other method.
 
 ``--delay-ms`` makes every request wait that long, the way a disk read

@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-log = logging.getLogger("selectorkv.clock")
+log = logging.getLogger("selectorkv.cluster.clock")
 
 NODE_BITS = 32
 RESERVE_NS = 1_000_000_000

@@ -54,16 +54,16 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, NamedTuple
 
-from selectorkv.metrics import metric_lines
-from selectorkv.peer import PeerPool, PeerReply, PeerRequest
-from selectorkv.placement import Address
-from selectorkv.records import Record, decode
-from selectorkv.storage import Storage, StorageError
+from selectorkv.cluster.peer import PeerPool, PeerReply, PeerRequest
+from selectorkv.cluster.placement import Address
+from selectorkv.kv.records import Record, decode
+from selectorkv.kv.storage import Storage, StorageError
+from selectorkv.reactor.stats import Family
 
 if TYPE_CHECKING:
-    from selectorkv.reactor import SelectorThread
+    from selectorkv.reactor.selector_thread import SelectorThread
 
-log = logging.getLogger("selectorkv.hints")
+log = logging.getLogger("selectorkv.cluster.hints")
 
 # The backoff between failed rounds of delivery to one target, in seconds.
 FIRST_RETRY = 0.25
@@ -219,11 +219,11 @@ class HintStore:
         counts = self.counts.get(target)
         return 0 if counts is None else counts.pending
 
-    def metrics(self) -> list[str]:
-        """Prometheus lines: per target, hints pending and what became of them."""
+    def metrics(self) -> list[Family]:
+        """For /metrics: per target, hints pending and what became of them."""
         with self._lock:
             counts = {target: TargetCounts(**vars(c)) for target, c in self.counts.items()}
-        lines: list[str] = []
+        families: list[Family] = []
         for name, kind, text in (
             ("hints_pending", "gauge", "Hints kept for a node, not yet delivered."),
             ("hints_stored_total", "counter", "Hints kept: writes a node missed."),
@@ -236,8 +236,8 @@ class HintStore:
                 (f'{{peer="{target}"}}', float(getattr(c, field)))
                 for target, c in sorted(counts.items())
             ]
-            lines += metric_lines(f"selectorkv_{name}", kind, text, samples)
-        return lines
+            families.append(Family(name, kind, text, samples))
+        return families
 
     def close(self) -> None:
         self._storage.close()

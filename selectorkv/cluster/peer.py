@@ -52,14 +52,14 @@ from collections.abc import Callable
 from selectors import EVENT_READ, EVENT_WRITE
 from typing import TYPE_CHECKING, NamedTuple
 
-from selectorkv.metrics import TIMED_OUT
-from selectorkv.parser import h11
-from selectorkv.transport import Transport
+from selectorkv.http.parser import h11
+from selectorkv.reactor.stats import TIMED_OUT
+from selectorkv.reactor.transport import Transport
 
 if TYPE_CHECKING:
-    from selectorkv.reactor import SelectorThread, Timer
+    from selectorkv.reactor.selector_thread import SelectorThread, Timer
 
-log = logging.getLogger("selectorkv.peer")
+log = logging.getLogger("selectorkv.cluster.peer")
 
 # A peer's answer is bounded like a client's request: head and body (a pool
 # is given the body bound that fits the largest record: PeerPool).

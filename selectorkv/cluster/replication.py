@@ -63,8 +63,11 @@ from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote_from_bytes
 
-from selectorkv import metrics
-from selectorkv.api import (
+from selectorkv.cluster.clock import HybridClock
+from selectorkv.cluster.peer import PeerPool, PeerRequest
+from selectorkv.cluster.placement import Address, Topology
+from selectorkv.http.exchange import Executor, Request, Responder, Response
+from selectorkv.kv.api import (
     ACCEPTED,
     BAD_ID,
     CLUSTER_HEADER,
@@ -76,21 +79,15 @@ from selectorkv.api import (
     RECORD_OVERHEAD,
     TOKEN_HEADER,
     BadQuery,
-    Request,
-    Response,
     entity_id,
     query_param,
 )
-from selectorkv.clock import HybridClock
-from selectorkv.cycle import Executor, Responder
-from selectorkv.metrics import TIMED_OUT
-from selectorkv.peer import PeerPool, PeerRequest
-from selectorkv.placement import Address, Topology
-from selectorkv.reactor import SelectorThread
-from selectorkv.records import Record, decode, rank
-from selectorkv.storage import Storage
+from selectorkv.kv.records import Record, decode, rank
+from selectorkv.kv.storage import Storage
+from selectorkv.reactor.selector_thread import SelectorThread
+from selectorkv.reactor.stats import TIMED_OUT, count, current
 
-log = logging.getLogger("selectorkv.replication")
+log = logging.getLogger("selectorkv.cluster.replication")
 
 # Calls in flight from one SelectorThread to one peer; beyond it a replica
 # counts as failed at once (the overload rule: no unbounded queue).
@@ -337,7 +334,7 @@ class Quorum:
         self._repairing = len(stale)
         for node in stale:
             self._given[node] = freshest
-            metrics.count("read_repairs")
+            count("read_repairs")
             self._repair(node, freshest, self._repaired)
 
     def _repaired(self, node: str, status: int, body: bytes, error: str) -> None:
@@ -369,7 +366,7 @@ class Quorum:
             held = self._given.get(node, record)
             if _older(held, newest):
                 self._given[node] = newest
-                metrics.count("read_repairs")
+                count("read_repairs")
                 self._repair(node, newest, ignore)
 
     def _success(self) -> Response:
@@ -450,7 +447,7 @@ class Coordinator:
         pool of this SelectorThread. ``on_answer`` runs on this thread."""
         cluster = self._cluster
         if node == self._self_url:
-            request = internal._replace(token=cluster.token, cluster=cluster.headers[1][1])
+            request = internal._replace(headers=cluster.headers)
             respond = LocalCall(reactor, lambda r: on_answer(node, r.status, r.body, ""))
             self._local.execute(request, respond)
             return
@@ -528,9 +525,7 @@ class BlockingCoordinator:
         API, another's over HTTP. (status, body, error)."""
         cluster = self._cluster
         if node == cluster.topology.self_url:
-            own = self._handle(
-                internal._replace(token=cluster.token, cluster=cluster.headers[1][1])
-            )
+            own = self._handle(internal._replace(headers=cluster.headers))
             return own.status, own.body, ""
         return self._call(node, internal)
 
@@ -570,7 +565,7 @@ class BlockingCoordinator:
                 why = TIMED_OUT if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
                 answer = 0, b"", why
             break
-        metrics.current().peer_call(node, time.perf_counter() - started, answer[2])
+        current().peer_call(node, time.perf_counter() - started, answer[2])
         return answer
 
 

@@ -19,7 +19,7 @@ grouping); a reactor has such a group already:
   each its answer.
 - async mode: a PayloadThread takes what is queued when it wakes, up to the
   bound, answers the reads, stores the writes as one batch and then answers
-  them (payload.py).
+  them (inline.py, pool.py).
 
 Neither waits for more work to arrive: a round with one PUT commits one
 PUT, so a lone client sees no added latency. A batch closes at
@@ -44,12 +44,12 @@ import logging
 import threading
 from collections.abc import Callable
 
-from selectorkv.api import INTERNAL_ERROR, Request, Write
-from selectorkv.cycle import Responder
-from selectorkv.reactor import SelectorThread
-from selectorkv.storage import Storage, StorageError
+from selectorkv.http.exchange import Request, Responder
+from selectorkv.kv.api import INTERNAL_ERROR, Write
+from selectorkv.kv.storage import Storage, StorageError
+from selectorkv.reactor.selector_thread import SelectorThread
 
-log = logging.getLogger("selectorkv.commit")
+log = logging.getLogger("selectorkv.execution.commit")
 
 # A batch closes at this many bytes of values, whatever --commit-batch says:
 # it bounds the memory a batch holds and the time one commit takes.

@@ -1,17 +1,8 @@
-"""Executors: who runs a complete request. Sync mode runs it inline on the
-SelectorThread; async mode hands it to a bounded pool of PayloadThreads.
+"""Async mode's executor: a bounded pool of PayloadThreads.
 
 # design
 
-A SelectorThread calls ``executor.execute(request, cycle)`` with a complete,
-decoded request on a connection it owns; ``cycle`` is the responder that the
-answer is given to (cycle.py).
-
-``InlineExecutor`` (sync mode) calls the API and writes the response right
-there. The SelectorThread is blocked for the storage call, but nothing
-crosses a thread: no queue, no wake-up, no GIL hand-over.
-
-``PayloadPool`` (async mode) gives the connection away with the request
+``PayloadPool`` gives the connection away with the request
 (``cycle.hand_off``, the ownership rule in connection.py) and returns to its
 loop at once. A PayloadThread takes the pair from the bounded queue, calls
 the API, and gives the response to ``cycle.respond``; on the thread that
@@ -36,50 +27,20 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 
-from selectorkv import metrics
-from selectorkv.api import INTERNAL_ERROR, SERVICE_UNAVAILABLE, Request, Response, Write
-from selectorkv.commit import GroupCommit, RoundCommit
-from selectorkv.cycle import Responder
-from selectorkv.metrics import StatsThread
+from selectorkv.execution.commit import GroupCommit
+from selectorkv.http.exchange import Application, Request, Responder
+from selectorkv.kv.api import INTERNAL_ERROR, SERVICE_UNAVAILABLE, Write
+from selectorkv.reactor.stats import StatsThread, current
 
-log = logging.getLogger("selectorkv.payload")
-
-Handler = Callable[[Request], Response]
-
-
-class InlineExecutor:
-    """Sync mode: the SelectorThread executes the request itself; writes
-    wait for the end of the round, to be committed together (commit.py)."""
-
-    def __init__(self, handle: Handler, commit: RoundCommit | None = None) -> None:
-        self._handle = handle
-        self._commit = commit
-
-    def execute(self, request: Request, cycle: Responder) -> None:
-        commit = self._commit
-        # A GET, the common request, is not even asked (write_of is a call).
-        write = None
-        if commit is not None and request.method != b"GET":
-            write = commit.group.write_of(request)
-        if write is None:
-            cycle.respond(self._handle(request))
-        else:
-            commit.add(write, cycle)  # type: ignore[union-attr]
-
-    def resume(self, cycle: Responder) -> None:
-        cycle.continue_stream()
-
-    def is_full(self) -> bool:
-        return False
+log = logging.getLogger("selectorkv.execution.pool")
 
 
 class PayloadPool:
     """Async mode: a bounded queue in front of ``workers`` PayloadThreads."""
 
     def __init__(
-        self, handle: Handler, workers: int, queue_size: int, group: GroupCommit | None = None
+        self, handle: Application, workers: int, queue_size: int, group: GroupCommit | None = None
     ) -> None:
         self._handle = handle
         self._group = group
@@ -139,7 +100,7 @@ class PayloadPool:
         return sum(thread.stats.running for thread in self.threads)
 
     def _work(self) -> None:
-        stats = metrics.current()
+        stats = current()
         running = True
         while running and (item := self._queue.get()) is not None:
             started = time.perf_counter()

@@ -118,26 +118,19 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from selectors import EVENT_READ, EVENT_WRITE
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from selectorkv import framing, metrics
-from selectorkv.api import (
-    CLUSTER_HEADER,
-    INTERNAL_HEAD_ALLOWANCE,
-    INTERNAL_PREFIX,
-    RECORD_OVERHEAD,
-    TOKEN_HEADER,
-    Request,
-    Response,
-)
-from selectorkv.cycle import Executor, Owner, RequestCycle
-from selectorkv.parser import h11
-from selectorkv.transport import HIGH_WATER, LINGER_SECONDS, Transport
+from selectorkv.http import framing
+from selectorkv.http.cycle import RequestCycle
+from selectorkv.http.exchange import Executor, Request, Response
+from selectorkv.http.parser import h11
+from selectorkv.reactor import stats
+from selectorkv.reactor.transport import HIGH_WATER, LINGER_SECONDS, Transport
 
 if TYPE_CHECKING:
-    from selectorkv.reactor import SelectorThread
+    from selectorkv.reactor.selector_thread import SelectorThread
 
-log = logging.getLogger("selectorkv.connection")
+log = logging.getLogger("selectorkv.http.connection")
 
 # A streamed response is produced a slice at a time: about this many bytes,
 # then the producer yields the thread, and resumes when fewer than this many
@@ -146,6 +139,14 @@ log = logging.getLogger("selectorkv.connection")
 SLICE_BYTES = 16 * 1024
 
 _get_ident = threading.get_ident
+
+
+class Owner(enum.Enum):
+    """Which thread may touch a connection's h11 state and socket writes
+    ("design: ownership" above)."""
+
+    SELECTOR = "selector"
+    PAYLOAD = "payload"
 
 
 class Phase(enum.Enum):
@@ -205,6 +206,18 @@ class Limits:
     header_timeout: float
     keepalive_timeout: float
     request_timeout: float
+    wider: Allowance | None = None
+
+
+class Allowance(NamedTuple):
+    """Larger bounds for requests whose target starts with ``prefix``: the
+    server gives its cluster's internal requests this much more head and body
+    (a record's version and the node's headers around a client's value).
+    Whether such a request may be served is not this layer's to say."""
+
+    prefix: bytes
+    head: int
+    body: int
 
 
 class Connection:
@@ -231,7 +244,9 @@ class Connection:
         # h11's own bound is the backstop; scan_head applies the exact one,
         # which is larger for a node's internal request (_head_limit).
         self._h11 = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=limits.max_header_size + INTERNAL_HEAD_ALLOWANCE
+            h11.SERVER,
+            max_incomplete_event_size=limits.max_header_size
+            + (limits.wider.head if limits.wider else 0),
         )
         # A fresh connection counts from its accept, so a silent client times out.
         self._phase = HEAD
@@ -418,18 +433,19 @@ class Connection:
 
     def _head_limit(self, buffered: bytes) -> int:
         """The largest head allowed for the request at the start of
-        ``buffered``: a client's, or a little more for a node's internal
-        request, which carries what a client sent plus its own headers
-        (api.INTERNAL_HEAD_ALLOWANCE). Whether the token is right is the
-        API's to say; the allowance is the same for anyone."""
-        if buffered.find(b" " + INTERNAL_PREFIX, 0, 24) != -1:
-            return self._limits.max_header_size + INTERNAL_HEAD_ALLOWANCE
+        ``buffered``: a client's, or more for a target the server widened
+        the limits for (``Limits.wider``)."""
+        wider = self._limits.wider
+        if wider is not None and buffered.find(b" " + wider.prefix, 0, 24) != -1:
+            return self._limits.max_header_size + wider.head
         return self._limits.max_header_size
 
-    def _body_limit(self, internal: bool) -> int:
-        """The largest body: a client's value, or for an internal request
-        that value as a record (api.RECORD_OVERHEAD more)."""
-        return self._limits.max_body + (RECORD_OVERHEAD if internal else 0)
+    def _body_limit(self, target: bytes) -> int:
+        """The largest body for a request to ``target`` (``Limits.wider``)."""
+        wider = self._limits.wider
+        if wider is not None and target.startswith(wider.prefix):
+            return self._limits.max_body + wider.body
+        return self._limits.max_body
 
     def _reading_phase(self) -> Phase:
         """The phase to return to once the outbound buffer has drained."""
@@ -440,11 +456,7 @@ class Connection:
     def _on_request_head(self, head: h11.Request) -> None:
         self._phase = BODY
         self._head_since = None
-        self._cycle = cycle = RequestCycle(self, head.method, head.target)
-        internal = head.target.startswith(INTERNAL_PREFIX)
-        if internal:  # a node's request: is it one?
-            cycle.peer_token = framing.header(head, TOKEN_HEADER)
-            cycle.peer_cluster = framing.header(head, CLUSTER_HEADER)
+        self._cycle = RequestCycle(self, head.method, head.target, head.headers)
         if head.http_version not in (b"1.0", b"1.1"):
             self._reject(505, b"only HTTP/1.0 and HTTP/1.1 are served\n")
             return
@@ -452,7 +464,7 @@ class Connection:
         if problem:
             self._reject(400, problem)
             return
-        max_body = self._body_limit(internal)
+        max_body = self._body_limit(head.target)
         if declared is not None and declared > max_body:
             self._reject(413, framing.too_large(max_body))
             return
@@ -466,7 +478,7 @@ class Connection:
         cycle = self._cycle
         assert cycle is not None
         cycle.body_size += len(data)
-        max_body = self._body_limit(cycle.target.startswith(INTERNAL_PREFIX))
+        max_body = self._body_limit(cycle.target)
         if cycle.body_size > max_body:  # a chunked body grew too large
             self._reject(413, framing.too_large(max_body))
             return
@@ -478,9 +490,7 @@ class Connection:
         assert cycle is not None
         self.reactor.stats.requests += 1
         self._phase = EXECUTING
-        request = Request(
-            cycle.method, cycle.target, b"".join(cycle.body), cycle.peer_token, cycle.peer_cluster
-        )
+        request = Request(cycle.method, cycle.target, b"".join(cycle.body), cycle.headers)
         self._executor.execute(request, cycle)
         # From here a PayloadThread may own the connection: look at nothing
         # but ``owner``, which only this thread sets back.
@@ -510,6 +520,11 @@ class Connection:
             self._respond(response)  # inline, inside execute (sync mode): _process goes on
         else:
             self._on_answer(cycle, response)  # a later answer, given on this thread
+
+    def lend(self) -> None:
+        """On the SelectorThread, from ``RequestCycle.hand_off``: a
+        PayloadThread owns the connection until it hands it back."""
+        self.owner = PAYLOAD
 
     def continue_stream(self) -> None:
         """On the owner: the next slice of the streamed response."""
@@ -650,9 +665,9 @@ class Connection:
         else:
             out.append(b"".join(pieces))
 
-    def _stats(self) -> metrics.ThreadStats:
+    def _stats(self) -> stats.ThreadStats:
         """The counters of the thread that owns the connection now."""
-        return self.reactor.stats if self.owner is SELECTOR else metrics.current()
+        return self.reactor.stats if self.owner is SELECTOR else stats.current()
 
     def _flush(self) -> None:
         self._transport.flush(self._stats())

@@ -1,5 +1,5 @@
-"""One request's cycle, from its head to its response, and the contract
-between a connection and whoever executes its requests.
+"""One request's cycle, from its head to its response: the handle its
+answer is given to, once, from any thread.
 
 # design: the responder
 
@@ -30,22 +30,21 @@ connection compares cycles, not flags.
 
 from __future__ import annotations
 
-import enum
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
-from selectorkv.api import Request, Response
-
-if TYPE_CHECKING:
-    from selectorkv.connection import Connection
+from selectorkv.http.exchange import Response
 
 
-class Owner(enum.Enum):
-    """Which thread may touch a connection's h11 state and socket writes
-    (connection.py, "design: ownership"). Handing the connection to an
-    executor's thread is part of the contract, so it is defined here."""
+class Answered(Protocol):
+    """What a cycle needs of its connection (connection.py): somewhere to
+    write the answer, and the connection's hand-over to an executor's thread."""
 
-    SELECTOR = "selector"
-    PAYLOAD = "payload"
+    def answer(self, cycle: RequestCycle, response: Response) -> None: ...
+
+    def lend(self) -> None: ...
+
+    def continue_stream(self) -> None: ...
 
 
 class RequestCycle:
@@ -57,22 +56,26 @@ class RequestCycle:
         "body",
         "body_size",
         "conn",
+        "headers",
         "method",
-        "peer_cluster",
-        "peer_token",
         "started",
         "target",
     )
 
-    def __init__(self, conn: Connection, method: bytes, target: bytes) -> None:
+    def __init__(
+        self,
+        conn: Answered,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         self.conn = conn
         self.method = method
         self.target = target
+        self.headers = headers
         self.body: list[bytes] = []
         self.body_size = 0
         self.started = 0.0  # time.monotonic() when it began to wait for a later answer
-        self.peer_token = b""  # an internal request's cluster token (replication.py)
-        self.peer_cluster = b""  # and the sender's cluster id (placement.py)
         self._token = [True]
         self._expired = False
 
@@ -95,7 +98,7 @@ class RequestCycle:
         """On the SelectorThread, from an executor that is about to give the
         connection to one of its threads: that thread owns it from now until
         it answers (or produces a stream's slice) and hands it back."""
-        self.conn.owner = Owner.PAYLOAD
+        self.conn.lend()
 
     def continue_stream(self) -> None:
         """On the connection's owner: produce the next slice of the streamed
@@ -111,29 +114,3 @@ class RequestCycle:
         except IndexError:
             return False
         return True
-
-
-class Responder(Protocol):
-    """What an executor answers through: a client's ``RequestCycle``, or
-    (replication.py) a request a coordinator runs on its own node."""
-
-    def respond(self, response: Response) -> bool: ...
-
-    def hand_off(self) -> None: ...
-
-    def continue_stream(self) -> None: ...
-
-
-class Executor(Protocol):
-    """Runs complete requests: ``InlineExecutor`` (sync) or ``PayloadPool``
-    (async), payload.py; in a cluster, a ``Coordinator`` in front of either
-    (replication.py). Called on the SelectorThread that owns the connection."""
-
-    def execute(self, request: Request, cycle: Responder) -> None:
-        """Run ``request``; give the response to ``cycle.respond``, now or later."""
-
-    def resume(self, cycle: Responder) -> None:
-        """Have ``cycle.continue_stream`` called by a thread that may write."""
-
-    def is_full(self) -> bool:
-        """True when a new request would be answered 503 (async, queue full)."""

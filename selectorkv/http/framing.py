@@ -16,7 +16,7 @@ CRLF or bare LF, as h11 accepts), one for control bytes, one for
 Content-Length, each bounded by that end.
 
 No sockets and no h11 state here: everything is a function of bytes,
-unit-tested as such (tests/test_framing.py).
+unit-tested as such (tests/unit/test_framing.py).
 
 # design: cached heads
 
@@ -32,7 +32,7 @@ import functools
 import re
 from http import HTTPStatus
 
-from selectorkv.parser import h11
+from selectorkv.http.parser import h11
 
 # The end of a head: an empty line, CRLF or (as h11 tolerates) bare LF.
 _HEAD_END = re.compile(rb"\n\r?\n")

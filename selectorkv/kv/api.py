@@ -19,36 +19,12 @@ import logging
 from collections.abc import Callable, Generator
 from typing import NamedTuple
 
-from selectorkv import metrics as counters
-from selectorkv.records import ReplicaStore, decode
-from selectorkv.storage import Cursor, Storage, StorageError
+from selectorkv.http.exchange import Request, Response
+from selectorkv.kv.records import ReplicaStore, decode
+from selectorkv.kv.storage import Cursor, Storage, StorageError
+from selectorkv.reactor.stats import count
 
-log = logging.getLogger("selectorkv.api")
-
-
-class Request(NamedTuple):
-    """A complete request as the SelectorThread decoded it from h11 events.
-
-    Requests and responses are NamedTuples rather than frozen dataclasses:
-    one of each is built per request, and a tuple is built in a fraction of
-    the time.
-    """
-
-    method: bytes
-    target: bytes
-    body: bytes = b""
-    token: bytes = b""  # the cluster token, read only for internal requests
-    cluster: bytes = b""  # the sender's cluster id, read only for internal requests
-
-
-class Response(NamedTuple):
-    """What to answer. The connection adds the framing: Content-Length for
-    ``body``, chunked for a ``stream`` (one chunk per piece it yields)."""
-
-    status: int
-    body: bytes = b""
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-    stream: Generator[bytes, None, None] | None = None
+log = logging.getLogger("selectorkv.kv.api")
 
 
 # The internal protocol between cluster nodes (docs/cluster.md): a path of
@@ -226,12 +202,13 @@ class Api:
         """A node's request for this node's replica of a key: GET answers
         the stored record (404: none); PUT applies one and answers 201 when
         it is stored, or 200 with the newer record the replica kept."""
-        if not self._token or not hmac.compare_digest(request.token, self._token):
+        if not self._token or not hmac.compare_digest(request.header(TOKEN_HEADER), self._token):
             return FORBIDDEN
-        if request.cluster and request.cluster != self._cluster_id:
+        cluster = request.header(CLUSTER_HEADER)
+        if cluster and cluster != self._cluster_id:
             # Nodes always send their id; a request without one is an
             # operator's (curl with the token), who asks for no placement.
-            self._stranger(request.cluster)
+            self._stranger(cluster)
             return OTHER_TOPOLOGY
         key = entity_id(query)
         if key is None:
@@ -248,13 +225,13 @@ class Api:
         kept = replica.apply(key, record)
         if kept is record:
             return CREATED
-        counters.count("writes_superseded")
+        count("writes_superseded")
         return Response(200, kept.encode(), RECORD_TYPE)
 
     def _stranger(self, cluster: bytes) -> None:
         """Count a request from a node with another node list; log each
         such list once (a misconfigured node sends many)."""
-        counters.count("topology_mismatches")
+        count("topology_mismatches")
         if cluster not in self._strangers and len(self._strangers) < 64:
             self._strangers.add(cluster)
             log.error(

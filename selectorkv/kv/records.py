@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Generator
 from typing import NamedTuple
 
-from selectorkv.storage import Storage
+from selectorkv.kv.storage import Storage
 
 VERSION_BYTES = 16
 VALUE = b"v"

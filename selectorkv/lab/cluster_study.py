@@ -77,6 +77,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from selectorkv.cluster.placement import Topology
 from selectorkv.config import DEFAULTS
 from selectorkv.lab import load, profile
 from selectorkv.lab.fill import fill as fill_database
@@ -94,7 +95,6 @@ from selectorkv.lab.study import (
     server_cpus,
 )
 from selectorkv.lab.tools import Measurement, served_rate
-from selectorkv.placement import Topology
 
 PEER_CALLS = ("blocking", "async")
 SCENARIOS = ("healthy", "stopped")  # stopped: the last node, SIGSTOP, for the whole run

@@ -1,7 +1,7 @@
 """Fault runs: a cluster of real node processes on this machine, clients
 that record what they did, faults injected on a schedule, then healing,
 and the checker's verdict (``selectorkv lab --faults``, ``make
-test-faults``; a few short runs are tests/test_faults.py).
+test-faults``; a few short runs are tests/system/test_faults.py).
 
 # design: faults one machine can cause
 

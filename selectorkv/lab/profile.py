@@ -122,20 +122,26 @@ def category(frames: list[dict[str, Any]]) -> str:
         return "wait: lock"
     if name == "sigwait":
         return "wait: signal"
+    # Modules are known by their file's name under a selectorkv directory,
+    # so that profiles saved before the package took its layers read the same.
     files = [frame.get("file", "") for frame in frames]
     if any(
         frame.get("name", "").split(".")[-1] == "_call"  # py-spy may prefix the class
-        and frame.get("file", "").endswith("selectorkv/replication.py")
+        and _is_module(frame.get("file", ""), "replication.py")
         for frame in frames
     ):
         return PEER_WAIT  # BlockingCoordinator: a thread waits for a replica's answer
-    if any(path.endswith("selectorkv/storage.py") for path in files):
+    if any(_is_module(path, "storage.py") for path in files):
         return "RocksDB"
     if any("/h11/" in path or "/h11_mypyc/" in path for path in files):
         return "h11"
     if any(call in line for call in (".send(", ".recv(", ".sendmsg(", ".recv_into(")):
         return "socket I/O"
     return "other Python"
+
+
+def _is_module(path: str, name: str) -> bool:
+    return path.endswith("/" + name) and "/selectorkv/" in path
 
 
 @dataclass

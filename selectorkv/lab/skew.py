@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from selectorkv.cluster.placement import Topology
 from selectorkv.lab.nodes import Nodes
-from selectorkv.placement import Topology
 
 
 @dataclass(frozen=True)

@@ -42,10 +42,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from selectorkv.reactor import SelectorThread
-from selectorkv.wakeup import Wakeup
+from selectorkv.reactor.selector_thread import SelectorThread
+from selectorkv.reactor.wakeup import Wakeup
 
-log = logging.getLogger("selectorkv.acceptor")
+log = logging.getLogger("selectorkv.reactor.acceptor")
 
 # Accept at most this many connections per wake-up before selecting again,
 # so a flood of connections cannot starve the stop request.

@@ -69,10 +69,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from selectorkv.metrics import StatsThread
-from selectorkv.wakeup import Wakeup
+from selectorkv.reactor.stats import StatsThread
+from selectorkv.reactor.wakeup import Wakeup
 
-log = logging.getLogger("selectorkv.reactor")
+log = logging.getLogger("selectorkv.reactor.selector_thread")
 
 
 class Handler(Protocol):

@@ -45,13 +45,13 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from selectorkv.metrics import ThreadStats
-from selectorkv.outbound import OutboundBuffer
+from selectorkv.reactor.outbound import OutboundBuffer
+from selectorkv.reactor.stats import ThreadStats
 
 if TYPE_CHECKING:
-    from selectorkv.reactor import Handler, Registration, SelectorThread
+    from selectorkv.reactor.selector_thread import Handler, Registration, SelectorThread
 
-log = logging.getLogger("selectorkv.transport")
+log = logging.getLogger("selectorkv.reactor.transport")
 
 # One recv takes at most this much (1 KiB to 64 KiB reads cost the same:
 # 2.4 us per call on a socketpair, docs/architecture.md).

@@ -22,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-log = logging.getLogger("selectorkv.wakeup")
+log = logging.getLogger("selectorkv.reactor.wakeup")
 
 
 class Wakeup:

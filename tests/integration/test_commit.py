@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import pytest
 
+from selectorkv.kv.storage import RocksStorage, Storage, StorageError
 from selectorkv.server import Server
-from selectorkv.storage import RocksStorage, Storage, StorageError
-from tests.conftest import (
+from tests.support import (
     BlockingServerFactory,
     BlockingStorage,
     RawClient,

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import (
+from tests.support import (
     BlockingServerFactory,
     RawClient,
     ServerFactory,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from selectorkv.kv.storage import RocksStorage
 from selectorkv.lab.fill import fill
 from selectorkv.lab.keyspace import KEY_COUNT
-from selectorkv.storage import RocksStorage
-from tests.conftest import ServerProcess
+from tests.support import ServerProcess
 
 
 def directory_size(path: str) -> int:

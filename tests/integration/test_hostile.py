@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from selectorkv.server import Server
-from tests.conftest import RawClient, ServerFactory
+from tests.support import RawClient, ServerFactory
 
 STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ")
 PUT = b"PUT /v0/entity?id=s HTTP/1.1\r\nHost: t\r\n"
@@ -134,7 +134,7 @@ def hostile_requests(draw: st.DrawFn) -> bytes:
 @pytest.fixture(scope="module")
 def fuzz_servers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Server]:
     from selectorkv.config import ServerConfig
-    from selectorkv.storage import RocksStorage
+    from selectorkv.kv.storage import RocksStorage
 
     servers = {}
     for mode in ("sync", "async"):
@@ -173,7 +173,7 @@ def test_requests_are_never_echoed_unescaped_into_logs(
 ) -> None:
     """A storage failure logs the request target, escaped (repr), so a
     client cannot write raw bytes such as newlines into the log."""
-    from tests.test_api import FailingStorage
+    from tests.support import FailingStorage
 
     server = make_server("sync", storage_wrapper=lambda inner: FailingStorage())
     with caplog.at_level(logging.ERROR):

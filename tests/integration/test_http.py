@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from selectorkv.server import Server
-from tests.conftest import (
+from tests.support import (
     RawClient,
     ServerFactory,
     ServerProcess,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from selectorkv import parser
-from tests.conftest import (
+from selectorkv.http import parser
+from tests.support import (
     BlockingServerFactory,
     RawClient,
     ServerProcess,

@@ -13,13 +13,18 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from selectorkv.lab.keyspace import ALPHABET, BODY_LENGTH, ID_LENGTH
 from selectorkv.lab.load import Workload, generate, percentiles_ms
-from tests.conftest import ServerProcess
+from tests.support import (
+    AnsweringHandler,
+    FreezingServer,
+    ServerProcess,
+    assert_counts_the_stall,
+    assert_on_schedule,
+)
 
 
 @pytest.fixture
@@ -43,18 +48,6 @@ def test_put_requests_carry_fresh_bodies_of_the_seeds_alphabet() -> None:
     assert len(bodies) == 200  # each request its own window of the random text
 
 
-def assert_on_schedule(figures: dict[str, Any], rate: float) -> None:
-    """What a constant-rate run must show whatever the machine's speed:
-    never ahead of its schedule (no request goes out before its due time, so
-    the rate cannot pass the target by more than the last interval's share
-    and paced.lua's 1 ms rounding: 0.1 % here); and when it fell more than
-    3 % short, the run says it was behind schedule instead of passing the
-    shortfall off as the server's. How close it came is printed."""
-    print(f"target {rate:g} req/s, measured {figures['rate']:,.1f} req/s")
-    assert figures["rate"] <= 1.001 * rate, figures
-    assert figures["rate"] >= 0.97 * rate or figures["behind_schedule"], figures
-
-
 @pytest.mark.timing
 def test_keeps_to_its_schedule_or_says_it_fell_behind(selectorkv_url: str) -> None:
     report = generate(selectorkv_url, "put", rate=2000, connections=16, duration=3, processes=1)
@@ -63,66 +56,6 @@ def test_keeps_to_its_schedule_or_says_it_fell_behind(selectorkv_url: str) -> No
     assert figures["requests"] == 6000  # every planned request, however late
     assert figures["status_counts"] == {"201": 6000}
     assert figures["errors"] == 0
-
-
-class FreezingServer(socketserver.ThreadingTCPServer):
-    """A test server that answers every request at once with 200, except
-    during one second (from 1 s after its first request) when it answers
-    nothing: a stalled server."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), FreezingHandler)
-        self.frozen_from: float | None = None
-
-    def wait_if_frozen(self) -> None:
-        now = time.monotonic()
-        if self.frozen_from is None:
-            self.frozen_from = now + 1.0
-        if self.frozen_from <= now < self.frozen_from + 1.0:
-            time.sleep(self.frozen_from + 1.0 - now)
-
-
-class AnsweringHandler(socketserver.BaseRequestHandler):
-    """Reads bodiless requests on a keep-alive connection and answers each
-    with an empty 200, after ``seen`` has had a look at its head."""
-
-    def handle(self) -> None:
-        buffered = b""
-        while True:
-            while b"\r\n\r\n" not in buffered:
-                data = self.request.recv(65536)
-                if not data:
-                    return
-                buffered += data
-            head, _, buffered = buffered.partition(b"\r\n\r\n")
-            self.seen(head)
-            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-
-    def seen(self, head: bytes) -> None:
-        raise NotImplementedError
-
-
-class FreezingHandler(AnsweringHandler):
-    server: FreezingServer
-
-    def seen(self, head: bytes) -> None:
-        self.server.wait_if_frozen()
-
-
-def assert_counts_the_stall(latency: dict[str, float]) -> None:
-    """The freezing server's one-second stall, as a tool that counts from
-    the due time must show it. A quarter of the requests were due during
-    the stall and waited for its end: p90 is at least a few hundred ms,
-    however fast the machine (a slow one only adds to it). The median
-    request was due well outside the stall: its latency is the server's
-    instant answer, far below the stall, on any machine that is not itself
-    stalled for half the run."""
-    assert latency["p90"] > 300, latency
-    assert latency["max"] > 900, latency
-    assert latency["p50"] < 250, latency
 
 
 @pytest.mark.timing

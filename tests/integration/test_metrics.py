@@ -7,7 +7,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from selectorkv.server import Server
-from tests.conftest import (
+from tests.support import (
     BlockingServerFactory,
     RawClient,
     queue_depth,

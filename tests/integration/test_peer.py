@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from selectorkv.peer import PeerPool, PeerReply, PeerRequest
-from selectorkv.reactor import SelectorThread
-from tests.conftest import ServerFactory, on_reactor
+from selectorkv.cluster.peer import PeerPool, PeerReply, PeerRequest
+from selectorkv.reactor.selector_thread import SelectorThread
+from tests.support import ServerFactory, on_reactor
 
 STATUS = PeerRequest(b"GET", b"/v0/status", (), b"")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import h11
 import pytest
 
+from selectorkv.kv.storage import Cursor, Storage
 from selectorkv.server import Server
-from selectorkv.storage import Cursor, Storage
-from tests.conftest import (
+from tests.support import (
     ForwardingStorage,
     RawClient,
     ServerFactory,

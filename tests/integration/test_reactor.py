@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from selectorkv.reactor import SelectorThread, Timer
-from tests.conftest import no_connections, on_reactor
+from selectorkv.reactor.selector_thread import SelectorThread, Timer
+from tests.support import no_connections, on_reactor
 
 
 def test_call_later_runs_on_the_reactors_thread(reactor: SelectorThread) -> None:

@@ -14,12 +14,12 @@ from pathlib import Path
 import h11
 import pytest
 
+from selectorkv.kv.storage import StorageError
 from selectorkv.lab.load import generate
 from selectorkv.lab.study import on_load_cpus
 from selectorkv.lab.tools import SelectorkvLoad
 from selectorkv.server import exposure_warning
-from selectorkv.storage import StorageError
-from tests.conftest import (
+from tests.support import (
     RawClient,
     ServerFactory,
     ServerProcess,

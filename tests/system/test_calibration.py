@@ -24,7 +24,7 @@ from selectorkv.lab import tools
 from selectorkv.lab.calibration import KnownLatencyTargets
 from selectorkv.lab.due_timer import DueTimer
 from selectorkv.lab.load import generate
-from tests.conftest import RawClient
+from tests.support import RawClient
 
 SERVICE_MS = 5.0
 

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from selectorkv.lab.nodes import ClusterFactory, Node, free_port, serve_once
-from tests.conftest import MODES, wait_until
+from tests.support import MODES, wait_until
 
 KINDS = [(mode, calls) for calls in ("async", "blocking") for mode in MODES]
 
@@ -223,7 +223,7 @@ def test_databases_of_the_other_format_are_refused(
     make_cluster: ClusterFactory, tmp_path: Path
 ) -> None:
     """A single node's plain values must not be read as records, nor the reverse."""
-    from selectorkv.storage import RocksStorage
+    from selectorkv.kv.storage import RocksStorage
 
     single = tmp_path / "single"
     storage = RocksStorage(str(single))

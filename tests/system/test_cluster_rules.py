@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from selectorkv.cluster.placement import Topology
+from selectorkv.kv.records import Record, decode
 from selectorkv.lab.nodes import ClusterFactory, free_port, serve_once
-from selectorkv.placement import Topology
-from selectorkv.records import Record, decode
 
 # One of selectorkv's records, as a replica stores it: (version, value).
 

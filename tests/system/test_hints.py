@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from selectorkv.hints import HintLimits, HintStore, hint_key, split_hint_key
+from selectorkv.cluster.hints import HintLimits, HintStore, hint_key, split_hint_key
+from selectorkv.kv.records import Record
+from selectorkv.kv.storage import RocksStorage
 from selectorkv.lab.nodes import ClusterFactory, Node
-from selectorkv.records import Record
-from selectorkv.storage import RocksStorage
-from tests.conftest import wait_until
+from tests.support import wait_until
 
 LIMITS = HintLimits(ttl=3600, max_hints=1000, max_bytes=1 << 20, rate=100)
 

@@ -11,7 +11,6 @@ and are not checked; the figures are what ``make report`` is for.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +19,9 @@ import pytest
 
 from selectorkv.lab.profile import thread_profiles
 from selectorkv.lab.tools import parse_wrk2
+from tests.support import ptrace_allowed
 
-DATA = Path(__file__).resolve().parent / "data"
-
-
-def ptrace_allowed() -> bool:
-    if os.geteuid() == 0:
-        return True
-    try:
-        return Path("/proc/sys/kernel/yama/ptrace_scope").read_text().strip() == "0"
-    except OSError:
-        return True
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def test_wrk2_spectrum_becomes_a_histogram_again() -> None:

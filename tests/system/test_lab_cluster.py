@@ -22,7 +22,7 @@ import pytest
 
 from selectorkv.lab.cluster_study import reachable_share
 from selectorkv.lab.profile import PEER_WAIT, thread_profiles
-from tests.test_lab import ptrace_allowed
+from tests.support import ptrace_allowed
 
 
 def test_a_stopped_node_takes_its_third_of_the_keys_only_without_replicas() -> None:

@@ -26,7 +26,7 @@ from docs.tutorial.step3_reactor import Reactor
 from docs.tutorial.step4_h11 import H11Parser
 from docs.tutorial.step5_pool import PoolReactor, new_pool
 from docs.tutorial.step6_reactors import accept_forever
-from tests.conftest import RawClient, request_bytes
+from tests.support import RawClient, request_bytes
 
 STEPS = [
     ("step1_blocking",),

@@ -18,10 +18,16 @@ import rocksdict
 
 from selectorkv.lab.tools import WrkPaced
 from selectorkv.server import Server
-from tests.conftest import RawClient, ServerFactory, ServerProcess
-from tests.test_load import FreezingServer, assert_counts_the_stall, assert_on_schedule
+from tests.support import (
+    FreezingServer,
+    RawClient,
+    ServerFactory,
+    ServerProcess,
+    assert_counts_the_stall,
+    assert_on_schedule,
+)
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "wrk_scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "wrk_scripts"
 
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 

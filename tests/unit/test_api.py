@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from selectorkv.api import Api, Request, entity_id, percent_decode
-from selectorkv.storage import RocksStorage, StorageError
+from selectorkv.http.exchange import Request
+from selectorkv.kv.api import Api, entity_id, percent_decode
+from selectorkv.kv.storage import RocksStorage
+from tests.support import FailingStorage
 
 
 @pytest.fixture
@@ -96,22 +98,6 @@ def test_binary_keys_and_values_round_trip(api: Api) -> None:
     value = bytes(range(256))
     assert api.handle(Request(b"PUT", b"/v0/entity?id=%00%FFk", value)).status == 201
     assert api.handle(Request(b"GET", b"/v0/entity?id=%00%ffk")).body == value
-
-
-class FailingStorage:
-    """Injected failing storage: every call raises StorageError."""
-
-    def get(self, key: bytes) -> bytes | None:
-        raise StorageError("disk on fire")
-
-    def put(self, key: bytes, value: bytes) -> None:
-        raise StorageError("disk on fire")
-
-    def delete(self, key: bytes) -> None:
-        raise StorageError("disk on fire")
-
-    def close(self) -> None:
-        pass
 
 
 def test_failing_storage_gives_500_and_logs_the_cause(caplog: pytest.LogCaptureFixture) -> None:

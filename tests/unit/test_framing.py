@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from selectorkv import framing
-from selectorkv.parser import h11
+from selectorkv.http import framing
+from selectorkv.http.parser import h11
 
 MAX_HEAD = 1024
 

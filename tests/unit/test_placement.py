@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from selectorkv.placement import Topology, TopologyError, normalise
-from selectorkv.replication import replica_counts
+from selectorkv.cluster.placement import Topology, TopologyError, normalise
+from selectorkv.cluster.replication import replica_counts
 
 NODES = "http://127.0.0.1:8080,http://127.0.0.1:8081,http://127.0.0.1:8082"
 
@@ -53,7 +53,7 @@ def test_replicas_of_a_smaller_from_are_a_prefix_of_a_larger_one() -> None:
 def test_replicas_do_not_depend_on_the_process_or_the_list_order() -> None:
     """Python's hash() is salted per process; placement must not be."""
     program = (
-        "from selectorkv.placement import Topology\n"
+        "from selectorkv.cluster.placement import Topology\n"
         f"t = Topology.parse({NODES!r}, 'http://127.0.0.1:8080')\n"
         "print([t.replicas(b'%d' % i, 3) for i in range(50)])\n"
     )

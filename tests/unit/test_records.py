@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from selectorkv.clock import NODE_BITS, RESERVE_NS, HybridClock, Reservation
-from selectorkv.records import Record, decode, newer
+from selectorkv.cluster.clock import NODE_BITS, RESERVE_NS, HybridClock, Reservation
+from selectorkv.kv.records import Record, decode, newer
 
 
 @pytest.mark.parametrize("record", [Record(1, b"value"), Record(2**100, b""), Record(7, None)])
