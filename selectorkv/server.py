@@ -49,6 +49,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from selectorkv.cluster.clock import HybridClock, Reservation
 from selectorkv.cluster.hints import HintedHandoff, HintLimits, HintStore
@@ -68,7 +69,13 @@ from selectorkv.execution.pool import PayloadPool
 from selectorkv.http import parser
 from selectorkv.http.connection import Allowance, Connection, Limits
 from selectorkv.http.exchange import Executor
-from selectorkv.kv.api import INTERNAL_HEAD_ALLOWANCE, INTERNAL_PREFIX, RECORD_OVERHEAD, Api
+from selectorkv.kv.api import (
+    INTERNAL_HEAD_ALLOWANCE,
+    INTERNAL_PREFIX,
+    RECORD_OVERHEAD,
+    Api,
+    ReplicaApi,
+)
 from selectorkv.kv.records import ReplicaStore
 from selectorkv.kv.storage import MAX_OPEN_FILES, RocksStorage, Storage, StorageError
 from selectorkv.metrics import exposition
@@ -91,60 +98,24 @@ class Server:
         tests inject one whose answers come later."""
         self.config = config
         self._storage = storage
-        topology = config.topology
-        check_format(config.data, storage, cluster=topology is not None)
-        cluster = None
-        replica = None
-        self._hints: HintStore | None = None
-        self._handoff: HintedHandoff | None = None
-        if topology is not None:
-            claim_directory(config.data, topology)
-            cluster = Cluster(
-                topology=topology,
-                addresses={node: resolve(node) for node in topology.nodes},
-                token=config.cluster_token.encode(),
-                clock=HybridClock(
-                    topology.index, Reservation(config.data, config.fsync), skewed_clock()
-                ),
-                peer_timeout=config.peer_timeout,
-                max_body=config.max_body,
-                source=source_address(config.host),
+        check_format(config.data, storage, cluster=config.topology is not None)
+        node = join_cluster(config, storage) if config.topology is not None else None
+        self._hints = node.hints if node is not None else None
+        self._handoff = node.handoff if node is not None else None
+        api = (
+            ReplicaApi(
+                storage,
+                node.replica,
+                config.cluster_token.encode(),
+                node.cluster.topology.cluster_id.encode(),
+                self.metrics,
             )
-            replica = ReplicaStore(storage, cluster.clock.observe)
-            if config.hinted_handoff:
-                self._hints = open_hints(config)
-                self._handoff = HintedHandoff(
-                    self._hints, cluster.peer_pool, cluster.addresses, cluster.headers,
-                    internal_target,
-                )  # fmt: skip
-                cluster.hint = self._handoff.keep
-        api = Api(
-            storage,
-            metrics=self.metrics,
-            replica=replica,
-            token=config.cluster_token.encode(),
-            cluster_id=topology.cluster_id.encode() if topology is not None else b"",
+            if node is not None
+            else Api(storage, self.metrics)
         )
-        handle = api.handle
-        blocking = cluster is not None and config.peer_calls == "blocking"
-        if cluster is not None and blocking:
-            handle = BlockingCoordinator(handle, cluster).handle
-        group = None
-        if config.commit_batch > 1:
-            group = GroupCommit(storage, api.write_of, config.commit_batch)
-        self._pool: PayloadPool | None = None
-        if executor is None and config.mode == "async":
-            # A PayloadThread runs the batch it takes in order. With blocking
-            # peer calls one request waiting for a peer would hold up every
-            # request taken with it while other threads sit idle, so then
-            # each PayloadThread takes one request at a time.
-            batches = None if blocking else group
-            self._pool = PayloadPool(handle, config.workers, config.queue_size, batches)
-            executor = self._pool
-        elif executor is None:
-            executor = InlineExecutor(handle, RoundCommit(group) if group is not None else None)
-        if cluster is not None and not blocking:
-            executor = Coordinator(executor, cluster)
+        executor, self._pool = build_executor(
+            config, storage, api, node.cluster if node is not None else None, executor
+        )
         limits = Limits(
             max_body=config.max_body,
             max_header_size=config.max_header_size,
@@ -240,8 +211,7 @@ class Server:
         }
         # RocksStorage counts its log syncs when --fsync is on (a wrapped or
         # test storage may not): the figure that shows group commit at work.
-        wal_syncs = getattr(self._storage, "wal_syncs", None)
-        syncs = wal_syncs() if wal_syncs is not None else None
+        syncs = self._storage.wal_syncs()
         if syncs is not None:
             counters["wal_syncs"] = ("Syncs of RocksDB's write-ahead log (with --fsync).", syncs)
         hints = self._hints.metrics() if self._hints is not None else []
@@ -278,6 +248,78 @@ class Server:
             clean = False
         log.info("stopped in %.2fs", time.monotonic() - started)
         return clean
+
+
+@dataclass
+class ClusterNode:
+    """What a cluster node adds to a server: its view of the cluster, its
+    storage seen as records, and the hints it keeps for other nodes."""
+
+    cluster: Cluster
+    replica: ReplicaStore
+    hints: HintStore | None
+    handoff: HintedHandoff | None
+
+
+def join_cluster(config: ServerConfig, storage: Storage) -> ClusterNode:
+    """Claim the data directory for this node and build its cluster parts."""
+    topology = config.topology
+    assert topology is not None
+    claim_directory(config.data, topology)
+    cluster = Cluster(
+        topology=topology,
+        addresses={node: resolve(node) for node in topology.nodes},
+        token=config.cluster_token.encode(),
+        clock=HybridClock(topology.index, Reservation(config.data, config.fsync), skewed_clock()),
+        peer_timeout=config.peer_timeout,
+        max_body=config.max_body,
+        source=source_address(config.host),
+    )
+    replica = ReplicaStore(storage, cluster.clock.observe)
+    if not config.hinted_handoff:
+        return ClusterNode(cluster, replica, None, None)
+    hints = open_hints(config)
+    handoff = HintedHandoff(
+        hints, cluster.peer_pool, cluster.addresses, cluster.headers, internal_target
+    )
+    cluster.hint = handoff.keep
+    return ClusterNode(cluster, replica, hints, handoff)
+
+
+def build_executor(
+    config: ServerConfig,
+    storage: Storage,
+    api: Api,
+    cluster: Cluster | None,
+    injected: Executor | None = None,
+) -> tuple[Executor, PayloadPool | None]:
+    """The executor the config asks for, and the PayloadThread pool if it
+    has one: inline (sync) or the pool (async), with group commit when
+    --commit-batch is over 1; on a cluster node, behind a Coordinator (peer
+    calls on the reactors) or running a BlockingCoordinator's handle
+    (blocking peer calls). ``injected`` replaces the mode's executor: tests
+    give one whose answers come later."""
+    handle = api.handle
+    blocking = cluster is not None and config.peer_calls == "blocking"
+    if cluster is not None and blocking:
+        handle = BlockingCoordinator(handle, cluster).handle
+    group = None
+    if config.commit_batch > 1:
+        group = GroupCommit(storage, api.write_of, config.commit_batch)
+    pool = None
+    executor = injected
+    if executor is None and config.mode == "async":
+        # A PayloadThread runs the batch it takes in order. With blocking
+        # peer calls one request waiting for a peer would hold up every
+        # request taken with it while other threads sit idle, so then
+        # each PayloadThread takes one request at a time.
+        pool = PayloadPool(handle, config.workers, config.queue_size, None if blocking else group)
+        executor = pool
+    elif executor is None:
+        executor = InlineExecutor(handle, RoundCommit(group) if group is not None else None)
+    if cluster is not None and not blocking:
+        executor = Coordinator(executor, cluster)
+    return executor, pool
 
 
 # An experiment's knob, not a setting: the fault runs (docs/cluster.md,

@@ -168,6 +168,9 @@ class ForwardingStorage:
     def range(self, start: bytes, end: bytes | None) -> Cursor:
         return self.inner.range(start, end)
 
+    def wal_syncs(self) -> int | None:
+        return self.inner.wal_syncs()
+
     def close(self) -> None:
         self.inner.close()
 

@@ -214,15 +214,15 @@ class LocalCall:
     """The responder of an internal request that a coordinator runs on its
     own node: the answer goes to a callback on the SelectorThread."""
 
-    def __init__(self, reactor: SelectorThread, on_answer: Callable[[Response], None]) -> None:
+    def __init__(self, reactor: SelectorThread, on_response: Callable[[Response], None]) -> None:
         self._reactor = reactor
-        self._on_answer = on_answer
+        self._on_response = on_response
 
     def respond(self, response: Response) -> bool:
         if threading.get_ident() == self._reactor.thread_id:
-            self._on_answer(response)
+            self._on_response(response)
         else:  # a PayloadThread ran it
-            self._reactor.call_soon(lambda: self._on_answer(response))
+            self._reactor.call_soon(lambda: self._on_response(response))
         return True
 
     def hand_off(self) -> None:
@@ -234,9 +234,9 @@ class LocalCall:
 
 # One replica's answer, as the coordinator's callbacks see it:
 # (node, status, body, error); status 0 when the call failed.
-Answer = Callable[[str, int, bytes, str], None]
+OnReply = Callable[[str, int, bytes, str], None]
 # Send a record to a node as an internal PUT; its answer to the callback.
-Repair = Callable[[str, Record, Answer], None]
+Repair = Callable[[str, Record, OnReply], None]
 # A replica failed a write: keep a hint for it (hints.py).
 Missed = Callable[[str], None]
 
@@ -291,7 +291,7 @@ class Quorum:
         self._freshest: Record | None = None  # what the client is answered with
         self._decided = False  # the answer is chosen (or given)
 
-    def answer(self, node: str, status: int, body: bytes, error: str) -> None:
+    def on_reply(self, node: str, status: int, body: bytes, error: str) -> None:
         """One replica's answer (status 0: the call failed, ``error`` says why)."""
         ok, record = replica_record(self._method == b"GET", status, body)
         if record is not None:
@@ -419,13 +419,12 @@ class Coordinator:
         if isinstance(planned, Response):
             cycle.respond(planned)
             return
-        reactor = threading.current_thread()
-        assert isinstance(reactor, SelectorThread), "coordinated on a SelectorThread"
+        reactor = SelectorThread.current()
         target = planned.internal.target
 
-        def repair(node: str, record: Record, on_answer: Answer) -> None:
+        def repair(node: str, record: Record, on_reply: OnReply) -> None:
             log.debug("read repair: %s gets version %d", node, record.version)
-            self._ask(reactor, node, Request(b"PUT", target, record.encode()), on_answer)
+            self._ask(reactor, node, Request(b"PUT", target, record.encode()), on_reply)
 
         quorum = Quorum(
             cycle,
@@ -437,18 +436,16 @@ class Coordinator:
             missed_writes(self._cluster, planned),
         )
         for node in planned.replicas:
-            self._ask(reactor, node, planned.internal, quorum.answer)
+            self._ask(reactor, node, planned.internal, quorum.on_reply)
 
-    def _ask(
-        self, reactor: SelectorThread, node: str, internal: Request, on_answer: Answer
-    ) -> None:
+    def _ask(self, reactor: SelectorThread, node: str, internal: Request, on_reply: OnReply) -> None:
         """Send an internal request to one replica: this node's own through
         its executor (a call into its storage), another through the peer
-        pool of this SelectorThread. ``on_answer`` runs on this thread."""
+        pool of this SelectorThread. ``on_reply`` runs on this thread."""
         cluster = self._cluster
         if node == self._self_url:
             request = internal._replace(headers=cluster.headers)
-            respond = LocalCall(reactor, lambda r: on_answer(node, r.status, r.body, ""))
+            respond = LocalCall(reactor, lambda r: on_reply(node, r.status, r.body, ""))
             self._local.execute(request, respond)
             return
         pool = self._pools.get(reactor)
@@ -458,7 +455,7 @@ class Coordinator:
         pool.call(
             cluster.addresses[node],
             peer_request,
-            lambda r: on_answer(node, r.status, r.body, r.error),
+            lambda r: on_reply(node, r.status, r.body, r.error),
         )
 
 
@@ -507,8 +504,8 @@ class BlockingCoordinator:
             return planned
         target = planned.internal.target
 
-        def repair(node: str, record: Record, on_answer: Answer) -> None:
-            on_answer(node, *self._ask(node, Request(b"PUT", target, record.encode())))
+        def repair(node: str, record: Record, on_reply: OnReply) -> None:
+            on_reply(node, *self._ask(node, Request(b"PUT", target, record.encode())))
 
         answer = Captured()
         quorum = Quorum(
@@ -516,7 +513,7 @@ class BlockingCoordinator:
             cluster.clock.observe, missed_writes(cluster, planned),
         )  # fmt: skip
         for node in planned.replicas:
-            quorum.answer(node, *self._ask(node, planned.internal))
+            quorum.on_reply(node, *self._ask(node, planned.internal))
         assert answer.response is not None  # every replica answered or failed
         return answer.response
 

@@ -85,7 +85,7 @@ class GroupCommit:
                 responder.respond(INTERNAL_ERROR)
             return
         for write, responder in writes:
-            responder.respond(write.answer)
+            responder.respond(write.response)
 
     def full(self, writes: int, size: int) -> bool:
         """Has a batch of ``writes`` holding ``size`` bytes of values reached the bound?"""
@@ -103,8 +103,7 @@ class RoundCommit:
     def add(self, write: Write, responder: Responder) -> None:
         """On a SelectorThread, inside ``execute``: hold the write for the
         end of this round (or commit now if the batch is full)."""
-        reactor = threading.current_thread()
-        assert isinstance(reactor, SelectorThread), "sync mode executes on a SelectorThread"
+        reactor = SelectorThread.current()
         batch = self._open.get(reactor)
         if batch is None:
             batch = self._open[reactor] = []

@@ -75,7 +75,7 @@ SelectorThread waits for the end of its round (reactor.py, "reads first,
 writes last") and then tries ``send``. What the socket does not take stays
 in the outbound buffer, and the reactor watches for EVENT_WRITE while bytes
 are pending (and while a stream runs). Above ``HIGH_WATER`` pending bytes
-the connection stops reading and parsing (``WRITING``): a client that
+the connection stops reading and parsing (``BACKPRESSURED``): a client that
 pipelines requests without reading responses fills its own socket buffers,
 not our memory.
 
@@ -160,7 +160,7 @@ class Phase(enum.Enum):
     BODY        SEND_BODY / IDLE              read (+write)       header timeout, 408
     EXECUTING   DONE / IDLE                   unchanged (parked)  none: a thread owns it
     AWAITING    DONE / IDLE                   unchanged (parked)  request timeout, 504
-    WRITING     any / IDLE                    write               keep-alive timeout
+    BACKPRESSURED     any / IDLE                    write               keep-alive timeout
     STREAMING   DONE / SEND_BODY              write               keep-alive timeout
     CLOSING     any / DONE or MUST_CLOSE      write               keep-alive timeout
     LINGERING   any / any, our side shut      read (discarded)    LINGER_SECONDS
@@ -176,7 +176,7 @@ class Phase(enum.Enum):
     BODY = "body"  # the head is parsed, the body is arriving
     EXECUTING = "executing"  # the request is with a thread of the executor
     AWAITING = "awaiting"  # its answer comes later, from another thread
-    WRITING = "writing"  # the outbound buffer is above HIGH_WATER: no parsing
+    BACKPRESSURED = "backpressured"  # the outbound buffer is above HIGH_WATER: no parsing
     STREAMING = "streaming"  # a streamed response is being produced
     CLOSING = "closing"  # the last response is produced; close once it is sent
     LINGERING = "lingering"  # our side is shut; waiting for the client to close
@@ -187,7 +187,7 @@ class Phase(enum.Enum):
 # CPython 3.11, five times a module name. The request path compares phases
 # and owners dozens of times per request, so it uses these names.
 IDLE, HEAD, BODY = Phase.IDLE, Phase.HEAD, Phase.BODY
-EXECUTING, AWAITING, WRITING = Phase.EXECUTING, Phase.AWAITING, Phase.WRITING
+EXECUTING, AWAITING, BACKPRESSURED = Phase.EXECUTING, Phase.AWAITING, Phase.BACKPRESSURED
 STREAMING, CLOSING, LINGERING, CLOSED = (
     Phase.STREAMING,
     Phase.CLOSING,
@@ -295,7 +295,7 @@ class Connection:
             # sends these bytes ahead of its own response.
             return
         self._flush()
-        if self._phase is WRITING:
+        if self._phase is BACKPRESSURED:
             self._process()
         self._advance()
 
@@ -391,12 +391,12 @@ class Connection:
         conn = self._h11
         while self.owner is SELECTOR:
             phase = self._phase
-            if phase is WRITING:
+            if phase is BACKPRESSURED:
                 phase = self._phase = self._reading_phase()
             elif not (phase is IDLE or phase is HEAD or phase is BODY):
                 return  # executing, awaiting, streaming, closing: nothing to parse now
             if self._transport.out.size > HIGH_WATER:
-                self._phase = WRITING  # let the client read what it asked for first
+                self._phase = BACKPRESSURED  # let the client read what it asked for first
                 return
             if conn.their_state is h11.IDLE:
                 buffered, eof = conn.trailing_data
@@ -508,18 +508,18 @@ class Connection:
     # Answers: from the cycle, on whichever thread gives them
     # ------------------------------------------------------------------
 
-    def answer(self, cycle: RequestCycle, response: Response) -> None:
+    def deliver(self, cycle: RequestCycle, response: Response) -> None:
         """``cycle.respond`` won its token: write ``response``. On a
         PayloadThread that owns the connection: here, then hand back. On the
         SelectorThread: here. Anywhere else: posted to the SelectorThread."""
         if self.owner is PAYLOAD:
             self._then_hand_back(self._respond, response)
         elif _get_ident() != self.reactor.thread_id:
-            self.reactor.call_soon(lambda: self._on_answer(cycle, response))
+            self.reactor.call_soon(lambda: self._deliver_later(cycle, response))
         elif self._phase is EXECUTING and cycle is self._cycle:
             self._respond(response)  # inline, inside execute (sync mode): _process goes on
         else:
-            self._on_answer(cycle, response)  # a later answer, given on this thread
+            self._deliver_later(cycle, response)  # a later answer, given on this thread
 
     def lend(self) -> None:
         """On the SelectorThread, from ``RequestCycle.hand_off``: a
@@ -544,7 +544,7 @@ class Connection:
             self._transport.broken = True
         self.reactor.call_soon(self._on_handed_back)
 
-    def _on_answer(self, cycle: RequestCycle, response: Response) -> None:
+    def _deliver_later(self, cycle: RequestCycle, response: Response) -> None:
         """On the SelectorThread, an answer that came later: write it, then
         go on with the connection (nothing else will)."""
         if cycle is not self._cycle or self._phase is not AWAITING:
@@ -716,7 +716,7 @@ class Connection:
                 deadline = now + limits.header_timeout  # a stalled body
             else:
                 deadline = (self._head_since or now) + limits.header_timeout
-        else:  # WRITING, STREAMING, CLOSING with bytes pending
+        else:  # BACKPRESSURED, STREAMING, CLOSING with bytes pending
             events = EVENT_WRITE
             deadline = now + limits.keepalive_timeout  # a stalled reader
         if events != transport.registration.interest:

@@ -40,7 +40,7 @@ class Answered(Protocol):
     """What a cycle needs of its connection (connection.py): somewhere to
     write the answer, and the connection's hand-over to an executor's thread."""
 
-    def answer(self, cycle: RequestCycle, response: Response) -> None: ...
+    def deliver(self, cycle: RequestCycle, response: Response) -> None: ...
 
     def lend(self) -> None: ...
 
@@ -91,7 +91,7 @@ class RequestCycle:
             if self._expired:
                 return False
             raise RuntimeError(f"{self!r} answered twice") from None
-        self.conn.answer(self, response)
+        self.conn.deliver(self, response)
         return True
 
     def hand_off(self) -> None:

@@ -50,7 +50,7 @@ class Write(NamedTuple):
     value: bytes | None
 
     @property
-    def answer(self) -> Response:
+    def response(self) -> Response:
         """The response once the write is stored: 201, or 202 for a delete."""
         return ACCEPTED if self.value is None else CREATED
 
@@ -132,28 +132,12 @@ def entry_chunks(cursor: Cursor) -> Generator[bytes, None, None]:
 
 
 class Api:
-    """Routes a ``Request`` to the storage and returns a ``Response``.
+    """The node API: routes a ``Request`` to the storage and returns a
+    ``Response``. A cluster node runs a ``ReplicaApi`` instead."""
 
-    On a cluster node (``replica`` given) the storage holds versioned
-    records: ``/v0/entity`` is the coordinator's (replication.py) and never
-    reaches this class, the internal endpoint reads and applies records, and
-    ``/v0/entities`` shows the node's live values without their versions.
-    """
-
-    def __init__(
-        self,
-        storage: Storage,
-        metrics: Callable[[], bytes] | None = None,
-        replica: ReplicaStore | None = None,
-        token: bytes = b"",
-        cluster_id: bytes = b"",
-    ) -> None:
+    def __init__(self, storage: Storage, metrics: Callable[[], bytes] | None = None) -> None:
         self._storage = storage
         self._metrics = metrics  # the server's /metrics text, when there is a server
-        self._replica = replica
-        self._token = token
-        self._cluster_id = cluster_id
-        self._strangers: set[bytes] = set()  # cluster ids already logged
 
     def handle(self, request: Request) -> Response:
         """Never raises: a storage failure is a 500, logged with its cause.
@@ -164,25 +148,28 @@ class Api:
         """
         path, _, query = request.target.partition(b"?")
         try:
-            if path == b"/v0/entity" and self._replica is None:
-                return self._entity(request.method, query, request.body)
-            if path == INTERNAL_ENTITY and self._replica is not None:
-                return self._internal(self._replica, request, query)
-            if path == b"/v0/status":
-                return STATUS_OK if request.method == b"GET" else GET_ONLY
-            if path == b"/v0/entities":
-                return self._entities(request.method, query)
-            if path == b"/metrics" and self._metrics is not None:
-                if request.method != b"GET":
-                    return GET_ONLY
-                return Response(200, self._metrics(), METRICS_TYPE)
-            return UNKNOWN_PATH
+            return self._route(path, query, request)
         except StorageError as exc:
             log.error("storage error on %r %r: %s", request.method, request.target, exc)
             return INTERNAL_ERROR
         except Exception:
             log.exception("bug while handling %r %r", request.method, request.target)
             return INTERNAL_ERROR
+
+    def _route(self, path: bytes, query: bytes, request: Request) -> Response:
+        if path == b"/v0/entity":
+            return self._entity(request.method, query, request.body)
+        return self._shared(path, query, request.method)
+
+    def _shared(self, path: bytes, query: bytes, method: bytes) -> Response:
+        """The paths every node serves the same way."""
+        if path == b"/v0/status":
+            return STATUS_OK if method == b"GET" else GET_ONLY
+        if path == b"/v0/entities":
+            return self._entities(method, query)
+        if path == b"/metrics" and self._metrics is not None:
+            return Response(200, self._metrics(), METRICS_TYPE) if method == b"GET" else GET_ONLY
+        return UNKNOWN_PATH
 
     def _entities(self, method: bytes, query: bytes) -> Response:
         if method != b"GET":
@@ -194,52 +181,11 @@ class Api:
             return BAD_RANGE
         if not start or end == b"":
             return BAD_RANGE
-        if self._replica is not None:
-            return Response(200, stream=entry_chunks(self._replica.values(start, end)))
-        return Response(200, stream=entry_chunks(self._storage.range(start, end)))
+        return Response(200, stream=entry_chunks(self._values(start, end)))
 
-    def _internal(self, replica: ReplicaStore, request: Request, query: bytes) -> Response:
-        """A node's request for this node's replica of a key: GET answers
-        the stored record (404: none); PUT applies one and answers 201 when
-        it is stored, or 200 with the newer record the replica kept."""
-        if not self._token or not hmac.compare_digest(request.header(TOKEN_HEADER), self._token):
-            return FORBIDDEN
-        cluster = request.header(CLUSTER_HEADER)
-        if cluster and cluster != self._cluster_id:
-            # Nodes always send their id; a request without one is an
-            # operator's (curl with the token), who asks for no placement.
-            self._stranger(cluster)
-            return OTHER_TOPOLOGY
-        key = entity_id(query)
-        if key is None:
-            return BAD_ID
-        if request.method == b"GET":
-            record = replica.get(key)
-            return NOT_FOUND if record is None else Response(200, record.encode(), RECORD_TYPE)
-        if request.method != b"PUT":
-            return Response(405, headers=((b"allow", b"GET, PUT"),))
-        try:
-            record = decode(request.body)
-        except ValueError:
-            return BAD_RECORD
-        kept = replica.apply(key, record)
-        if kept is record:
-            return CREATED
-        count("writes_superseded")
-        return Response(200, kept.encode(), RECORD_TYPE)
-
-    def _stranger(self, cluster: bytes) -> None:
-        """Count a request from a node with another node list; log each
-        such list once (a misconfigured node sends many)."""
-        count("topology_mismatches")
-        if cluster not in self._strangers and len(self._strangers) < 64:
-            self._strangers.add(cluster)
-            log.error(
-                "refused an internal request from a node with cluster id %r; this node's is %r: "
-                "the nodes were started with different --cluster lists",
-                cluster.decode("ascii", "replace"),
-                self._cluster_id.decode(),
-            )
+    def _values(self, start: bytes, end: bytes | None) -> Cursor:
+        """The entries ``/v0/entities`` shows."""
+        return self._storage.range(start, end)
 
     def _entity(self, method: bytes, query: bytes, body: bytes) -> Response:
         if method not in (b"GET", b"PUT", b"DELETE"):
@@ -258,10 +204,10 @@ class Api:
 
     def write_of(self, request: Request) -> Write | None:
         """The write a request makes, if it is a plain one that group commit
-        may batch (a valid PUT or DELETE of ``/v0/entity`` on a single node);
-        None for everything else, which ``handle`` answers as usual."""
+        may batch (a valid PUT or DELETE of ``/v0/entity``); None for
+        everything else, which ``handle`` answers as usual."""
         method = request.method
-        if (method != b"PUT" and method != b"DELETE") or self._replica is not None:
+        if method != b"PUT" and method != b"DELETE":
             return None
         path, _, query = request.target.partition(b"?")
         if path != b"/v0/entity":
@@ -270,3 +216,79 @@ class Api:
         if key is None:
             return None
         return Write(key, request.body if method == b"PUT" else None)
+
+
+class ReplicaApi(Api):
+    """A cluster node's API over its versioned records: the internal
+    endpoint reads and applies records for the coordinators, and
+    ``/v0/entities`` shows the node's live values without their versions.
+    ``/v0/entity`` is the coordinator's (selectorkv/cluster/replication.py)
+    and never reaches this class."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        replica: ReplicaStore,
+        token: bytes,
+        cluster_id: bytes,
+        metrics: Callable[[], bytes] | None = None,
+    ) -> None:
+        super().__init__(storage, metrics)
+        self._replica = replica
+        self._token = token
+        self._cluster_id = cluster_id
+        self._strangers: set[bytes] = set()  # cluster ids already logged
+
+    def _route(self, path: bytes, query: bytes, request: Request) -> Response:
+        if path == INTERNAL_ENTITY:
+            return self._internal(request, query)
+        return self._shared(path, query, request.method)
+
+    def _values(self, start: bytes, end: bytes | None) -> Cursor:
+        return self._replica.values(start, end)
+
+    def write_of(self, request: Request) -> Write | None:
+        return None  # a node stores records, applied one by one (ReplicaStore.apply)
+
+    def _internal(self, request: Request, query: bytes) -> Response:
+        """A node's request for this node's replica of a key: GET answers
+        the stored record (404: none); PUT applies one and answers 201 when
+        it is stored, or 200 with the newer record the replica kept."""
+        if not self._token or not hmac.compare_digest(request.header(TOKEN_HEADER), self._token):
+            return FORBIDDEN
+        cluster = request.header(CLUSTER_HEADER)
+        if cluster and cluster != self._cluster_id:
+            # Nodes always send their id; a request without one is an
+            # operator's (curl with the token), who asks for no placement.
+            self._stranger(cluster)
+            return OTHER_TOPOLOGY
+        key = entity_id(query)
+        if key is None:
+            return BAD_ID
+        if request.method == b"GET":
+            record = self._replica.get(key)
+            return NOT_FOUND if record is None else Response(200, record.encode(), RECORD_TYPE)
+        if request.method != b"PUT":
+            return Response(405, headers=((b"allow", b"GET, PUT"),))
+        try:
+            record = decode(request.body)
+        except ValueError:
+            return BAD_RECORD
+        kept = self._replica.apply(key, record)
+        if kept is record:
+            return CREATED
+        count("writes_superseded")
+        return Response(200, kept.encode(), RECORD_TYPE)
+
+    def _stranger(self, cluster: bytes) -> None:
+        """Count a request from a node with another node list; log each
+        such list once (a misconfigured node sends many)."""
+        count("topology_mismatches")
+        if cluster not in self._strangers and len(self._strangers) < 64:
+            self._strangers.add(cluster)
+            log.error(
+                "refused an internal request from a node with cluster id %r; this node's is %r: "
+                "the nodes were started with different --cluster lists",
+                cluster.decode("ascii", "replace"),
+                self._cluster_id.decode(),
+            )

@@ -71,6 +71,11 @@ class Storage(Protocol):
         as of now: writes made after this call are not seen."""
         ...
 
+    def wal_syncs(self) -> int | None:
+        """Syncs of the write-ahead log so far, for /metrics; None when the
+        store does not count them."""
+        ...
+
     def close(self) -> None:
         """Flush and release the store; no call may follow."""
         ...

@@ -154,6 +154,16 @@ class SelectorThread(StatsThread):
     # Any thread
     # ------------------------------------------------------------------
 
+    @staticmethod
+    def current() -> SelectorThread:
+        """The SelectorThread the caller runs on. Raises RuntimeError on any
+        other thread: code that must run on a reactor is called elsewhere by
+        a bug, and says so."""
+        thread = threading.current_thread()
+        if not isinstance(thread, SelectorThread):
+            raise RuntimeError(f"{thread.name} is not a SelectorThread")
+        return thread
+
     def call_soon(self, call: Callable[[], None]) -> None:
         """Run ``call`` on this reactor's thread at its next wake-up."""
         self._wakeup.call_soon(call)
