@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.peers import ROOT, SERVERS, add_round_arguments, compare, table, wrk_missing
-from selectorkv.lab.spread import Spread
+from selectorkv.lab.harness.spread import Spread
 
 MODES = ("sync", "async")
 

@@ -48,9 +48,9 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from benchmarks.peers import PY, ROOT, cpus, pinned, rotated, wrk, wrk_missing
-from selectorkv.lab.spread import Spread
-from selectorkv.lab.study import free_port
-from selectorkv.lab.tools import WrkPaced
+from selectorkv.lab.harness.spread import Spread
+from selectorkv.lab.load.tools import WrkPaced
+from selectorkv.lab.studies.node import free_port
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 KEYS = [a + b for a in ALPHABET for b in ALPHABET]

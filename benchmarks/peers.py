@@ -42,9 +42,9 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from selectorkv.lab.fill import fill
-from selectorkv.lab.spread import Spread
-from selectorkv.lab.study import free_port
+from selectorkv.lab.harness.spread import Spread
+from selectorkv.lab.load.fill import fill
+from selectorkv.lab.studies.node import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "wrk_scripts"

@@ -33,7 +33,7 @@ import rocksdict
 
 from benchmarks.peers import ROOT
 from selectorkv.kv.storage import RocksStorage
-from selectorkv.lab.study import free_port
+from selectorkv.lab.studies.node import free_port
 from tests.support import ForwardingStorage
 
 ROUNDS = 5

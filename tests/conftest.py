@@ -21,7 +21,7 @@ import pytest
 from selectorkv.config import ServerConfig
 from selectorkv.http.exchange import Executor
 from selectorkv.kv.storage import RocksStorage, Storage
-from selectorkv.lab.nodes import Node, Nodes
+from selectorkv.lab.harness.nodes import Node, Nodes
 from selectorkv.reactor.selector_thread import SelectorThread
 from selectorkv.server import Server
 from tests.support import (
@@ -110,7 +110,7 @@ def client(server: Server) -> Iterator[RawClient]:
 
 
 # ----------------------------------------------------------------------
-# Cluster node processes (selectorkv/lab/nodes.py)
+# Cluster node processes (selectorkv/lab/harness/nodes.py)
 # ----------------------------------------------------------------------
 
 

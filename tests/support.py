@@ -23,7 +23,7 @@ from typing import Any
 import h11
 
 from selectorkv.kv.storage import Cursor, RocksStorage, Storage, StorageError
-from selectorkv.lab.nodes import wait_until as wait_until  # the tests take it from here
+from selectorkv.lab.harness.nodes import wait_until as wait_until  # the tests take it from here
 from selectorkv.reactor.selector_thread import SelectorThread
 from selectorkv.server import Server
 

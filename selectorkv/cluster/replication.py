@@ -438,7 +438,9 @@ class Coordinator:
         for node in planned.replicas:
             self._ask(reactor, node, planned.internal, quorum.on_reply)
 
-    def _ask(self, reactor: SelectorThread, node: str, internal: Request, on_reply: OnReply) -> None:
+    def _ask(
+        self, reactor: SelectorThread, node: str, internal: Request, on_reply: OnReply
+    ) -> None:
         """Send an internal request to one replica: this node's own through
         its executor (a call into its storage), another through the peer
         pool of this SelectorThread. ``on_reply`` runs on this thread."""

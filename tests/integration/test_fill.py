@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from selectorkv.kv.storage import RocksStorage
-from selectorkv.lab.fill import fill
-from selectorkv.lab.keyspace import KEY_COUNT
+from selectorkv.lab.load.fill import fill
+from selectorkv.lab.load.keyspace import KEY_COUNT
 from tests.support import ServerProcess
 
 

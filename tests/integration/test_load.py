@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from selectorkv.lab.keyspace import ALPHABET, BODY_LENGTH, ID_LENGTH
-from selectorkv.lab.load import Workload, generate, percentiles_ms
+from selectorkv.lab.load.generator import Workload, generate, percentiles_ms
+from selectorkv.lab.load.keyspace import ALPHABET, BODY_LENGTH, ID_LENGTH
 from tests.support import (
     AnsweringHandler,
     FreezingServer,

@@ -15,9 +15,9 @@ import h11
 import pytest
 
 from selectorkv.kv.storage import StorageError
-from selectorkv.lab.load import generate
-from selectorkv.lab.study import on_load_cpus
-from selectorkv.lab.tools import SelectorkvLoad
+from selectorkv.lab.load.generator import generate
+from selectorkv.lab.load.tools import SelectorkvLoad
+from selectorkv.lab.studies.node import on_load_cpus
 from selectorkv.server import exposure_warning
 from tests.support import (
     RawClient,

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from selectorkv.lab import tools
-from selectorkv.lab.calibration import KnownLatencyTargets
-from selectorkv.lab.due_timer import DueTimer
-from selectorkv.lab.load import generate
+from selectorkv.lab.load import tools
+from selectorkv.lab.load.due_timer import DueTimer
+from selectorkv.lab.load.generator import generate
+from selectorkv.lab.studies.calibration import KnownLatencyTargets
 from tests.support import RawClient
 
 SERVICE_MS = 5.0

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from selectorkv.lab.nodes import ClusterFactory, Node, free_port, serve_once
+from selectorkv.lab.harness.nodes import ClusterFactory, Node, free_port, serve_once
 from tests.support import MODES, wait_until
 
 KINDS = [(mode, calls) for calls in ("async", "blocking") for mode in MODES]

@@ -16,7 +16,7 @@ import pytest
 
 from selectorkv.cluster.placement import Topology
 from selectorkv.kv.records import Record, decode
-from selectorkv.lab.nodes import ClusterFactory, free_port, serve_once
+from selectorkv.lab.harness.nodes import ClusterFactory, free_port, serve_once
 
 # One of selectorkv's records, as a replica stores it: (version, value).
 

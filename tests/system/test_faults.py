@@ -1,4 +1,4 @@
-"""Short fault runs (selectorkv/lab/faults.py) on real node processes on
+"""Short fault runs (selectorkv/lab/studies/faults.py) on real node processes on
 127.0.0.2-4: clients record every operation while one kind of fault is
 injected, the faults are healed, and the history is checked. A run fails on
 an acknowledged write lost, a stale quorum read, a value nobody wrote, a
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from selectorkv.lab.faults import FaultRun, FaultSettings, Partitions
+from selectorkv.lab.studies.faults import FaultRun, FaultSettings, Partitions
 
 
 @pytest.fixture(scope="session")

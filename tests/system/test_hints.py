@@ -10,7 +10,7 @@ import pytest
 from selectorkv.cluster.hints import HintLimits, HintStore, hint_key, split_hint_key
 from selectorkv.kv.records import Record
 from selectorkv.kv.storage import RocksStorage
-from selectorkv.lab.nodes import ClusterFactory, Node
+from selectorkv.lab.harness.nodes import ClusterFactory, Node
 from tests.support import wait_until
 
 LIMITS = HintLimits(ttl=3600, max_hints=1000, max_bytes=1 << 20, rate=100)

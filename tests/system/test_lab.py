@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from selectorkv.lab.profile import thread_profiles
-from selectorkv.lab.tools import parse_wrk2
+from selectorkv.lab.harness.profile import thread_profiles
+from selectorkv.lab.load.tools import parse_wrk2
 from tests.support import ptrace_allowed
 
 DATA = Path(__file__).resolve().parents[1] / "data"

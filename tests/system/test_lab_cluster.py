@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from selectorkv.lab.cluster_study import reachable_share
-from selectorkv.lab.profile import PEER_WAIT, thread_profiles
+from selectorkv.lab.harness.profile import PEER_WAIT, thread_profiles
+from selectorkv.lab.studies.cluster import reachable_share
 from tests.support import ptrace_allowed
 
 

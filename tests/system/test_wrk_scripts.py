@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import rocksdict
 
-from selectorkv.lab.tools import WrkPaced
+from selectorkv.lab.load.tools import WrkPaced
 from selectorkv.server import Server
 from tests.support import (
     FreezingServer,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selectorkv.lab.checker import check, linearizable
-from selectorkv.lab.history import FAIL, OK, READ, UNKNOWN, WRITE, History, Op
+from selectorkv.lab.studies.checker import check, linearizable
+from selectorkv.lab.studies.history import FAIL, OK, READ, UNKNOWN, WRITE, History, Op
 
 
 def w(value: str | None, start: float, end: float, outcome: str = OK, key: str = "k") -> Op:

@@ -21,7 +21,11 @@ LAYERS = [
     ("selectorkv.execution",),
     ("selectorkv.cluster",),
     ("selectorkv.config", "selectorkv.metrics", "selectorkv.server"),
-    ("selectorkv.lab",),
+    ("selectorkv.lab", "selectorkv.lab.harness"),
+    ("selectorkv.lab.load",),
+    ("selectorkv.lab.studies",),
+    ("selectorkv.lab.reports",),
+    ("selectorkv.lab.cli",),
     ("selectorkv.cli", "selectorkv.__main__"),
 ]
 
@@ -122,5 +126,5 @@ def test_the_checks_see_a_circle_and_an_upward_import() -> None:
     """The checks themselves can fail."""
     assert circles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
     assert layer("selectorkv.http.connection") > layer("selectorkv.reactor.transport")
-    assert layer("selectorkv.lab.nodes") > layer("selectorkv.server")
+    assert layer("selectorkv.lab.harness.nodes") > layer("selectorkv.server")
     assert "selectorkv.http.exchange" in graph()["selectorkv.http.connection"]

@@ -1,12 +1,12 @@
 """Figures with their spread: medians, ranges, and when a difference is
-noise (selectorkv/lab/spread.py), and the order the lab measures in."""
+noise (selectorkv/lab/harness/spread.py), and the order the lab measures in."""
 
 from __future__ import annotations
 
 import pytest
 
-from selectorkv.lab.spread import Spread, compare
-from selectorkv.lab.study import held, turns
+from selectorkv.lab.harness.spread import Spread, compare
+from selectorkv.lab.studies.node import held, turns
 
 
 def test_a_spread_is_the_median_and_the_range() -> None:

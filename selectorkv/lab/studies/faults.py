@@ -53,10 +53,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
 
-from selectorkv.lab import skew
-from selectorkv.lab.checker import Verdict, check
-from selectorkv.lab.history import FAIL, OK, READ, UNKNOWN, WRITE, History, Op
-from selectorkv.lab.nodes import Node, Nodes, wait_until
+from selectorkv.lab.harness.nodes import Node, Nodes, wait_until
+from selectorkv.lab.studies import skew
+from selectorkv.lab.studies.checker import Verdict, check
+from selectorkv.lab.studies.history import FAIL, OK, READ, UNKNOWN, WRITE, History, Op
 
 KINDS = ("kill", "stop", "partition", "one-way")
 PARTITION_KINDS = ("partition", "one-way")

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from selectorkv.config import DEFAULTS
-from selectorkv.lab import plots
-from selectorkv.lab.calibration import bias_note
-from selectorkv.lab.profile import PEER_WAIT, ThreadProfile, thread_profiles
-from selectorkv.lab.report import CALIBRATION
-from selectorkv.lab.spread import Spread, compare
-from selectorkv.lab.tools import served_rate
+from selectorkv.lab.harness.profile import PEER_WAIT, ThreadProfile, thread_profiles
+from selectorkv.lab.harness.spread import Spread, compare
+from selectorkv.lab.load.tools import served_rate
+from selectorkv.lab.reports import plots
+from selectorkv.lab.reports.node_report import CALIBRATION
+from selectorkv.lab.studies.calibration import bias_note
 
 STYLES = ("blocking", "async")
 SCENARIO_TEXT = {

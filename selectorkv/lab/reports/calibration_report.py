@@ -17,9 +17,9 @@ matplotlib.use("Agg")  # files only: no display on a server or in CI
 
 import matplotlib.pyplot as plt
 
-from selectorkv.lab.calibration import PERCENTILES, Calibration
-from selectorkv.lab.spread import Spread
-from selectorkv.lab.tools import FACTORIES
+from selectorkv.lab.harness.spread import Spread
+from selectorkv.lab.load.tools import FACTORIES
+from selectorkv.lab.studies.calibration import PERCENTILES, Calibration
 
 PLOT = "calibration-bias.png"
 

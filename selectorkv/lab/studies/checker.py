@@ -39,7 +39,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from selectorkv.lab.history import FAIL, OK, READ, UNKNOWN, WRITE, History, Op
+from selectorkv.lab.studies.history import FAIL, OK, READ, UNKNOWN, WRITE, History, Op
 
 
 @dataclass

@@ -56,9 +56,9 @@ from typing import IO, Any
 
 from hdrh.histogram import HdrHistogram
 
-from selectorkv.lab import tools
-from selectorkv.lab.spread import Spread
-from selectorkv.lab.study import (
+from selectorkv.lab.harness.spread import Spread
+from selectorkv.lab.load import tools
+from selectorkv.lab.studies.node import (
     SETTLE,
     describe_machine,
     on_load_cpus,
@@ -207,7 +207,7 @@ class KnownLatencyTargets:
             with socket.create_server(("127.0.0.1", 0), backlog=1024) as listener:
                 fd = listener.fileno()
                 command = [
-                    sys.executable, "-m", "selectorkv.lab.calibration_target",
+                    sys.executable, "-m", "selectorkv.lab.studies.calibration_target",
                     "--listen-fd", str(fd), "--service-ms", str(service), "--cpu", str(cpu),
                 ]  # fmt: skip
                 self.processes.append(

@@ -27,7 +27,7 @@ from typing import IO
 from selectorkv.cluster.replication import FORMAT_FILE, RECORDS_FORMAT
 from selectorkv.kv.records import Record
 from selectorkv.kv.storage import RocksStorage
-from selectorkv.lab.keyspace import ALPHABET, BODY_LENGTH, KEY_COUNT, all_keys
+from selectorkv.lab.load.keyspace import ALPHABET, BODY_LENGTH, KEY_COUNT, all_keys
 
 BATCH = 4096  # entries per atomic write
 FLUSH_EVERY = 16 * 1024 * 1024  # bytes written between size checks

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from selectorkv.cluster.placement import Topology
-from selectorkv.lab.nodes import Nodes
+from selectorkv.lab.harness.nodes import Nodes
 
 
 @dataclass(frozen=True)

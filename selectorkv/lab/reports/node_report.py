@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from selectorkv.config import DEFAULTS
-from selectorkv.lab import plots
-from selectorkv.lab.calibration import bias_note
-from selectorkv.lab.profile import ThreadProfile, thread_profiles
-from selectorkv.lab.spread import Spread, compare
-from selectorkv.lab.study import MODES, held
-from selectorkv.lab.tools import served_rate
+from selectorkv.lab.harness.profile import ThreadProfile, thread_profiles
+from selectorkv.lab.harness.spread import Spread, compare
+from selectorkv.lab.load.tools import served_rate
+from selectorkv.lab.reports import plots
+from selectorkv.lab.studies.calibration import bias_note
+from selectorkv.lab.studies.node import MODES, held
 
 CATEGORIES = (
     "wait: select",

@@ -79,11 +79,13 @@ from typing import IO, Any
 
 from selectorkv.cluster.placement import Topology
 from selectorkv.config import DEFAULTS
-from selectorkv.lab import load, profile
-from selectorkv.lab.fill import fill as fill_database
-from selectorkv.lab.keyspace import all_keys
-from selectorkv.lab.spread import Spread
-from selectorkv.lab.study import (
+from selectorkv.lab.harness import profile
+from selectorkv.lab.harness.spread import Spread
+from selectorkv.lab.load import generator as load
+from selectorkv.lab.load.fill import fill as fill_database
+from selectorkv.lab.load.keyspace import all_keys
+from selectorkv.lab.load.tools import Measurement, served_rate
+from selectorkv.lab.studies.node import (
     SERVED_SHARE,
     SETTLE,
     ServerUnderTest,
@@ -94,7 +96,6 @@ from selectorkv.lab.study import (
     on_load_cpus,
     server_cpus,
 )
-from selectorkv.lab.tools import Measurement, served_rate
 
 PEER_CALLS = ("blocking", "async")
 SCENARIOS = ("healthy", "stopped")  # stopped: the last node, SIGSTOP, for the whole run

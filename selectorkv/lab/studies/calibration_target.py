@@ -43,7 +43,7 @@ from collections.abc import Sequence
 
 from hdrh.histogram import HdrHistogram
 
-from selectorkv.lab.load import take_message
+from selectorkv.lab.load.generator import take_message
 
 # Linux's SO_TIMESTAMPNS (asm-generic/socket.h, SO_TIMESTAMPNS_OLD); Python's
 # socket module does not name it. The control message's type is the same number.
@@ -181,7 +181,7 @@ class Target:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m selectorkv.lab.calibration_target",
+        prog="python -m selectorkv.lab.studies.calibration_target",
         description="A server that answers the /v0/entity API after a fixed service time; "
         "GET /hold returns the server-side holds since the last GET /hold (an encoded "
         "HdrHistogram, microseconds). The lab's known-latency target (selectorkv lab --calibrate).",

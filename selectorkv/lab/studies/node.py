@@ -72,10 +72,10 @@ from typing import IO, Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from selectorkv.lab import profile
-from selectorkv.lab.fill import fill as fill_database
-from selectorkv.lab.spread import Spread
-from selectorkv.lab.tools import LoadTool, served_rate, tool_version
+from selectorkv.lab.harness import profile
+from selectorkv.lab.harness.spread import Spread
+from selectorkv.lab.load.fill import fill as fill_database
+from selectorkv.lab.load.tools import LoadTool, served_rate, tool_version
 
 log = logging.getLogger("selectorkv.lab")
 

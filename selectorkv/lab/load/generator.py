@@ -63,8 +63,8 @@ from urllib.parse import urlsplit
 
 from hdrh.histogram import HdrHistogram
 
-from selectorkv.lab.due_timer import DueTimer
-from selectorkv.lab.keyspace import ALPHABET, BODY_LENGTH, ID_LENGTH
+from selectorkv.lab.load.due_timer import DueTimer
+from selectorkv.lab.load.keyspace import ALPHABET, BODY_LENGTH, ID_LENGTH
 
 LATE_AFTER = 0.001  # seconds after its due time that make a request late
 LATE_SHARE = 0.01  # the share of late requests that is reported as falling behind

@@ -31,7 +31,7 @@ matplotlib.use("Agg")  # files only: no display on a server or in CI
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from selectorkv.lab.spread import Spread
+from selectorkv.lab.harness.spread import Spread
 
 NINES = 5  # the x axis goes to 99.999%
 COLOURS = {"sync": "tab:blue", "async": "tab:orange", "blocking": "tab:red", "single": "tab:green"}

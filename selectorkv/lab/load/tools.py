@@ -46,7 +46,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from selectorkv.lab import load
+from selectorkv.lab.load import generator as load
 
 WRK_SCRIPTS = Path(__file__).resolve().parents[2] / "wrk_scripts"
 
