@@ -22,6 +22,14 @@ def directory_size(path: str) -> int:
     return sum(entry.stat().st_size for entry in os.scandir(path) if entry.is_file())
 
 
+def table_files_size(path: str) -> int:
+    storage = RocksStorage(path)
+    try:
+        return storage.table_files_size()
+    finally:
+        storage.close()
+
+
 def key_space_entries(path: str) -> tuple[int, set[int]]:
     """How many keys of the key space are stored, and their value sizes."""
     storage = RocksStorage(path)
@@ -41,6 +49,7 @@ def test_fills_the_key_space_and_reaches_the_size(tmp_path: Path) -> None:
     path = str(tmp_path / "db")
     report = fill(path, 100 * 2**20)
     assert report.keys == KEY_COUNT and report.fillers > 0
+    assert report.size == table_files_size(path) >= 100 * 2**20  # the size it reports is real
     assert directory_size(path) >= 100 * 2**20
     assert key_space_entries(path) == (KEY_COUNT, {300})
 
@@ -66,6 +75,7 @@ def test_interrupted_fill_runs_again_to_completion(tmp_path: Path, interrupt_aft
     with pytest.raises(KeyboardInterrupt):
         fill(path, 100 * 2**20, InterruptAfter(interrupt_after))
     report = fill(path, 100 * 2**20)
+    assert report.size == table_files_size(path) >= 100 * 2**20
     assert directory_size(path) >= 100 * 2**20
     assert key_space_entries(path) == (KEY_COUNT, {300})
     again = fill(path, 100 * 2**20)  # a finished fill returns at once, changing nothing

@@ -117,13 +117,17 @@ def fill(
         # files wait to be deleted), so it is not what is measured.
         return storage.table_files_size() + written_since_flush
 
+    def flush() -> None:
+        nonlocal written_since_flush
+        storage.flush()  # the size on disk catches up with what was written
+        written_since_flush = 0
+
     def write(batch: list[tuple[bytes, bytes]]) -> None:
         nonlocal written_since_flush
         storage.apply_batch(batch)
         written_since_flush += len(batch) * BODY_LENGTH
         if written_since_flush >= FLUSH_EVERY:
-            storage.flush()  # the size on disk catches up with what was written
-            written_since_flush = 0
+            flush()
 
     try:
         if storage.get(KEY_SPACE_DONE) is None:
@@ -133,7 +137,7 @@ def fill(
                 progress.show(size_now(), f"key space {done:,}/{KEY_COUNT:,}")
             storage.put(KEY_SPACE_DONE, b"1")
         next_filler = int(storage.get(NEXT_FILLER) or b"0")
-        storage.flush()
+        flush()
         while True:
             while (current := size_now()) < size:
                 progress.show(current, f"filler {next_filler:,}")
@@ -141,7 +145,7 @@ def fill(
                 for batch in batches(keys, values):
                     next_filler += len(batch)
                     write([*batch, (NEXT_FILLER, b"%d" % next_filler)])  # progress, atomically
-            storage.flush()
+            flush()
             progress.show(size_now(), "compacting")
             storage.compact()  # every run the lab starts on a copy begins settled
             # Until compaction the table files hold overwritten versions too
