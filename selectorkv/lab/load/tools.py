@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -46,9 +47,19 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+import selectorkv
 from selectorkv.lab.load import generator as load
 
-WRK_SCRIPTS = Path(__file__).resolve().parents[2] / "wrk_scripts"
+
+def find_wrk_scripts() -> Path:
+    """wrk_scripts/: beside the package in a checkout, or where a wheel
+    installed them (setup.cfg's data_files, under the environment's share/)."""
+    checkout = Path(selectorkv.__file__).resolve().parents[1] / "wrk_scripts"
+    installed = Path(sys.prefix) / "share" / "selectorkv" / "wrk_scripts"
+    return checkout if (checkout / "paced.lua").exists() else installed
+
+
+WRK_SCRIPTS = find_wrk_scripts()
 
 
 @dataclass
@@ -361,5 +372,5 @@ def choose(name: str) -> LoadTool:
             + (" (put it on PATH or name it in $WRK2: docs/lab.md)" if name == "wrk2" else "")
         )
     if name != "selectorkv" and not (WRK_SCRIPTS / "paced.lua").exists():
-        raise RuntimeError(f"{name} needs wrk_scripts/ (run the lab from a checkout)")
+        raise RuntimeError(f"{name} needs wrk_scripts/, found neither in a checkout nor installed")
     return FACTORIES[name]()
