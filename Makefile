@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-fast test-stress test-reliability test-faults lint bench bench-compare report report-cluster calibrate tutorial peers builds cluster clean
+.PHONY: serve test test-system test-fast test-stress test-reliability test-faults lint bench bench-compare report report-cluster calibrate tutorial peers builds cluster clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -39,8 +39,18 @@ $(VENV)/.installed-peers: setup.cfg pyproject.toml | $(VENV)/.installed-dev
 serve: $(VENV)/.installed-base
 	$(BIN)/selectorkv serve --data ./data $(ARGS)
 
+# Every behaviour, in under four minutes: the unit tests (tests/unit/, no
+# sockets), the integration tests (tests/integration/, a server in-process or
+# in one child process) and the system tests (tests/system/: clusters, wrk,
+# the tutorial), all but the studies' end-to-end runs.
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -m "not reliability" $(ARGS)
+	$(BIN)/python -m pytest -m "not reliability and not study" $(ARGS)
+
+# The studies' end-to-end runs that make test leaves out (marked "study"): the
+# lab and the cluster study with --quick, and short fault runs. About five
+# minutes; CI runs them after make test.
+test-system: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "study and not reliability" $(ARGS)
 
 # The same suite with the opt-in compiled parser (see selectorkv/http/parser.py).
 test-fast: $(VENV)/.installed-dev

@@ -118,17 +118,15 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from selectors import EVENT_READ, EVENT_WRITE
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from selectorkv.http import framing
 from selectorkv.http.cycle import RequestCycle
 from selectorkv.http.exchange import Executor, Request, Response
 from selectorkv.http.parser import h11
 from selectorkv.reactor import stats
+from selectorkv.reactor.selector_thread import Handler, SelectorThread
 from selectorkv.reactor.transport import HIGH_WATER, LINGER_SECONDS, Transport
-
-if TYPE_CHECKING:
-    from selectorkv.reactor.selector_thread import SelectorThread
 
 log = logging.getLogger("selectorkv.http.connection")
 
@@ -220,6 +218,10 @@ class Allowance(NamedTuple):
     body: int
 
 
+# Builds a connection's transport: (socket, reactor, handler, on_close).
+TransportFactory = Callable[[socket.socket, SelectorThread, Handler, Callable[[], None]], Transport]
+
+
 class Connection:
     """A client connection, adopted by one SelectorThread for its lifetime.
     Building one registers it with the reactor and starts it."""
@@ -234,10 +236,15 @@ class Connection:
         *,
         limits: Limits,
         executor: Executor,
+        clock: Callable[[], float] = time.monotonic,
+        make_transport: TransportFactory = Transport,
     ) -> None:
+        """``clock`` and ``make_transport`` are seams: the unit tests hand in
+        a clock they move and a transport without a socket."""
         self.reactor = reactor
         self.owner = SELECTOR
-        self._transport = Transport(sock, reactor, self, on_close=release)
+        self._clock = clock
+        self._transport = make_transport(sock, reactor, self, release)
         self._timer = reactor.timer(self._on_timeout, self)
         self._limits = limits
         self._executor = executor
@@ -250,7 +257,7 @@ class Connection:
         )
         # A fresh connection counts from its accept, so a silent client times out.
         self._phase = HEAD
-        self._head_since: float | None = time.monotonic()  # when the head in HEAD began
+        self._head_since: float | None = clock()  # when the head in HEAD began
         self._cycle: RequestCycle | None = None  # the request being read or answered
         self._stream: Generator[bytes, None, None] | None = None  # a response still producing
         self._advance()
@@ -425,7 +432,7 @@ class Connection:
             else:  # NEED_DATA, or PAUSED (see below)
                 if self._phase is IDLE and conn.their_state is h11.IDLE:
                     self._phase = HEAD  # part of a new head is here
-                    self._head_since = time.monotonic()
+                    self._head_since = self._clock()
                 # PAUSED: h11 holds a pipelined request while our side still
                 # sends a streamed body (SEND_BODY, theirs DONE). It is parsed
                 # once the stream ends and start_next_cycle has run.
@@ -496,7 +503,7 @@ class Connection:
         # but ``owner``, which only this thread sets back.
         if self.owner is SELECTOR and self._phase is EXECUTING:
             self._phase = AWAITING  # the answer comes later, from elsewhere
-            cycle.started = time.monotonic()
+            cycle.started = self._clock()
 
     def _reject(self, status: int, message: bytes) -> None:
         """Answer a client's mistake with ``status`` and close."""
@@ -692,7 +699,7 @@ class Connection:
         if transport.broken or (closing and not pending and transport.peer_eof):
             self.close()
             return
-        now = time.monotonic()
+        now = self._clock()
         limits = self._limits
         if phase is CLOSING and not pending:
             if not transport.start_lingering(now + LINGER_SECONDS):

@@ -45,12 +45,14 @@ def fault_run(tmp_path: Path, kinds: tuple[str, ...], calls: str) -> None:
     assert report.hints_delivered_seconds is not None, summary
 
 
+@pytest.mark.study
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("calls", ["async", "blocking"])
 def test_no_acknowledged_write_is_lost_to_kill_and_stop(tmp_path: Path, calls: str) -> None:
     fault_run(tmp_path, ("kill", "stop"), calls)
 
 
+@pytest.mark.study
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("calls", ["async", "blocking"])
 def test_no_acknowledged_write_is_lost_to_partitions(
