@@ -157,7 +157,22 @@ class ThreadProfile:
 
 
 def thread_profiles(speedscope: Path) -> list[ThreadProfile]:
-    """Per thread, the sampled seconds by category."""
+    """Per thread, the sampled seconds by category. Computed once and kept
+    beside the profile (``.threads.json``): a category reads the source line
+    of a sample, which only the checkout that ran the study has, so a report
+    drawn again elsewhere, or after the code has moved, reads the saved ones."""
+    saved = speedscope.with_name(speedscope.name.removesuffix(".speedscope.json") + ".threads.json")
+    if saved.exists():
+        return [
+            ThreadProfile(item["name"], item["tid"], item["seconds"], Counter(item["categories"]))
+            for item in json.loads(saved.read_text())
+        ]
+    profiles = _categorised(speedscope)
+    saved.write_text(json.dumps([vars(profile) for profile in profiles], indent=1) + "\n")
+    return profiles
+
+
+def _categorised(speedscope: Path) -> list[ThreadProfile]:
     data = json.loads(speedscope.read_text())
     frames = data["shared"]["frames"]
     profiles = []
