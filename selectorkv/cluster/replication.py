@@ -22,8 +22,8 @@ that owns the client's connection:
    are dropped.
 
 No thread waits for a replica. Meanwhile the client's connection is in its
-``AWAITING`` phase, owned by its SelectorThread (connection.py, "design:
-ownership"); in sync mode an ``ack`` that the node's own replica reaches
+``AWAITING`` phase, owned by its SelectorThread (docs/architecture.md,
+"The ownership rule"); in sync mode an ``ack`` that the node's own replica reaches
 alone is answered at once, inside ``execute``.
 
 # design: what a read returns

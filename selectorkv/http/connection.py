@@ -2,110 +2,18 @@
 in the SERVER role, the request cycle, the phase the connection is in, and
 the rule that says which thread may touch it.
 
-# design: ownership
+docs/architecture.md is where the design is explained; the sections that
+are about this module:
 
-A connection has exactly one owner at a time, recorded in ``owner``:
-
-``Owner.SELECTOR``
-    The SelectorThread that adopted the connection reads the socket, feeds
-    h11, parses requests and, in sync mode, executes them and writes the
-    responses. This is the state between requests, and also while a request
-    waits for an answer that comes later from another thread (``AWAITING``):
-    that answer is posted to the SelectorThread, which writes it.
-
-``Owner.PAYLOAD``
-    In async mode, from the moment a complete request is put on the
-    PayloadThread queue until the SelectorThread runs the hand-back. The
-    PayloadThread that takes the request executes it and writes the response
-    through the non-blocking socket itself. It owns the h11 state, the
-    transport's outbound side and the phase meanwhile; the SelectorThread does
-    not read, parse or write this connection. Ownership returns in
-    ``hand_back``: the PayloadThread puts ``_on_handed_back`` on the reactor's
-    wakeup queue and must not touch the connection after that.
-
-Each transfer is one assignment made on the SelectorThread: ``hand_off``
-sets ``PAYLOAD`` before the request is queued (the SelectorThread gives the
-connection away), and ``_on_handed_back`` sets ``SELECTOR`` inside the call
-the PayloadThread queued (the SelectorThread takes it back, once the
-PayloadThread has let go). The queue and the wakeup list both take a lock,
-which orders the memory writes around each transfer.
-
-What stays with the SelectorThread whoever owns the connection: the
-reactor's bookkeeping (the selector interest, the timer, the place in the
-round's writes), changed only on the reactor's thread. The SelectorThread
-does not unregister a connection when it hands it off: if the socket becomes
-readable while the request is in flight (a pipelining client), the
-connection's ``on_events`` "parks" it then (interest 0, or level-triggered
-epoll would report it every round) and the hand-back registers it again. A
-client that waits for its response, as nearly all do, costs no selector
-change.
-
-One value crosses the rule, read-only: the reactor's ``draining`` flag,
-written once (False to True) by the SelectorThread when shutdown begins. A
-PayloadThread reads it when it writes a response head and when it ends the
-response. If it reads it before the flag is set, the response goes out
-without ``Connection: close`` and the hand-back applies the drain (the
-connection closes once that response is written); after, with it. Either
-way the client gets its whole response, then the close.
-
-# design: the phase
-
-``Phase`` is where the connection stands in its request cycle. Each event
-moves it; the selector interest and the timer follow from it in one place,
-``_advance`` (the table is on ``Phase``). h11 keeps its own states for the
-protocol's rules; the phase adds what h11 does not know: a request with the
-executor, a stream, the outbound buffer above its high water, a lingering
-close.
-
-# design: the request cycle
-
-    bytes -> h11.receive_data -> next_event(): Request, Data..., EndOfMessage
-          -> executor.execute(request, cycle)     (sync: inline; async: queue)
-          -> cycle.respond(response) -> h11.send -> outbound buffer -> socket
-          -> h11.start_next_cycle() -> next_event() again (pipelined requests)
-
-One request is in flight per connection. Pipelined requests wait, still
-unparsed, in h11's receive buffer; they are answered in order because the
-next one is parsed only after the current response has been produced.
-
-# design: flow control
-
-A PayloadThread writes as soon as its response is produced; the
-SelectorThread waits for the end of its round (reactor.py, "reads first,
-writes last") and then tries ``send``. What the socket does not take stays
-in the outbound buffer, and the reactor watches for EVENT_WRITE while bytes
-are pending (and while a stream runs). Above ``HIGH_WATER`` pending bytes
-the connection stops reading and parsing (``BACKPRESSURED``): a client that
-pipelines requests without reading responses fills its own socket buffers,
-not our memory.
-
-# design: streaming
-
-A response with a ``stream`` (GET /v0/entities) is produced by its
-connection's owner a slice at a time, never all at once and never by a
-thread that waits for the client:
-
-    respond: head (chunked) + first slice ──> outbound buffer ──> socket
-    EVENT_WRITE (watched while a stream runs) -> flush -> less than a slice left?
-        -> executor.resume(cycle): sync: the next slice right here
-                                   async: a PayloadThread produces it, hands back
-    stream exhausted -> end of response (zero-length chunk) -> next request
-
-A client that reads slowly leaves bytes in the buffer, so no write event
-comes and no slice is produced: the producer runs exactly as fast as the
-client reads, and the server holds about two slices per stream. Each slice
-is written as soon as it is produced: the socket's readiness is what paces
-the producer. While a stream runs the connection is not read (a pipelined
-request waits in the socket), and closing the connection closes the stream
-and its storage cursor.
-
-# design: closing
-
-We close after the last response when h11 says so (HTTP/1.0,
-``Connection: close``), after an error response (400, 408, 413, 431, 504),
-when the peer closed its side, and when the server drains. A close that we
-start while the client may still be sending is a lingering close
-(transport.py).
+- "The ownership rule": ``owner`` is SELECTOR or PAYLOAD, and each
+  transfer is one assignment made on the SelectorThread (``lend``, and
+  ``_on_handed_back``); only ``draining`` is read across it.
+- "A connection's phases": ``Phase`` (the table is on the class), from
+  which ``_advance`` derives the selector interest and the timer.
+- "Flow control" and "Streaming a range": one request in flight,
+  ``BACKPRESSURED`` above ``HIGH_WATER``, a stream produced a slice at a
+  time as the socket drains.
+- "Closing": when we close, and why a close is a lingering one.
 """
 
 from __future__ import annotations
@@ -141,7 +49,7 @@ _get_ident = threading.get_ident
 
 class Owner(enum.Enum):
     """Which thread may touch a connection's h11 state and socket writes
-    ("design: ownership" above)."""
+    (docs/architecture.md, "The ownership rule")."""
 
     SELECTOR = "selector"
     PAYLOAD = "payload"
@@ -542,8 +450,8 @@ class Connection:
 
     def _then_hand_back(self, work: Callable[..., None], *args: object) -> None:
         """On the PayloadThread that owns the connection: ``work``, then give
-        the connection back to its SelectorThread, the last touch (see
-        "design: ownership")."""
+        the connection back to its SelectorThread, the last touch
+        (docs/architecture.md, "The ownership rule")."""
         try:
             work(*args)
         except Exception:  # a bug: lose this connection, not the PayloadThread

@@ -51,7 +51,7 @@ not thousands. Cancelling sets the timer's time to None; its stale entries
 expire alone.
 
 Only this thread touches its selector, its timers and the handlers it owns
-(see connection.py, "design: ownership"). Other threads talk to it in one
+(docs/architecture.md, "The ownership rule"). Other threads talk to it in one
 way only: ``call_soon``, which queues a callable and writes one byte to the
 wakeup socketpair (wakeup.py). The acceptor uses it to hand over a new
 socket, PayloadThreads to hand a connection back, the server to shut down.
@@ -146,7 +146,7 @@ class SelectorThread(StatsThread):
         self._timer_seq = itertools.count()
         self._shutdown_deadline: float | None = None
         # Set once, on this thread, when shutdown begins. PayloadThreads read
-        # it (connection.py, "design: ownership" says why that is safe).
+        # it (docs/architecture.md, "The ownership rule", says why that is safe).
         self.draining = False
         self.thread_id: int | None = None  # threading.get_ident() of the loop
 

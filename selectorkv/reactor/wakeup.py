@@ -3,7 +3,7 @@
 A SelectorThread spends its idle time inside ``selector.select()``. When a
 PayloadThread hands a connection back, or the acceptor brings a new one, that
 thread must not touch the selector itself (only the SelectorThread that owns
-it does: reactor.py, and "design: ownership" in connection.py), so it leaves
+it does: docs/architecture.md, "The ownership rule"), so it leaves
 a note for the owner and wakes it up. The note goes into a list guarded
 by a lock; the wake-up is one byte written to a socketpair whose reading end
 is registered in the selector like any client socket. This is the "self-pipe
