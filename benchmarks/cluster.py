@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -47,14 +46,15 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from benchmarks.peers import PY, ROOT, cpus, pinned, rotated, wrk, wrk_missing
+from benchmarks.peers import PY, ROOT, cpus, wrk, wrk_missing
+from selectorkv.lab.harness.cpus import cpu_seconds
+from selectorkv.lab.harness.rounds import rotated
+from selectorkv.lab.harness.servers import ServerProcess, free_port
 from selectorkv.lab.harness.spread import Spread
 from selectorkv.lab.load.tools import WrkPaced
-from selectorkv.lab.studies.node import free_port
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 KEYS = [a + b for a in ALPHABET for b in ALPHABET]
-TICK = os.sysconf("SC_CLK_TCK")
 PEER_TIMEOUT = "0.2"  # part 2: a stopped node costs each blocking call this long
 
 
@@ -78,19 +78,15 @@ def _free(port: int) -> bool:
 @contextmanager
 def server(
     command: list[str], server_cpus: set[int], port: int, cwd: Path = ROOT
-) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen([*pinned(server_cpus), *command], cwd=cwd)
+) -> Iterator[ServerProcess]:
+    """A server (a node, or a launcher of nodes) pinned to ``server_cpus``,
+    ready once ``port`` answers its status."""
+    process = ServerProcess(command, port=port, cwd=cwd, cpus=sorted(server_cpus))
     try:
-        deadline = time.monotonic() + 60
-        while not answers(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{' '.join(command)} did not start")
-            time.sleep(0.2)
+        process.wait_ready(ready=lambda: answers(port))
         yield process
     finally:
-        process.send_signal(signal.SIGCONT)  # a stopped node must see the SIGTERM
-        process.terminate()
-        process.wait(60)
+        process.stop()  # continued first: a stopped node must see the SIGTERM
 
 
 def answers(port: int) -> bool:
@@ -113,36 +109,14 @@ def fill(port: int, query: str) -> None:
     conn.close()
 
 
-def cpu_seconds(root: int) -> float:
-    """User + system CPU of ``root`` and its descendants (a cluster's nodes)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICK
-        except OSError:
-            pass
-        todo += children.get(pid, [])
-    return total
-
-
 def loaded(
     url: str, workload: str, seconds: int, load_cpus: set[int], pid: int, label: str
 ) -> tuple[float, float]:
     """One closed-loop run (wrk -c64): requests/s and the server CPU per
     request in microseconds (``pid`` and its descendants), said on stderr."""
-    before = cpu_seconds(pid)
+    before = cpu_seconds(pid, descendants=True)
     rate = wrk(url, workload, seconds, 64, load_cpus)
-    cost = (cpu_seconds(pid) - before) / (rate * seconds) * 1e6
+    cost = (cpu_seconds(pid, descendants=True) - before) / (rate * seconds) * 1e6
     print(f"{label}: {rate:,.0f} req/s, {cost:.0f} us CPU/request", file=sys.stderr, flush=True)
     return rate, cost
 

@@ -30,21 +30,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from benchmarks.serving import answers
+from selectorkv.lab.harness.cpus import load_cpus, pinned, server_cpus
+from selectorkv.lab.harness.rounds import rotated
+from selectorkv.lab.harness.servers import ServerProcess, free_port
 from selectorkv.lab.harness.spread import Spread
 from selectorkv.lab.load.fill import fill
-from selectorkv.lab.studies.node import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "wrk_scripts"
@@ -72,20 +72,12 @@ SERVERS = {
 def cpus() -> tuple[set[int], set[int]]:
     """(the servers' CPU, the load's CPUs): the highest-numbered for the
     servers, the rest for wrk (all of them on a 1-CPU machine)."""
-    allowed = os.sched_getaffinity(0)
-    server = {max(allowed)}
-    return server, (allowed - server) or allowed
-
-
-def pinned(cpus: set[int]) -> list[str]:
-    """A command prefix that runs a program on ``cpus``: util-linux's
-    taskset, rather than Python code between fork and exec."""
-    return ["taskset", "-c", ",".join(map(str, sorted(cpus)))]
+    return set(server_cpus(1)), load_cpus(1)
 
 
 @contextmanager
 def running(
-    name: str, template: list[str], scratch: Path, server_cpus: set[int], cwd: Path = ROOT
+    name: str, template: list[str], scratch: Path, on_cpus: set[int], cwd: Path = ROOT
 ) -> Iterator[str]:
     """One server (``template`` with {port} and {db} filled in, run in
     ``cwd``), on a free port and its own copy of scratch/filled; yields its
@@ -93,36 +85,20 @@ def running(
     port = free_port()
     db = scratch / name
     shutil.copytree(scratch / "filled", db)
-    command = [*pinned(server_cpus), *(part.format(port=port, db=db) for part in template)]
-    log = open(scratch / f"{name}.log", "wb")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env={**os.environ, "SELECTORKV_PEER_DB": str(db)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/v0/status", timeout=1)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{name} did not start; its log: {scratch / name}.log"
-                    ) from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
+    command = [part.format(port=port, db=db) for part in template]
+    with open(scratch / f"{name}.log", "wb") as log:
+        server = ServerProcess(
+            command, port=port, env={"SELECTORKV_PEER_DB": str(db)}, cwd=cwd, log=log,
+            cpus=sorted(on_cpus),
+        )  # fmt: skip
         try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            try:
+                server.wait_ready(timeout=30, ready=lambda: answers(server.url))
+            except RuntimeError:
+                raise RuntimeError(f"{name} did not start; its log: {scratch / name}.log") from None
+            yield server.url
+        finally:
+            server.stop(timeout=30)
 
 
 def wrk(url: str, workload: str, seconds: int, connections: int, load_cpus: set[int]) -> float:
@@ -149,11 +125,6 @@ def wrk_run(
         raise RuntimeError(f"no Requests/sec or 99% in wrk's output:\n{out}")
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
     return float(found.group(1)), float(p99.group(1)) * scale
-
-
-def rotated(names: list[str], by: int) -> list[str]:
-    by %= len(names)
-    return names[by:] + names[:by]
 
 
 def compare(

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from benchmarks.serving import serving
+from selectorkv.lab.harness.cpus import on_load_cpus
 from selectorkv.lab.load.tools import SelectorkvLoad
-from selectorkv.lab.studies.node import on_load_cpus
 from tests.support import RawClient, request_bytes, rss_bytes
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "wrk_scripts"

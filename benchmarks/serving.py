@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from selectorkv.lab.harness.servers import ServerProcess, selectorkv_serve
 
 
 @contextmanager
 def serving(port: int, data: str, *args: str) -> Iterator[str]:
     """Run ``selectorkv serve`` on ``port`` over ``data``; yields its URL once
     it answers /v0/status, and stops it (SIGTERM) afterwards."""
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "selectorkv", "serve", "--port", str(port), "--data", data,
-         "--log-level", "warning", *args],
-    )  # fmt: skip
+    server = ServerProcess(
+        selectorkv_serve("--port", str(port), "--data", data, "--log-level", "warning", *args),
+        port=port,
+    )
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"{url}/v0/status", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError(f"selectorkv did not start on {url}")
-        yield url
+        server.wait_ready(timeout=10, ready=lambda: answers(server.url))
+        yield server.url
     finally:
-        server.terminate()
-        server.wait(30)
+        server.stop(timeout=30)
+
+
+def answers(url: str) -> bool:
+    """``GET /v0/status`` at ``url`` answers."""
+    try:
+        urllib.request.urlopen(f"{url}/v0/status", timeout=1)
+    except OSError:
+        return False
+    return True

@@ -22,9 +22,9 @@ its own timing never waits for the server's GIL.
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +33,7 @@ import rocksdict
 
 from benchmarks.peers import ROOT
 from selectorkv.kv.storage import RocksStorage
-from selectorkv.lab.studies.node import free_port
+from selectorkv.lab.harness.servers import ServerProcess, free_port
 from tests.support import ForwardingStorage
 
 ROUNDS = 5
@@ -75,15 +75,17 @@ class SlowStorage(ForwardingStorage):
 
 
 def serve(kind: str, port: int, data: str) -> None:
-    """The child: an async server over SlowStorage until stdin closes."""
+    """The child: an async server over SlowStorage until SIGTERM (blocked
+    before any thread starts, and taken with sigwait, as selectorkv serve does)."""
     from selectorkv.config import ServerConfig
     from selectorkv.server import Server
 
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     config = ServerConfig(port=port, data=data + "/db", mode="async", workers=1, queue_size=1)
     server = Server(config, SlowStorage(RocksStorage(config.data), kind, data + "/scratch"))
     server.start()
-    print("ready", flush=True)
-    sys.stdin.read()
+    signal.sigwait(stop_signals)
     server.stop()
 
 
@@ -108,14 +110,13 @@ def measure(kind: str) -> list[float]:
     waits = []
     with tempfile.TemporaryDirectory(prefix="selectorkv-slow-") as data:
         port = free_port()
-        child = subprocess.Popen(
+        child = ServerProcess(
             [sys.executable, "-m", "benchmarks.slow_storage", "--serve", kind,
              "--port", str(port), "--data", data],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            port=port, cwd=ROOT,
         )  # fmt: skip
-        assert child.stdout is not None and child.stdin is not None
-        assert child.stdout.readline().strip() == b"ready"
         try:
+            child.wait_ready()
             for _ in range(ROUNDS):
                 a = request(port, b"PUT /v0/entity?id=slow HTTP/1.1\r\nHost: x\r\n"
                                   b"Content-Length: 1\r\n\r\nx")  # fmt: skip
@@ -134,8 +135,7 @@ def measure(kind: str) -> list[float]:
                 for sock in (a, b, c):
                     sock.close()
         finally:
-            child.stdin.close()
-            child.wait(30)
+            child.stop(timeout=30)
     return waits
 
 

@@ -7,35 +7,13 @@ storage together, and takes them apart again in the right order.
                                                v
                                           PayloadThread-1..M --> RocksDB
 
-# design: shutdown
-
-Stopping is the start-up in reverse, so that nothing waits for a part that
-is already gone:
-
-1. the acceptor stops and closes the listening socket: no new clients;
-2. every SelectorThread closes its idle connections at once and lets busy
-   ones finish their current response (with ``Connection: close``), until
-   none is left or the grace period ends, when the rest are cut;
-3. the PayloadThreads finish what is queued and exit;
-4. RocksDB is closed, flushing its memtable.
-
-# design: one CPU for the Python threads
-
-The GIL lets one thread run Python at a time, so the SelectorThreads and
-PayloadThreads can never use more than one core's worth of Python between
-them. Left to the operating system they are spread over cores anyway, and
-then every GIL hand-over (a PayloadThread taking a request, the reactor
-taking the connection back) is a wake-up sent to another core. Pinning them
-to one CPU turns that into a switch on the same core; docs/architecture.md
-("One CPU for the Python threads") has the figures. Sync mode (one thread)
-does not change. RocksDB's own background threads (flush, compaction) and
-the kernel's network work stay free to use the other cores. ``--cpu none``
-restores the operating system's placement.
-
-On that one CPU the threads are also SCHED_BATCH: a thread that wakes
-another (a put on the PayloadThread queue, a GIL release) is not preempted
-by it on the spot, and the woken one runs when the waker blocks, which is
-when the GIL is free anyway (the same section measures it).
+``build_executor`` composes the executor from the config, ``join_cluster``
+a cluster node's parts. Stopping is the start-up in reverse: the acceptor,
+then the SelectorThreads (idle connections at once, busy ones after their
+response, the rest cut at the end of the grace period), the PayloadThreads,
+RocksDB. The Python threads are pinned to one CPU and run as SCHED_BATCH.
+docs/architecture.md, "Closing" and "One CPU for the Python threads", gives
+the reasons and the figures.
 """
 
 from __future__ import annotations
@@ -58,7 +36,6 @@ from selectorkv.cluster.replication import (
     BlockingCoordinator,
     Cluster,
     Coordinator,
-    check_format,
     claim_directory,
     internal_target,
 )
@@ -76,7 +53,7 @@ from selectorkv.kv.api import (
     Api,
     ReplicaApi,
 )
-from selectorkv.kv.records import ReplicaStore
+from selectorkv.kv.records import ReplicaStore, check_format
 from selectorkv.kv.storage import MAX_OPEN_FILES, RocksStorage, Storage, StorageError
 from selectorkv.metrics import exposition
 from selectorkv.reactor.acceptor import Acceptor, ConnectionSlots
@@ -220,7 +197,7 @@ class Server:
         )
 
     def stop(self) -> bool:
-        """Graceful stop (see "design: shutdown"); returns when all is closed,
+        """Graceful stop (the module's docstring); returns when all is closed,
         True if the database closed cleanly. A second call does nothing."""
         if self._stopped:
             return True

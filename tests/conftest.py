@@ -6,7 +6,7 @@ support.py.
 Most tests run the server in-process (its threads, real sockets), which is
 fast and lets a test put a blocking storage in front of RocksDB. Tests of the
 command line, signals and restarts run ``python -m selectorkv`` as a child
-process (``support.ServerProcess``).
+process (``support.serve_process``).
 """
 
 from __future__ import annotations

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import socketserver
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,6 +21,7 @@ import h11
 
 from selectorkv.kv.storage import Cursor, RocksStorage, Storage, StorageError
 from selectorkv.lab.harness.nodes import wait_until as wait_until  # the tests take it from here
+from selectorkv.lab.harness.servers import ServerProcess, selectorkv_serve
 from selectorkv.reactor.selector_thread import SelectorThread
 from selectorkv.server import Server
 
@@ -245,53 +243,14 @@ def on_reactor(reactor: SelectorThread, call: Callable[[], object]) -> object:
 # Child-process servers (CLI, signals, restarts)
 # ----------------------------------------------------------------------
 
-LISTENING = re.compile(r"listening on http://([\d.]+):(\d+)")
 
-
-class ServerProcess:
-    """``python -m selectorkv serve`` in a child process. ``launcher`` is a
-    command that runs it (``prlimit ...``): no Python code runs between the
-    fork and the exec (no ``preexec_fn``), which is unsafe in a process with
-    threads, as pytest's is."""
-
-    def __init__(
-        self,
-        *args: str,
-        env: dict[str, str] | None = None,
-        launcher: tuple[str, ...] = (),
-    ) -> None:
-        self.proc = subprocess.Popen(
-            [*launcher, sys.executable, "-m", "selectorkv", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.log: list[str] = []
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line)
-            if match := LISTENING.search(line):
-                self.address = (match.group(1), int(match.group(2)))
-                break
-        else:
-            raise RuntimeError("server did not start:\n" + "".join(self.log))
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-
-    def _collect(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.log.append(line)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def text(self) -> str:
-        return "".join(self.log)
+def serve_process(
+    *args: str, env: dict[str, str] | None = None, launcher: tuple[str, ...] = ()
+) -> ServerProcess:
+    """``selectorkv serve --port 0 ARGS`` in a child process, ready once it
+    says where it listens (the lab harness's ServerProcess). ``launcher`` is
+    a command that runs it (``prlimit ...``)."""
+    return ServerProcess([*launcher, *selectorkv_serve("--port", "0", *args)], env=env)
 
 
 BlockingServerFactory = Callable[..., tuple[Server, BlockingStorage]]

@@ -36,12 +36,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from selectorkv.lab.harness.servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 VALUE = b"v" * 100
@@ -49,46 +50,31 @@ HOLD_S = 1.0  # how long the first client keeps its connection in "the second cl
 
 
 class StepProcess:
-    """``python -m docs.tutorial.<module> --port 0 ...`` as a child process;
-    ``selectorkv`` (the real server, chapter 7) runs as itself."""
+    """``python -m docs.tutorial.<module> --port 0 ...`` as a child process
+    (the lab harness's ServerProcess); ``selectorkv`` (the real server,
+    chapter 7) runs as itself."""
 
     def __init__(self, module: str, *args: str) -> None:
         name = module if module == "selectorkv" else f"docs.tutorial.{module}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", name, *args, "--port", "0"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:  # selectorkv logs a few lines first
-            if match := re.search(r"listening on (?:http://)?127\.0\.0\.1:(\d+)", line):
-                self.address = ("127.0.0.1", int(match.group(1)))
-                break
-        else:
-            raise RuntimeError(f"{name} did not start")
-        # Keep reading what it says, so that a full pipe never blocks it.
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        self.server = ServerProcess([sys.executable, "-m", name, *args, "--port", "0"], cwd=ROOT)
+        self.address = self.server.address
 
     def status(self, field: str) -> int:
         """A number from /proc/<pid>/status (Threads, VmRSS, VmSize)."""
-        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        text = Path(f"/proc/{self.server.pid}/status").read_text()
         match = re.search(rf"^{field}:\s+(\d+)", text, re.MULTILINE)
         assert match, field
         return int(match.group(1))
 
     def open_files(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        return len(os.listdir(f"/proc/{self.server.pid}/fd"))
 
     def cpu_seconds(self) -> float:
         """User + system time of every thread of the process so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return self.server.cpu_seconds()
 
     def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+        self.server.kill()
 
 
 def request(method: str, key: str, body: bytes = b"", extra: str = "") -> bytes:

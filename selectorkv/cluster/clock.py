@@ -1,42 +1,17 @@
-"""The versions a cluster node gives its writes: a hybrid logical clock.
+"""The versions a cluster node gives its writes: a hybrid logical clock
+(Kulkarni et al., 2014).
 
-# design: why not the bare wall clock
+A version is ``max(wall clock, last + 1)`` nanoseconds, and every version
+the node sees moves ``last`` up to it, so a write that follows another
+through any node that saw the first gets a higher version, whatever the
+clocks say; the low 32 bits are the node's index in the sorted node list,
+so two nodes never make the same version. ``Reservation`` keeps the clock
+monotonic across restarts with one file write per second of versions: a
+mark reserved ahead, which a restarted node waits for the wall clock to
+pass (at most ``RESERVE_NS``).
 
-Every replica keeps the record with the higher version (records.py), so the
-version decides which of two writes to a key survives. Made from the wall
-clock alone, a coordinator whose clock runs 5 s behind gives a write made
-now a version lower than one made a second ago elsewhere: the replicas keep
-the older value, and the newer write, acknowledged with 201, is gone.
-
-A hybrid logical clock (Kulkarni et al., 2014) keeps the wall clock's
-meaning where the clocks agree and repairs what it can where they do not:
-
-- a version is ``max(wall clock, last + 1)`` nanoseconds, so a node never
-  issues a version lower than one it has issued or seen;
-- every version the node *sees* (a record it stores, a record a replica
-  sends back) moves ``last`` up to it, so a write that follows another one
-  through any node that saw the first gets a higher version, whatever that
-  node's wall clock says.
-
-What it cannot repair: a write whose coordinator never saw the newer one
-(it was no replica of it and read nothing of it). Then the skew decides, as
-in Cassandra; docs/cluster.md ("Clocks") gives the rule and the measured
-effect. The low 32 bits of a version are the node's index in the *sorted*
-node list (placement.Topology.index), so two nodes never make the same
-version, whatever order each was given the list in.
-
-# design: across restarts
-
-``last`` lives in memory; a node that restarts must not issue versions
-below the ones it issued (or stored) before. Persisting ``last`` on every
-version would cost a file write per request, so the clock *reserves* ahead:
-before a version passes the reserved mark it writes a new mark
-``RESERVE_NS`` further on (``Reservation``, a small file in the data
-directory). That is one write per second of versions. On start the clock
-takes the mark as its ``last``; when the mark is only the reserve ahead of
-the wall clock (the usual case: a restart) it first waits for the wall
-clock to pass it, at most ``RESERVE_NS``, so that its versions do not run
-ahead of the other nodes' for a second after every restart.
+docs/cluster.md, "Clocks", explains what the clock repairs, what it cannot,
+and what clock skew then costs (measured).
 """
 
 from __future__ import annotations

@@ -1,45 +1,16 @@
 """Hinted handoff: the writes a replica missed, kept by their coordinator
 and handed to it when it answers again.
 
-# design: what a hint is and where it lives
+``HintStore`` keeps each hint (target, key, record) in a RocksDB of its own
+(``DATA/hints``) under ``target \0 sequence``, so that a target's hints sort
+by age; within bounds per target (``--hint-ttl``, ``--hints-max``,
+``--hints-max-bytes``), the oldest going first, each counted in /metrics.
+A hint never counts toward ``ack`` and never goes to a node other than its
+target. ``HintedHandoff`` delivers them from the first SelectorThread,
+oldest first, a few at a time and at most ``--hint-rate`` a second, with a
+backoff that doubles while the target fails.
 
-When a replica fails a write (the call was refused, broke or timed out, or
-the replica answered 5xx), the coordinator keeps a *hint*: the target node,
-the key and the record. Hints live in their own RocksDB (``DATA/hints``),
-apart from the data: they are not the node's replicas, are never read by a
-client and never sent to a node other than their target. So, as in
-Cassandra:
-
-- a hint never counts toward ``ack`` (the client was answered from the
-  replicas that did answer; a write below ``ack`` is still a 504);
-- a hint never makes more than ``from`` copies: it goes to the replica the
-  write was meant for, and nowhere else (no "sloppy quorum");
-- delivering one twice, or after a newer write, is harmless: the replica
-  keeps the newer record (records.py).
-
-A hint is stored under ``target \\0 sequence`` (the sequence is a time in
-nanoseconds made unique, so hints sort by age within their target) with
-the time it was made, the key and the record as its value. Kept within
-bounds per target, all flags: an age (``--hint-ttl``, after which the
-target is better served by a read repair or an operator's repair), a number
-(``--hints-max``) and bytes (``--hints-max-bytes``); over a bound the oldest
-go. Each of those is counted in /metrics, per target.
-
-# design: delivery
-
-``HintedHandoff`` runs on the first SelectorThread, with a ``PeerPool`` of
-its own, and wakes on a timer per target that has hints:
-
-- it sends the oldest hints, a few at a time (``IN_FLIGHT``) and at most
-  ``--hint-rate`` a second, so that a node that comes back is not flooded
-  with every write it missed at once;
-- a hint the target has stored (201, or 200 with a newer record) is
-  deleted; the first failure ends the round, and the next try comes after a
-  backoff that doubles from ``FIRST_RETRY`` up to ``MAX_RETRY`` (a few
-  seconds): the target is probed by the delivery itself, and a hint goes
-  out within seconds of the target answering again;
-- hints left by a run before a restart are found at start and delivered
-  the same way.
+docs/cluster.md, "Hinted handoff", explains the rules and their reasons.
 """
 
 from __future__ import annotations
@@ -256,8 +227,8 @@ def split_hint_key(raw: bytes) -> tuple[str, int]:
 
 
 class HintedHandoff:
-    """Delivers the hints of a ``HintStore`` from one SelectorThread (see
-    "design: delivery"). Only ``keep`` may be called from another thread."""
+    """Delivers the hints of a ``HintStore`` from one SelectorThread
+    (docs/cluster.md, "Hinted handoff"). Only ``keep`` may be called from another thread."""
 
     def __init__(
         self,

@@ -1,45 +1,18 @@
 """Peer calls: HTTP requests from one node to another over non-blocking
 sockets that a SelectorThread owns, like its client connections.
 
-# design: a client connection turned around
+A ``PeerConnection`` is the client side of what ``Connection`` is the
+server side of: the same ``Transport`` with h11 in the CLIENT role,
+registered with the same SelectorThread and driven by the same rounds. The
+connect is non-blocking, every call has a deadline, a failed connection is
+closed and never reused, and addresses are resolved once at start. The
+result goes to a callback on the SelectorThread, exactly once.
+``PeerPool`` keeps the idle keep-alive connections per peer, bounds the
+calls in flight (over the bound a call fails at once), and sends a call
+once more on a new connection when a kept-alive one turns out closed
+before any byte of an answer (every internal request is idempotent).
 
-A ``PeerConnection`` is the client side of what ``Connection`` is the server
-side of: the same ``Transport`` (socket, outbound buffer, one call per read
-and per flush) with h11 in the CLIENT role on top, registered with the same
-SelectorThread and driven by the same rounds. Nothing here blocks:
-
-- the connect is non-blocking (``connect_ex`` answers EINPROGRESS); the
-  socket turns writable when the handshake is done, and ``SO_ERROR`` says
-  whether it succeeded;
-- the request is written as the socket takes it, and the answer is parsed as
-  it arrives;
-- every call has a deadline (``call_later``); a peer that refuses, resets,
-  closes early or misses the deadline fails the call, and its connection is
-  closed, never reused;
-- addresses are IP addresses, resolved once when the node starts
-  (placement.resolve): no name lookup ever blocks the SelectorThread. A
-  node that listens on its own address (127.0.0.2, ...) sends from it too
-  (``source``), so that a rule on one pair of addresses cuts one link.
-
-The result goes to a callback, on the SelectorThread, exactly once. A caller
-that answers a client from it (the coordinator of a replicated request)
-holds no thread while it waits: the client's connection waits in its
-``AWAITING`` phase, the peer's in its selector.
-
-# design: the pool
-
-``PeerPool`` keeps, per SelectorThread and per peer, the keep-alive
-connections that are idle, and bounds the calls in flight to each peer
-(``max_in_flight``): over the bound a call fails at once instead of queuing,
-the cluster's form of the 503 at the door. An idle connection does not hold
-the server's shutdown (``holds_shutdown = False``): drain closes it.
-
-A kept-alive connection that sat idle may have been closed by the peer (its
-``--keepalive-timeout``) a moment before we send on it; nothing told this
-thread, which was not reading it. A call that fails that way, on a reused
-connection and before any byte of an answer, is made once more on a new
-connection: every internal request is idempotent (a read, or a versioned
-record that a replica keeps only if it is newer).
+docs/cluster.md, "The internal protocol" and "One replicated request".
 """
 
 from __future__ import annotations
@@ -341,7 +314,7 @@ class PeerPool:
     ) -> None:
         """One attempt: on an idle connection when ``reuse`` and there is
         one, else on a new one; a reused one that turns out closed by the
-        peer gets the request again on a new one (see "design: the pool")."""
+        peer gets the request again on a new one (the module's docstring)."""
         idle = self._idle.get(address) if reuse else None
         reused = bool(idle)
         try:

@@ -1,45 +1,14 @@
 """Placement: which nodes of a cluster hold a key.
 
-# design: rendezvous hashing
+Rendezvous (highest random weight) hashing: every node scores every key
+with BLAKE2b of the node's URL and the key, and the replicas are the
+``count`` best: the same on every node and after every restart, a prefix
+(``from=2`` are the first two of ``from=3``), and removing a node moves
+only its keys. ``Topology`` is the static node list and this node's place
+in it; its ``cluster_id`` (a hash of the sorted list) lets nodes refuse a
+peer that was given another list. Host names are resolved once, at start.
 
-Every node scores every key: a stable 64-bit hash of the node's URL and the
-key. The replicas of a key are the ``count`` nodes with the highest scores
-(highest random weight, Thaler and Ravishankar 1996). Three properties
-follow, and the cluster relies on each:
-
-- Deterministic: the hash is BLAKE2b of bytes, not Python's ``hash()``
-  (which is salted per process), so every node, in every process and after
-  every restart, computes the same replicas from the same list of URLs.
-- A prefix: the replicas for ``from=2`` are the first two of those for
-  ``from=3``. A read with a smaller ``from`` asks nodes that a larger write
-  included.
-- Even and stable: each node is first for about 1/N of the keys, and
-  removing a node moves only the keys it held (each to the node that scored
-  next), unlike ``hash(key) % N``, which moves nearly all of them.
-
-Scoring is N hashes per key, where a ring would be a binary search; at the
-handful of nodes a course cluster has, N hashes of a short key cost a few
-microseconds, and there is no ring to build, balance or keep in step.
-
-# design: topology
-
-The cluster is a static list of node URLs (``http://host:port``), the same
-on every node, and which of them this node is. ``Topology.parse`` refuses
-what would make nodes disagree or fail later: a malformed URL, a duplicate,
-a self that is not in the list.
-
-Nodes that were given different lists would place keys differently and
-read each other's replicas in the wrong places, silently. So the sorted list
-has a name, ``cluster_id`` (a hash of it), which every internal request
-carries and every node compares with its own (api.py): a node started with
-another list, or with ``localhost`` where the others say ``127.0.0.1``, is
-refused by the others and says so in their logs and metrics. The order of
-the list does not matter: placement scores URLs, and a node's ``index``
-(the low bits of its versions, clock.py) is its place in the sorted list.
-
-Host names are resolved once, at start (``resolve``): a name that does not
-resolve is a start error, and no peer call ever waits for a name lookup on
-a SelectorThread.
+docs/cluster.md, "Topology" and "Placement", gives the reasons.
 """
 
 from __future__ import annotations

@@ -1,53 +1,19 @@
 """Replication: a node coordinates a client's request on the replicas of
 its key and answers once enough of them have.
 
-# design: the coordinator
+``Coordinator`` is the executor in front of the node's own: a request for
+``/v0/entity`` gets its ``ack``/``from`` checked, its replicas placed, a
+version from the node's clock for a write, and is sent to every replica at
+once (the node's own through its executor, a ``LocalCall``; the others
+through the SelectorThread's ``PeerPool``). A ``Quorum`` counts the answers
+on the SelectorThread: the client is answered once ``ack`` replicas have
+succeeded, or 504 once ``ack`` cannot be reached; no thread waits for a
+replica. A read returns the freshest record of the first ``ack`` answers,
+after a blocking read repair of the replicas that returned an older one.
+``BlockingCoordinator`` does the same with blocking calls, for comparison.
 
-In a cluster, ``Coordinator`` is the executor in front of the node's own
-(inline or PayloadThread pool). A request for ``/v0/entity`` is coordinated;
-everything else (the internal endpoint, ranges, status, metrics) goes to the
-node's executor as on a single node. Coordinating, on the SelectorThread
-that owns the client's connection:
-
-1. ``ack`` and ``from`` are read and checked (``replica_counts``);
-2. the replicas are the ``from`` best nodes for the key (placement.py);
-3. a write gets a version from this node's hybrid logical clock (clock.py);
-4. each replica is asked at once: this node's own through its executor, as
-   an internal request answered to a ``LocalCall`` (a call into its own
-   storage, never an HTTP request to itself), the others through the
-   SelectorThread's ``PeerPool`` (peer.py), non-blocking;
-5. a ``Quorum`` counts the answers, on the SelectorThread, and answers the
-   client as soon as ``ack`` replicas have succeeded, or with 504 as soon as
-   so many have failed that ``ack`` cannot be reached. Answers after that
-   are dropped.
-
-No thread waits for a replica. Meanwhile the client's connection is in its
-``AWAITING`` phase, owned by its SelectorThread (docs/architecture.md,
-"The ownership rule"); in sync mode an ``ack`` that the node's own replica reaches
-alone is answered at once, inside ``execute``.
-
-# design: what a read returns
-
-A GET asks the ``from`` replicas for their records and takes the first
-``ack`` answers; the freshest record among them wins (records.rank): its
-value (200), or 404 when it is a tombstone or none of them has the key.
-Only answers that say what a replica holds count (``replica_record``).
-
-# design: read repair
-
-Before a GET with ``ack`` > 1 is answered, the replicas it read from that
-returned an older record, or none, are sent the freshest one, and the
-client is answered when they have stored it (504 if one fails): blocking
-read repair, as Cassandra does for the replicas a quorum read contacted.
-Without it, quorum reads can go backwards: a read that saw a new value on
-one replica of three returns it, and the next read, from the other two,
-returns the old one. With it, what a read returned is on ``ack`` replicas,
-so every later read with R + W > N meets it. When the replicas agree, as
-they do on a healthy cluster, nothing is sent and nothing is waited for.
-
-The replicas that answer after the client was answered are repaired in the
-background once all have answered: with the newest record any of them
-returned.
+docs/cluster.md, "One replicated request" and "What is guaranteed", is
+where this is explained, and why the read repair blocks.
 """
 
 from __future__ import annotations
@@ -83,7 +49,6 @@ from selectorkv.kv.api import (
     query_param,
 )
 from selectorkv.kv.records import Record, decode, rank
-from selectorkv.kv.storage import Storage
 from selectorkv.reactor.selector_thread import SelectorThread
 from selectorkv.reactor.stats import TIMED_OUT, count, current
 
@@ -262,8 +227,8 @@ class Quorum:
 
     The client is answered by the first ``ack`` successes or by 504 once
     ``ack`` is out of reach. A GET answers with the freshest record among
-    those ``ack`` answers, after the repair described in "design: read
-    repair"; replicas that answer later are repaired in the background.
+    those ``ack`` answers, after the blocking read repair (docs/cluster.md,
+    "One replicated request"); replicas that answer later are repaired in the background.
     """
 
     def __init__(
@@ -397,7 +362,7 @@ def ignore(node: str, status: int, body: bytes, error: str) -> None:
 
 
 class Coordinator:
-    """The executor of a cluster node (see "design: the coordinator")."""
+    """The executor of a cluster node (the module's docstring)."""
 
     def __init__(self, local: Executor, cluster: Cluster) -> None:
         self._local = local
@@ -566,40 +531,6 @@ class BlockingCoordinator:
             break
         current().peer_call(node, time.perf_counter() - started, answer[2])
         return answer
-
-
-# The storage format of a cluster node: a file in the data directory.
-FORMAT_FILE = "SELECTORKV-FORMAT"
-RECORDS_FORMAT = "versioned-records 1\n"
-
-
-def check_format(data: str, storage: Storage, cluster: bool) -> None:
-    """Refuse a database written in the other format, so that nothing is
-    misread: a single node stores plain values, a cluster node versioned
-    records (records.py). An empty database takes the format it is opened
-    with. Raises ValueError with what to do."""
-    marker = Path(data) / FORMAT_FILE
-    has_records = marker.exists()
-    if cluster == has_records:
-        return
-    cursor = storage.range(b"", None)
-    try:
-        empty = next(iter(cursor), None) is None
-    finally:
-        cursor.close()
-    if cluster and empty:
-        marker.write_text(RECORDS_FORMAT)
-        return
-    if not empty and cluster:
-        raise ValueError(
-            f"{data} holds a single node's data (plain values); a cluster node stores "
-            "versioned records. Serve it without --cluster, or give this node an empty --data"
-        )
-    if has_records and not cluster:
-        raise ValueError(
-            f"{data} holds a cluster node's data (versioned records, {FORMAT_FILE}); "
-            "serve it with the same --cluster, --self and --cluster-token"
-        )
 
 
 # Which node of which cluster a data directory belongs to: a file beside

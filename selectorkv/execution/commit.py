@@ -2,40 +2,14 @@
 one append to RocksDB's write-ahead log and, with ``--fsync``, one sync of
 it, and only then answered.
 
-# design
-
-With ``--fsync`` every acknowledged write must be on disk, and a sync of the
-log costs this machine's disk 0.3-0.5 ms, a hundred times the write itself
-(docs/benchmarks.md, group "commit"). One sync per request caps a server at
-a few thousand writes a second however many clients wait. Databases that
-promise durability share the sync among the commits that are ready at the
-same time (PostgreSQL's and MySQL's group commit, RocksDB's own write
-grouping); a reactor has such a group already:
-
-- sync mode: the writes parsed in one round of a SelectorThread are the
-  group. Each waits in its connection's ``AWAITING`` phase (its executor
-  kept the responder, cycle.py); at the end of the round, before the round's
-  responses are written, ``RoundCommit`` stores them as one batch and gives
-  each its answer.
-- async mode: a PayloadThread takes what is queued when it wakes, up to the
-  bound, answers the reads, stores the writes as one batch and then answers
-  them (inline.py, pool.py).
-
-Neither waits for more work to arrive: a round with one PUT commits one
-PUT, so a lone client sees no added latency. A batch closes at
-``--commit-batch`` writes or ``MAX_BATCH_BYTES`` of values, whichever comes
-first. A batch of one is a plain put or delete (building a WriteBatch in
-Python costs more than it saves for one write).
-
-Order and reading your writes. Writes apply in the order they arrived, the
-batch keeps it, so two writes to one key in one batch end as the later one.
-A connection has one request in flight and its next one is parsed only
-after its response exists, which is after the commit, so a client always
-reads its own writes. Another client that reads the key while the batch is
-open sees the value from before it, which is right: that write has not been
-acknowledged to anyone yet. So no overlay of pending writes is needed.
-
-A failed batch answers 500 to each of its writes, and nothing else.
+Sync mode: the writes parsed in one round of a SelectorThread are the group
+(``RoundCommit``, at the round's end, before its responses are written).
+Async mode: what a PayloadThread takes from the queue when it wakes, up to
+the bound (``GroupCommit``). Neither waits for more work, so a lone client
+sees no added latency; a batch closes at ``--commit-batch`` writes or
+``MAX_BATCH_BYTES``; writes apply in the order they arrived; a failed batch
+answers 500 to each of its writes. docs/architecture.md, "Group commit",
+explains why a client always reads its own writes and what a sync costs.
 """
 
 from __future__ import annotations

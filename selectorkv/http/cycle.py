@@ -1,31 +1,16 @@
 """One request's cycle, from its head to its response: the handle its
 answer is given to, once, from any thread.
 
-# design: the responder
-
-A connection hands a complete request to an ``Executor`` together with its
-``RequestCycle``, which is the responder: the handle that the answer is
-given to, once, from any thread, whenever it is ready.
-
-- Sync mode answers at once, on the SelectorThread, inside ``execute``.
-- Async mode hands the connection to a PayloadThread (``hand_off``); its
-  answer, given on that thread, writes the response there and hands the
-  connection back.
-- An answer that comes later from elsewhere (a batch of writes committed, a
-  quorum of peers heard from) is posted to the SelectorThread, which writes
-  it. Until then the connection waits in its own phase: it is not idle (no
-  keep-alive close) and not stuck (``ServerConfig.request_timeout`` ends the
-  wait with a 504; the late answer is then dropped).
-
-Exactly one answer wins. ``respond`` and the timeout both take the cycle's
-one token (``list.pop`` on a one-item list: atomic whatever the threads),
-so an answer after the timeout returns False and touches nothing, and an
-answer given twice is a bug that raises.
-
-Like uvicorn's ``RequestResponseCycle``, the cycle also carries what
-belongs to this request only (its method, target and body so far), so that
-a late answer can never be written as the answer to the next request: the
-connection compares cycles, not flags.
+A connection hands a complete request to its executor with its
+``RequestCycle``, the responder. Sync mode answers at once inside
+``execute``; async mode hands the connection to a PayloadThread
+(``hand_off``), which writes the answer and hands it back; an answer that
+comes later from elsewhere (a committed batch, a quorum) is posted to the
+SelectorThread. Exactly one answer wins: ``respond`` and the timeout take
+the cycle's one token, so a late answer returns False and touches nothing.
+As in uvicorn, the cycle carries what belongs to its request only, so a late
+answer is never written as the next request's. docs/architecture.md, "A
+response that comes later".
 """
 
 from __future__ import annotations

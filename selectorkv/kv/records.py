@@ -1,38 +1,24 @@
 """What a cluster node stores under a key: a versioned value or a tombstone.
 
-# design: versions
-
-Replicas of a key receive writes from different coordinators, in different
-orders, and some miss writes while they are down. Each write therefore
-carries a version, and every replica keeps the newer of what it has and
-what it is sent; a read returns the freshest version among the replicas
-that answered. A delete is a write too: a tombstone with a version, so that
-an older value arriving later cannot bring the key back.
-
-A version is issued by the coordinator's hybrid logical clock (clock.py):
-nanoseconds that never go back and that pass every version the node has
-seen, with the coordinator's index in the sorted node list in the low 32
-bits.
-
-Two records with the same version (two nodes that disagree about the node
-list, or a bug) are still ordered, so that every replica keeps the same
-one: a tombstone wins, then the greater value, byte by byte, as Cassandra
-breaks a tie between equal timestamps. A replica that kept ``>`` on
-versions alone would keep whichever came first, and replicas would stay
-split for good.
-
-# design: the stored bytes
+Every replica keeps the newer of what it has and what it is sent
+(``ReplicaStore.apply``); a delete is a tombstone with a version, so that an
+older value arriving later cannot bring the key back. Records with the same
+version are still ordered (``rank``: a tombstone wins, then the greater
+value), so that every replica keeps the same one. The stored bytes:
 
     b"v" + version (16 bytes, big-endian) + value
     b"t" + version (16 bytes, big-endian)              a tombstone
 
-Big-endian, so that comparing versions needs no decoding beyond int.from_bytes.
+A data directory says which format it holds (``check_format``): a single
+node's plain values or a cluster node's records. docs/cluster.md,
+"Versions and tombstones", gives the reasons.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import NamedTuple
 
 from selectorkv.kv.storage import Storage
@@ -125,3 +111,37 @@ class ReplicaStore:
                     yield key, record.value
         finally:
             cursor.close()
+
+
+# The storage format of a cluster node: a file in the data directory.
+FORMAT_FILE = "SELECTORKV-FORMAT"
+RECORDS_FORMAT = "versioned-records 1\n"
+
+
+def check_format(data: str, storage: Storage, cluster: bool) -> None:
+    """Refuse a database written in the other format, so that nothing is
+    misread: a single node stores plain values, a cluster node versioned
+    records. An empty database takes the format it is opened
+    with. Raises ValueError with what to do."""
+    marker = Path(data) / FORMAT_FILE
+    has_records = marker.exists()
+    if cluster == has_records:
+        return
+    cursor = storage.range(b"", None)
+    try:
+        empty = next(iter(cursor), None) is None
+    finally:
+        cursor.close()
+    if cluster and empty:
+        marker.write_text(RECORDS_FORMAT)
+        return
+    if not empty and cluster:
+        raise ValueError(
+            f"{data} holds a single node's data (plain values); a cluster node stores "
+            "versioned records. Serve it without --cluster, or give this node an empty --data"
+        )
+    if has_records and not cluster:
+        raise ValueError(
+            f"{data} holds a cluster node's data (versioned records, {FORMAT_FILE}); "
+            "serve it with the same --cluster, --self and --cluster-token"
+        )

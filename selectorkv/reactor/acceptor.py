@@ -1,35 +1,14 @@
 """The acceptor: takes new connections off the listening socket and deals
 them out round-robin to the SelectorThreads.
 
-# design
-
-The acceptor is a small reactor of its own: a selector with two sockets in
-it, the listening socket and a wakeup channel (used to stop it). When the
-listening socket is readable it accepts up to ``ACCEPT_BATCH`` connections
-(fewer if the backlog empties first), makes each client socket non-blocking,
-and hands it to the next SelectorThread with ``adopt``, which queues the
-socket on that reactor's wakeup channel. The listening socket stays readable
-(level-triggered) while connections are left in the backlog, so the next
-``select()`` returns at once for them, and a stop request between two
-batches is seen. From then on the connection belongs to that SelectorThread
-for its whole life; the acceptor never sees it again.
-
-Keeping accept on its own thread means a SelectorThread busy with requests
-never delays a new client's handshake, and the round-robin spreads
-connections evenly, as one-nio's ``Server`` and Doug Lea's "main reactor"
-do.
-
-# design: the connection cap
-
-Every connection holds a file descriptor and some memory, so their number is
-bounded (``--max-connections``). The acceptor takes a slot from
-``ConnectionSlots`` before each ``accept`` and hands ``give_back`` over with
-the socket; the connection calls it when its socket is closed (or cut).
-When no slot is free the acceptor takes the listening socket out of its
-selector: new clients wait in the kernel's backlog, their handshake done,
-instead of the server running out of descriptors. The first slot given
-back wakes the acceptor through its wakeup channel, and accepting resumes
-(gunicorn's gthread worker toggles accept the same way).
+A small reactor of its own (the listening socket and a wakeup channel): it
+accepts up to ``ACCEPT_BATCH`` connections per readiness and hands each to
+the next SelectorThread with ``adopt``; the connection belongs to that
+thread for its whole life. ``ConnectionSlots`` bounds the connections
+(``--max-connections``): with no slot free the listening socket leaves the
+selector and new clients wait in the kernel's backlog, until a connection
+closes and gives its slot back. docs/architecture.md ("Reading order",
+"One request in sync mode") places it in the whole.
 """
 
 from __future__ import annotations

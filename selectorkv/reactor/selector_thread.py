@@ -1,60 +1,19 @@
 """SelectorThread: a reactor that owns a selector, the sockets registered in
 it, and their timers.
 
-# design
+One pass of its loop is a round: ``select()`` until the nearest timer, the
+calls other threads queued (wakeup.py), ``on_events`` for each ready
+socket's ``Handler``, the timers that are due, then the round's end: the
+calls queued for it (group commit) and ``on_round_end`` for each handler
+that asked (its writes). The reactor knows a socket only through its
+``Handler`` and keeps its own bookkeeping in a ``Registration``. Only this
+thread touches its selector, its timers and its handlers; other threads
+reach it through ``call_soon``.
 
-Each SelectorThread runs one loop; one pass is a "round":
-
-    select(timeout = time to the nearest timer)
-      -> the wakeup socket is ready:  run the calls other threads queued
-      -> a registered socket is ready: its handler's on_events(mask)
-    run the timers that are due
-    end the round: the calls queued for its end (group commit), then
-    on_round_end() for each handler that asked for it (its writes)
-
-Reads first, writes last. A response that this thread produces (every one in
-sync mode; 503s and errors in async mode) waits in its connection's outbound
-buffer until every ready socket of the round has been read and parsed, then
-all of them are written together. Writing each response as soon as it exists
-interleaves recv and send, and each send then wakes the client process for
-that one response; writing them in a burst lets a client that holds many
-connections (a load generator, a proxy) wake once for many. The figures are
-in docs/architecture.md ("Rounds"). The delay this adds is one round of
-parsing, tens of microseconds. Two things do not wait for the round end: a
-PayloadThread's response (it writes at once) and what a client is waiting
-for before it sends more (``100 Continue``, a stream's next slice).
-
-# design: what the reactor knows of a socket
-
-The reactor serves any kind of socket: a client connection today, an
-outbound connection to a peer tomorrow. It knows each one only through a
-``Handler`` (the events it is told about) and keeps its own bookkeeping in
-a ``Registration``: the selector interest, whether the handler asked to be
-called at the end of the round, whether it is still registered. Handlers
-change that bookkeeping only through the reactor's methods, on this thread.
-
-Readiness. Sockets are non-blocking and the selector (epoll on Linux) is
-level-triggered: a socket that has unread bytes is reported in every round
-until they are read. So a handler that will not read for a while (its
-request is with a PayloadThread) must stop watching (interest 0), or the
-reactor would spin; it re-registers when it can read again.
-
-# design: timers
-
-``call_later(delay, callback)`` returns a ``Timer`` that can be cancelled
-or moved (``schedule``). A connection's timer moves on nearly every request,
-nearly always to a later time, so a heap entry is a reminder to look, not a
-promise: moving a timer later pushes nothing; when a reminder comes due and
-the timer has moved on, one new reminder is pushed for it. A keep-alive
-connection serving thousands of requests costs a handful of heap operations,
-not thousands. Cancelling sets the timer's time to None; its stale entries
-expire alone.
-
-Only this thread touches its selector, its timers and the handlers it owns
-(docs/architecture.md, "The ownership rule"). Other threads talk to it in one
-way only: ``call_soon``, which queues a callable and writes one byte to the
-wakeup socketpair (wakeup.py). The acceptor uses it to hand over a new
-socket, PayloadThreads to hand a connection back, the server to shut down.
+docs/architecture.md explains the design: "Readiness" (level-triggered
+epoll, and why a handler that will not read stops watching), "Rounds: reads
+first, writes last", "Timers" (a heap of reminders, not of promises) and
+"The ownership rule".
 """
 
 from __future__ import annotations
@@ -243,7 +202,7 @@ class SelectorThread(StatsThread):
 
     def schedule(self, timer: Timer, when: float) -> None:
         """Make ``timer`` due at ``when`` (time.monotonic); a later time than
-        the one already queued pushes nothing (see "design: timers")."""
+        the one already queued pushes nothing (docs/architecture.md, "Timers")."""
         timer.when = when
         queued = timer.queued_at
         if queued is None or when < queued:

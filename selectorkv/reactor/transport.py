@@ -1,41 +1,15 @@
 """The transport: one non-blocking stream socket on a SelectorThread, with
 its outbound buffer. It knows bytes, not HTTP.
 
-# design
-
-CPython's asyncio splits a connection in two: a transport that moves bytes
-(read, buffer, write, close) and a protocol that gives them meaning. The
-same split here lets a client connection (an h11 SERVER on top) and an
-outbound connection to a peer (an h11 CLIENT on top) share everything below
-HTTP. The protocol calls the transport, never the other way round, and the
-boundary is one call per read (``read``) and one per flush (``flush``): the
-request path is measured in microseconds, so the protocol reads ``out.size``
-and the flags directly instead of through methods.
-
-What the transport holds:
-
-- the socket and its registration with the reactor (``watch`` sets the
-  selector interest; the reactor keeps the bookkeeping);
-- the outbound buffer (outbound.py): pieces of responses not yet sent;
-- the facts the protocol decides on: the peer closed its side
-  (``peer_eof``), the socket failed (``broken``), our side is shut down and
-  lingering until ``lingering_until``.
-
-Lingering close. Closing a socket that still has unread input makes the
-kernel send a reset, which can destroy a response the client has not read
-yet. So a close that we start while the client may still be sending shuts
-down our sending side first, then reads and discards until the client
-closes or ``LINGER_SECONDS`` pass (``start_lingering``).
-
-Close and cut. ``close`` unregisters and closes the descriptor; only the
-thread that owns the connection may do it. ``cut`` is for a connection that
-another thread may be writing to at this moment (a PayloadThread inside
-``send``): it shuts the socket down both ways, which makes that send fail,
-and unregisters it, but leaves the descriptor open, since its number could
-otherwise be reused by another file under the writer; the hand-back
-closes it, or, when shutdown has already stopped the reactor, the garbage
-collector does once the writer lets go. Both call ``on_close`` once: the
-acceptor's connection slot goes back that way.
+As in CPython's asyncio, a transport moves bytes and a protocol on top
+gives them meaning: a client connection (h11 SERVER) and a peer connection
+(h11 CLIENT) share everything below HTTP. The protocol calls the transport,
+one call per read and one per flush, and reads ``out.size`` and the flags
+(``peer_eof``, ``broken``, ``lingering_until``) directly. A close we start
+while the client may still send is a lingering close (``start_lingering``).
+``close`` is for the connection's owner; ``cut`` stops a connection that
+another thread may be writing to, leaving the descriptor open until that
+writer lets go. docs/architecture.md, "Closing", says why.
 """
 
 from __future__ import annotations

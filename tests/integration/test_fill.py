@@ -15,7 +15,7 @@ import pytest
 from selectorkv.kv.storage import RocksStorage
 from selectorkv.lab.load.fill import fill
 from selectorkv.lab.load.keyspace import KEY_COUNT
-from tests.support import ServerProcess
+from tests.support import serve_process
 
 
 def directory_size(path: str) -> int:
@@ -88,7 +88,7 @@ def test_command_line_and_a_directory_held_by_a_server(tmp_path: Path) -> None:
     result = subprocess.run(run, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"{KEY_COUNT:,} keys of the key space" in result.stdout
-    server = ServerProcess("--data", path)
+    server = serve_process("--data", path)
     try:
         held = subprocess.run(run, capture_output=True, text=True, timeout=60)
         assert held.returncode == 1 and "lock" in held.stderr.lower()

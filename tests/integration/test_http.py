@@ -17,10 +17,10 @@ from selectorkv.server import Server
 from tests.support import (
     RawClient,
     ServerFactory,
-    ServerProcess,
     peak_growth,
     request_bytes,
     rss_bytes,
+    serve_process,
 )
 
 
@@ -298,18 +298,18 @@ def test_client_that_pipelines_without_reading_holds_bounded_memory(
 ) -> None:
     """64 pipelined GETs of a 1 MiB value, none read: the server stops
     parsing above its high-water mark instead of buffering 64 MiB."""
-    proc = ServerProcess("--data", str(tmp_path / "db"), "--mode", mode)
+    proc = serve_process("--data", str(tmp_path / "db"), "--mode", mode)
     try:
         value = b"m" * (1024 * 1024)
         assert RawClient(proc.address).request("PUT", "/v0/entity?id=m", value).status == 201
-        before = rss_bytes(proc.proc.pid)
+        before = rss_bytes(proc.pid)
         greedy = RawClient(proc.address, rcvbuf=4096)
         greedy.send(request_bytes("GET", "/v0/entity?id=m") * 64)
         greedy.sock.recv(1, socket.MSG_PEEK)  # the server has read and answered
         # A server that buffered every response would hold 64 MiB within
         # milliseconds of this. The highest of a second's samples is taken:
         # a slow machine could make a faulty server pass, never fail a sound one.
-        growth = peak_growth(proc.proc.pid, before, seconds=1.0)
+        growth = peak_growth(proc.pid, before, seconds=1.0)
         assert growth < 16 * 1024 * 1024, f"server grew by {growth} bytes"
         # Other clients are served meanwhile, and the greedy one gets all 64
         # responses once it reads.

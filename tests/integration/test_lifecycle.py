@@ -15,8 +15,8 @@ from selectorkv.http import parser
 from tests.support import (
     BlockingServerFactory,
     RawClient,
-    ServerProcess,
     request_bytes,
+    serve_process,
     wait_until,
 )
 
@@ -76,9 +76,9 @@ def test_bad_environment_value_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_start_line_port_zero_and_environment(tmp_path: Path) -> None:
-    proc = ServerProcess(env={"SELECTORKV_MODE": "sync", "SELECTORKV_DATA": str(tmp_path / "d")})
+    proc = serve_process(env={"SELECTORKV_MODE": "sync", "SELECTORKV_DATA": str(tmp_path / "d")})
     try:
-        line = next(line for line in proc.log if "listening on" in line)
+        line = next(line for line in proc.lines if "listening on" in line)
         assert f"listening on http://127.0.0.1:{proc.address[1]} mode=sync" in line
         assert f"parser={parser.NAME}/{parser.VERSION}" in line
         assert f"data={tmp_path / 'd'}" in line
@@ -93,7 +93,7 @@ def test_signal_stops_cleanly_and_data_survives_restart(
     tmp_path: Path, mode: str, sig: int
 ) -> None:
     data = str(tmp_path / "db")
-    first = ServerProcess("--data", data, "--mode", mode)
+    first = serve_process("--data", data, "--mode", mode)
     client = RawClient(first.address)
     for i in range(100):
         assert client.request("PUT", f"/v0/entity?id=k{i}", b"value %d" % i).status == 201
@@ -102,7 +102,7 @@ def test_signal_stops_cleanly_and_data_survives_restart(
     assert "shutting down" in first.text()
     assert client.is_closed_by_server()
 
-    second = ServerProcess("--data", data, "--mode", mode)
+    second = serve_process("--data", data, "--mode", mode)
     try:
         client = RawClient(second.address)
         assert client.request("GET", "/v0/entity?id=k0").status == 404
@@ -114,12 +114,12 @@ def test_signal_stops_cleanly_and_data_survives_restart(
 
 def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     data = str(tmp_path / "db")
-    first = ServerProcess("--data", data)
+    first = serve_process("--data", data)
     client = RawClient(first.address)
     for i in range(200):
         assert client.request("PUT", f"/v0/entity?id=k{i}", b"v%d" % i).status == 201
     first.stop(signal.SIGKILL)
-    second = ServerProcess("--data", data)
+    second = serve_process("--data", data)
     try:
         client = RawClient(second.address)
         assert all(
@@ -130,7 +130,7 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
 
 
 def test_fsync_mode_serves(tmp_path: Path) -> None:
-    proc = ServerProcess("--data", str(tmp_path / "db"), "--fsync")
+    proc = serve_process("--data", str(tmp_path / "db"), "--fsync")
     try:
         assert RawClient(proc.address).request("PUT", "/v0/entity?id=f", b"1").status == 201
     finally:
@@ -139,7 +139,7 @@ def test_fsync_mode_serves(tmp_path: Path) -> None:
 
 def test_locked_database_fails_with_a_clear_message(tmp_path: Path) -> None:
     data = str(tmp_path / "db")
-    first = ServerProcess("--data", data)
+    first = serve_process("--data", data)
     try:
         result = run_cli("serve", "--port", "0", "--data", data)
         assert result.returncode == 1
@@ -220,5 +220,5 @@ def test_sigterm_right_after_start_stops_cleanly(tmp_path: Path) -> None:
     appeared saw 11 of 30 servers end so; under pytest it is rarer (CI met
     it twice in a day), so this test is a guard, not a proof."""
     for attempt in range(5):
-        proc = ServerProcess("--data", str(tmp_path / f"db{attempt}"))
+        proc = serve_process("--data", str(tmp_path / f"db{attempt}"))
         assert proc.stop(signal.SIGTERM) == 0

@@ -21,15 +21,15 @@ from selectorkv.lab.load.keyspace import ALPHABET, BODY_LENGTH, ID_LENGTH
 from tests.support import (
     AnsweringHandler,
     FreezingServer,
-    ServerProcess,
     assert_counts_the_stall,
     assert_on_schedule,
+    serve_process,
 )
 
 
 @pytest.fixture
 def selectorkv_url(tmp_path: Path) -> Iterator[str]:
-    proc = ServerProcess("--data", str(tmp_path / "db"), "--mode", "sync")
+    proc = serve_process("--data", str(tmp_path / "db"), "--mode", "sync")
     yield f"http://{proc.address[0]}:{proc.address[1]}"
     proc.stop()
 

@@ -17,10 +17,10 @@ from tests.support import (
     ForwardingStorage,
     RawClient,
     ServerFactory,
-    ServerProcess,
     fill_database,
     request_bytes,
     rss_bytes,
+    serve_process,
 )
 
 HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -224,16 +224,16 @@ def test_slow_reader_of_a_large_range_holds_bounded_memory(tmp_path: Path, mode:
     """300-byte values: the whole range is 31 MB; the server holds a slice."""
     data = str(tmp_path / "filled")
     fill_database(data, 100_000, value_size=300)
-    proc = ServerProcess("--data", data, "--mode", mode)
+    proc = serve_process("--data", data, "--mode", mode)
     try:
-        before = rss_bytes(proc.proc.pid)
+        before = rss_bytes(proc.pid)
         slow = RawClient(proc.address, rcvbuf=4096)
         slow.send(request_bytes("GET", "/v0/entities?start=0000000"))
         peak = 0
         for _ in range(20):  # read 20 small pieces over a second
             assert slow.sock.recv(4096)
             time.sleep(0.05)
-            peak = max(peak, rss_bytes(proc.proc.pid) - before)
+            peak = max(peak, rss_bytes(proc.pid) - before)
         assert peak < 16 * 1024 * 1024, f"server grew by {peak} bytes"
         assert RawClient(proc.address).request("GET", "/v0/status").status == 200
         slow.close()  # else the shutdown would wait out its grace period for it

@@ -15,17 +15,17 @@ import h11
 import pytest
 
 from selectorkv.kv.storage import StorageError
+from selectorkv.lab.harness.cpus import on_load_cpus
 from selectorkv.lab.load.generator import generate
 from selectorkv.lab.load.tools import SelectorkvLoad
-from selectorkv.lab.studies.node import on_load_cpus
 from selectorkv.server import exposure_warning
 from tests.support import (
     RawClient,
     ServerFactory,
-    ServerProcess,
     peak_growth,
     request_bytes,
     rss_bytes,
+    serve_process,
     wait_until,
 )
 
@@ -89,12 +89,12 @@ def test_kill_9_under_load_loses_no_acknowledged_write(
     """With group commit too (on by default): a 201 is sent only after its
     batch is in the log, synced with --fsync."""
     data = str(tmp_path / "db")
-    first = ServerProcess("--data", data, "--mode", mode, durability)
+    first = serve_process("--data", data, "--mode", mode, durability)
     load = Writers(first.address, writers)
     load.wait_for(200)
     first.stop(signal.SIGKILL)
     load.stop()
-    second = ServerProcess("--data", data, "--mode", mode)
+    second = serve_process("--data", data, "--mode", mode)
     try:
         client = RawClient(second.address)
         missing = [
@@ -117,7 +117,7 @@ def test_sigterm_under_load_answers_every_request_it_executed(
     """A write is stored if and only if its client got the 201: no request
     the server read goes unanswered, and the process exits 0 in time."""
     data = str(tmp_path / "db")
-    first = ServerProcess("--data", data, "--mode", mode, "--grace", "5")
+    first = serve_process("--data", data, "--mode", mode, "--grace", "5")
     load = Writers(first.address, writers)
     load.wait_for(200)
     assert first.stop(signal.SIGTERM) == 0
@@ -126,7 +126,7 @@ def test_sigterm_under_load_answers_every_request_it_executed(
     assert "grace period over" not in first.text()
     load.stop()
     assert load.other == []
-    second = ServerProcess("--data", data, "--mode", mode)
+    second = serve_process("--data", data, "--mode", mode)
     try:
         client = RawClient(second.address)
         for key in load.acknowledged:
@@ -159,7 +159,7 @@ def open_half_heads(address: tuple[str, int], count: int) -> list[socket.socket]
 def test_stalled_heads_slow_nobody_and_are_cut_after_the_header_timeout(
     tmp_path: Path, count: int
 ) -> None:
-    proc = ServerProcess("--data", str(tmp_path / "db"), "--header-timeout", "2")
+    proc = serve_process("--data", str(tmp_path / "db"), "--header-timeout", "2")
     try:
         stalled = open_half_heads(proc.address, count)
         client = RawClient(proc.address)
@@ -183,11 +183,11 @@ def test_stalled_heads_slow_nobody_and_are_cut_after_the_header_timeout(
 def test_stalled_readers_of_large_values_hold_bounded_memory(tmp_path: Path, readers: int) -> None:
     """Each stalled reader pipelines GETs of a 4 MiB value and reads nothing:
     the server holds about one response per reader, not every response."""
-    proc = ServerProcess("--data", str(tmp_path / "db"))
+    proc = serve_process("--data", str(tmp_path / "db"))
     try:
         value = b"x" * (4 * 1024 * 1024)
         assert RawClient(proc.address).request("PUT", "/v0/entity?id=big", value).status == 201
-        before = rss_bytes(proc.proc.pid)
+        before = rss_bytes(proc.pid)
         stalled = [RawClient(proc.address, rcvbuf=4096) for _ in range(readers)]
         for client in stalled:
             client.send(request_bytes("GET", "/v0/entity?id=big") * 8)
@@ -195,7 +195,7 @@ def test_stalled_readers_of_large_values_hold_bounded_memory(tmp_path: Path, rea
             client.sock.recv(1, socket.MSG_PEEK)  # its first response has started
         # The highest of a second's samples: a slow machine could make a
         # faulty server pass, never fail a sound one.
-        growth = peak_growth(proc.proc.pid, before, seconds=1.0)
+        growth = peak_growth(proc.pid, before, seconds=1.0)
         # One 4 MiB response per reader in the outbound buffer, and slack.
         assert growth < readers * (4 * 1024 * 1024 + 512 * 1024) + 32 * 1024 * 1024, growth
         assert RawClient(proc.address).request("GET", "/v0/status").status == 200
@@ -207,15 +207,15 @@ def test_stalled_readers_of_large_values_hold_bounded_memory(tmp_path: Path, rea
 
 @pytest.mark.reliability
 def test_10000_idle_keep_alive_connections(tmp_path: Path) -> None:
-    proc = ServerProcess("--data", str(tmp_path / "db"), "--max-connections", "10100")
+    proc = serve_process("--data", str(tmp_path / "db"), "--max-connections", "10100")
     held: list[RawClient] = []
     try:
-        before = rss_bytes(proc.proc.pid)
+        before = rss_bytes(proc.pid)
         for _ in range(10_000):
             client = RawClient(proc.address)
             assert client.request("GET", "/v0/status").status == 200
             held.append(client)
-        print(f"server RSS grew by {(rss_bytes(proc.proc.pid) - before) / 2**20:.1f} MiB")
+        print(f"server RSS grew by {(rss_bytes(proc.pid) - before) / 2**20:.1f} MiB")
         fresh = RawClient(proc.address)
         assert fresh.request("PUT", "/v0/entity?id=after", b"ok").status == 201
         assert held[0].request("GET", "/v0/entity?id=after").body == b"ok"
@@ -254,7 +254,7 @@ def test_twice_the_capacity_is_all_answered_the_excess_shed_and_recovered_from(
     and is printed, not asserted. A closed loop over no more connections
     than queue slots can never fill the queue, so a single 503 there would
     be a server that still believes its queue full: that is asserted."""
-    proc = ServerProcess(
+    proc = serve_process(
         "--data", str(tmp_path / "db"), "--mode", "async", "--queue-size", str(queue)
     )
     url = f"http://{proc.address[0]}:{proc.address[1]}"
@@ -330,7 +330,7 @@ LIMIT_FILE_SIZE = ("prlimit", f"--fsize={256 * 1024}:{256 * 1024}")
 
 
 def test_real_rocksdb_write_error_answers_500_and_the_server_goes_on(tmp_path: Path) -> None:
-    proc = ServerProcess("--data", str(tmp_path / "db"), launcher=LIMIT_FILE_SIZE)
+    proc = serve_process("--data", str(tmp_path / "db"), launcher=LIMIT_FILE_SIZE)
     try:
         client = RawClient(proc.address)
         statuses = [
@@ -344,7 +344,7 @@ def test_real_rocksdb_write_error_answers_500_and_the_server_goes_on(tmp_path: P
     finally:
         code = proc.stop()
     assert code == 1  # the database could not close cleanly either, and says so
-    errors = [line for line in proc.log if " ERROR " in line]
+    errors = [line for line in proc.lines if " ERROR " in line]
     assert "File too large" in errors[0], errors[0]
     assert all("storage error" in line for line in errors[:-1])  # one line per failed PUT
     assert "did not close cleanly" in errors[-1]
@@ -360,7 +360,7 @@ def test_binding_all_interfaces_is_warned_about(host: str, warned: bool) -> None
 
 
 def test_default_bind_is_loopback(tmp_path: Path) -> None:
-    proc = ServerProcess("--data", str(tmp_path / "db"))
+    proc = serve_process("--data", str(tmp_path / "db"))
     try:
         assert proc.address[0] == "127.0.0.1"
     finally:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from selectorkv.lab.harness.nodes import ClusterFactory, Node, free_port, serve_once
+from selectorkv.lab.harness.nodes import ClusterFactory, Node, serve_once
+from selectorkv.lab.harness.servers import free_port
 from tests.support import MODES, wait_until
 
 KINDS = [(mode, calls) for calls in ("async", "blocking") for mode in MODES]
@@ -253,7 +254,7 @@ def test_selectorkv_cluster_starts_the_nodes_and_stops_them_on_sigterm(tmp_path:
         urls = launcher.stdout.readline().split(": ", 2)[2].split()
         assert urls == [f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"]
         assert "token" in launcher.stdout.readline()
-        nodes = [Node(url, int(url.rsplit(":", 1)[1]), launcher) for url in urls]
+        nodes = [Node(url, int(url.rsplit(":", 1)[1])) for url in urls]
         for node in nodes:
             wait_until(node.answers, f"{node.url} answers", timeout=30)
         assert nodes[0].put("k", b"v") == 201

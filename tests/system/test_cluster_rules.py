@@ -16,7 +16,8 @@ import pytest
 
 from selectorkv.cluster.placement import Topology
 from selectorkv.kv.records import Record, decode
-from selectorkv.lab.harness.nodes import ClusterFactory, free_port, serve_once
+from selectorkv.lab.harness.nodes import ClusterFactory, serve_once
+from selectorkv.lab.harness.servers import free_port
 
 # One of selectorkv's records, as a replica stores it: (version, value).
 

@@ -22,9 +22,9 @@ from tests.support import (
     FreezingServer,
     RawClient,
     ServerFactory,
-    ServerProcess,
     assert_counts_the_stall,
     assert_on_schedule,
+    serve_process,
 )
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "wrk_scripts"
@@ -98,7 +98,7 @@ def test_range_script_reads_short_ranges(make_server: ServerFactory) -> None:
 def test_paced_script_keeps_to_its_schedule_or_says_it_fell_behind(tmp_path: Path) -> None:
     # A server in its own process, as the lab runs it (in this process it
     # would share pytest's GIL and CPU with the test).
-    server = ServerProcess("--data", str(tmp_path / "db"), "--mode", "sync")
+    server = serve_process("--data", str(tmp_path / "db"), "--mode", "sync")
     host, port = server.address
     try:
         measured = WrkPaced().constant_rate(f"http://{host}:{port}", "put", 2000, 8, 3)

@@ -4,7 +4,8 @@ and ratios taken within each round. The comparison itself is a benchmark
 
 from __future__ import annotations
 
-from benchmarks.peers import BASELINE, rotated, table
+from benchmarks.peers import BASELINE, table
+from selectorkv.lab.harness.rounds import rotated
 
 
 def test_every_server_takes_every_place_in_turn() -> None:

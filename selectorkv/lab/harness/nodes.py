@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +17,8 @@ from pathlib import Path
 from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from selectorkv.lab.harness.servers import ServerProcess, free_port, holds_port, selectorkv_serve
 
 # The cluster token of the nodes started here (they run on loopback only).
 TOKEN = "test-token"
@@ -36,22 +35,23 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) 
         time.sleep(0.01)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass
 class Node:
+    """A cluster node: its address, and the process that runs it when it
+    was started here (``start``)."""
+
     url: str
     port: int
-    process: subprocess.Popen[bytes]
     command: tuple[str, ...] = ()
     host: str = "127.0.0.1"
     env: dict[str, str] = field(default_factory=dict)
     log: IO[bytes] | None = None  # where its output goes (None: this process's)
+    server: ServerProcess | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        assert self.server is not None, f"{self.url} was not started here"
+        return self.server.process
 
     @property
     def data(self) -> str:
@@ -60,8 +60,10 @@ class Node:
 
     def start(self) -> None:
         """Start the node (again) on its port and data, as after a crash."""
-        env = {**os.environ, "SELECTORKV_CLUSTER_TOKEN": TOKEN, **self.env}
-        self.process = subprocess.Popen(self.command, env=env, stdout=self.log, stderr=self.log)
+        env = {"SELECTORKV_CLUSTER_TOKEN": TOKEN, **self.env}
+        self.server = ServerProcess(
+            self.command, port=self.port, host=self.host, env=env, log=self.log
+        )
 
     def restart(self) -> None:
         self.stop()
@@ -110,27 +112,7 @@ class Node:
     def listening(self) -> bool:
         """This node's process holds the listening socket of its port (not
         some other server that took the port first)."""
-        if self.process.poll() is not None:
-            return False
-        inodes = set()
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            with open(table) as lines:
-                for line in list(lines)[1:]:
-                    fields = line.split()
-                    local, state, inode = fields[1], fields[3], fields[9]
-                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == self.port:
-                        inodes.add(f"socket:[{inode}]")
-        try:
-            descriptors = list(Path(f"/proc/{self.process.pid}/fd").iterdir())
-        except OSError:
-            return False
-        for descriptor in descriptors:
-            try:
-                if os.readlink(descriptor) in inodes:
-                    return True
-            except OSError:
-                continue  # closed meanwhile
-        return False
+        return self.process.poll() is None and holds_port(self.process.pid, self.port)
 
     def answers(self) -> bool:
         try:
@@ -154,20 +136,20 @@ class Node:
         return 0.0
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            self.process.wait(15)
+        if self.server is not None:
+            self.server.stop(timeout=15)
 
     def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
+        assert self.server is not None
+        self.server.kill()
 
     def pause(self) -> None:
-        self.process.send_signal(signal.SIGSTOP)
+        assert self.server is not None
+        self.server.pause()
 
     def resume(self) -> None:
-        self.process.send_signal(signal.SIGCONT)
+        assert self.server is not None
+        self.server.resume()
 
 
 class Nodes:
@@ -201,14 +183,13 @@ class Nodes:
         nodes = []
         for i, (host, port, url) in enumerate(zip(hosts, ports, urls, strict=True)):
             listed = [*([urls[j] for j in order[i]] if order else urls), *strangers]
-            command = [
-                sys.executable, "-m", "selectorkv", "serve", "--host", host, "--port", str(port),
+            command = selectorkv_serve(
+                "--host", host, "--port", str(port),
                 "--data", str(self._root / f"node-{host}-{port}"), "--mode", mode,
                 "--cluster", ",".join(listed), "--self", url, "--cpu", "none",
                 "--log-level", "warning", *flags,
-            ]  # fmt: skip
-            node = Node(url, port, subprocess.Popen(["true"]), tuple(command), host)
-            node.process.wait()
+            )  # fmt: skip
+            node = Node(url, port, tuple(command), host)
             node.env = dict(env[i]) if env else {}
             node.log = self._log
             nodes.append(node)
@@ -242,7 +223,7 @@ ClusterFactory = Callable[..., list[Node]]
 def serve_once(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``selectorkv serve`` that is expected to refuse to start."""
     return subprocess.run(
-        [sys.executable, "-m", "selectorkv", "serve", "--port", "0", *args],
+        selectorkv_serve("--port", "0", *args),
         capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "SELECTORKV_CLUSTER_TOKEN": TOKEN},
     )  # fmt: skip

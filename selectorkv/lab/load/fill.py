@@ -24,8 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from selectorkv.cluster.replication import FORMAT_FILE, RECORDS_FORMAT
-from selectorkv.kv.records import Record
+from selectorkv.kv.records import FORMAT_FILE, RECORDS_FORMAT, Record
 from selectorkv.kv.storage import RocksStorage
 from selectorkv.lab.load.keyspace import ALPHABET, BODY_LENGTH, KEY_COUNT, all_keys
 

@@ -78,6 +78,11 @@ class Measurement:
             self.histogram.output_percentile_distribution(out, 1000.0)
 
 
+# A run held its rate when it served this share of it (the rest is the
+# noise of a constant-rate run's start and end, not the server falling behind).
+SERVED_SHARE = 0.97
+
+
 def served_rate(figures: dict[str, Any]) -> float:
     """Answers below 500 per second: what the server did, not what it shed.
     (wrk2 counts only "non-2xx", which is then taken as not served.)"""

@@ -47,7 +47,7 @@ SERVER_THREADS = ("SelectorThread", "PayloadThread")
 Run = dict[str, Any]
 
 
-class Data:
+class ClusterReportData:
     """runs.json of a cluster study and the files beside it."""
 
     def __init__(self, out: Path) -> None:
@@ -141,8 +141,8 @@ def verdict(comparison: str, predicted: str) -> str:
     )
 
 
-class Writer:
-    def __init__(self, data: Data) -> None:
+class ClusterReportWriter:
+    def __init__(self, data: ClusterReportData) -> None:
         self.data = data
         self.lines: list[str] = []
         self.claims: list[list[str]] = []  # prediction, measured, verdict
@@ -691,7 +691,7 @@ def scale_order(label: str) -> int:
 def write_report(out: Path) -> Path:
     for old in out.glob("*.png"):
         old.unlink()  # plots of an earlier drawing: only this one's stay
-    text = Writer(Data(out)).write()
+    text = ClusterReportWriter(ClusterReportData(out)).write()
     path = out / "report-cluster.md"
     path.write_text(text)
     return path

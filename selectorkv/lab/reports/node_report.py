@@ -26,7 +26,7 @@ from typing import Any
 from selectorkv.config import DEFAULTS
 from selectorkv.lab.harness.profile import ThreadProfile, thread_profiles
 from selectorkv.lab.harness.spread import Spread, compare
-from selectorkv.lab.load.tools import served_rate
+from selectorkv.lab.load.tools import SERVED_SHARE, served_rate
 from selectorkv.lab.reports import plots
 from selectorkv.lab.studies.calibration import bias_note
 from selectorkv.lab.studies.node import MODES, held
@@ -54,7 +54,7 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
 
 
-class Data:
+class NodeReportData:
     """runs.json and the files beside it."""
 
     def __init__(self, out: Path) -> None:
@@ -175,8 +175,8 @@ def pct(value: float) -> str:
 CALIBRATION = "calibration"  # the study's calibration of its tool, beside report.md
 
 
-class Writer:
-    def __init__(self, data: Data) -> None:
+class NodeReportWriter:
+    def __init__(self, data: NodeReportData) -> None:
         self.data = data
         self.tool_note = bias_note(
             data.out / CALIBRATION, data.study["tool"], f"{CALIBRATION}/calibration.md"
@@ -488,7 +488,8 @@ class Writer:
                 ]
                 if (
                     runs
-                    and Spread.of(served_rate(r["figures"]) for r in runs).median >= 0.97 * rate
+                    and Spread.of(served_rate(r["figures"]) for r in runs).median
+                    >= SERVED_SHARE * rate
                 ):
                     per[rate] = Spread.of(cpu_per_request(r) for r in runs).median
             if len(per) >= 2 and reached[mode]:
@@ -768,7 +769,7 @@ class Writer:
 
 def write_report(out: Path) -> Path:
     """Plots and report.md in ``out`` (which holds runs.json)."""
-    text = Writer(Data(out)).write()
+    text = NodeReportWriter(NodeReportData(out)).write()
     path = out / "report.md"
     path.write_text(text + "\n")
     return path

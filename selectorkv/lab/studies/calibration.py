@@ -45,7 +45,6 @@ import http.client
 import json
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -56,18 +55,14 @@ from typing import IO, Any
 
 from hdrh.histogram import HdrHistogram
 
+from selectorkv.lab.harness.cpus import on_load_cpus, server_cpus
+from selectorkv.lab.harness.servers import ServerProcess
 from selectorkv.lab.harness.spread import Spread
 from selectorkv.lab.load import tools
-from selectorkv.lab.studies.node import (
-    SETTLE,
-    describe_machine,
-    on_load_cpus,
-    server_cpus,
-)
+from selectorkv.lab.studies.node import SETTLE, describe_machine
 
 PERCENTILES = {"p50": 50.0, "p99": 99.0, "p99.9": 99.9}
 PING_INTERVAL = 0.002  # seconds between two pings: the target is idle for each
-SERVED_SHARE = 0.97  # a run that served less than this share of its rate is flagged
 
 FULL = {
     "services_ms": (0.0, 1.0, 5.0),
@@ -200,37 +195,23 @@ class KnownLatencyTargets:
     def __init__(self, services_ms: tuple[float, ...], log_file: IO[bytes]) -> None:
         cpu = server_cpus()[0]
         self.ports: dict[float, int] = {}
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.processes: list[ServerProcess] = []
         for service in services_ms:
             # Bound here on a port the kernel picks and handed to the child
             # open: a port probed free and bound later may be taken between.
             with socket.create_server(("127.0.0.1", 0), backlog=1024) as listener:
                 fd = listener.fileno()
+                port = listener.getsockname()[1]
                 command = [
                     sys.executable, "-m", "selectorkv.lab.studies.calibration_target",
                     "--listen-fd", str(fd), "--service-ms", str(service), "--cpu", str(cpu),
                 ]  # fmt: skip
                 self.processes.append(
-                    subprocess.Popen(
-                        command, stdout=log_file, stderr=subprocess.STDOUT, pass_fds=(fd,)
-                    )
+                    ServerProcess(command, port=port, log=log_file, pass_fds=(fd,))
                 )
-                self.ports[service] = listener.getsockname()[1]
-        for service, process in zip(services_ms, self.processes, strict=True):
-            self._wait_ready(self.ports[service], process)
-
-    @staticmethod
-    def _wait_ready(port: int, process: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"a calibration target exited with {process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("a calibration target did not start listening")
+                self.ports[service] = port
+        for target in self.processes:
+            target.wait_ready(timeout=30)
 
     def url(self, service_ms: float) -> str:
         return f"http://127.0.0.1:{self.ports[service_ms]}/v0/entity"
@@ -271,13 +252,8 @@ class KnownLatencyTargets:
         return Floor(percentiles_ms(round_trip), percentiles_ms(holds), percentiles_ms(floor))
 
     def close(self) -> None:
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for target in self.processes:
+            target.stop(timeout=10)
 
 
 @contextmanager
@@ -370,7 +346,9 @@ class Calibrator:
         )
         self.calibration.runs.append(run)
         self.calibration.save(s.out)
-        short = "" if run.served_rate >= SERVED_SHARE * rate else " (NOT all of the rate served)"
+        short = (
+            "" if run.served_rate >= tools.SERVED_SHARE * rate else " (NOT all of the rate served)"
+        )
         self.say(
             f"{tool.name}, {service:g} ms, {rate:,.0f} req/s: "
             + ", ".join(

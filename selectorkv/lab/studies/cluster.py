@@ -67,7 +67,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import tempfile
 import threading
 import time
@@ -79,22 +78,23 @@ from typing import IO, Any
 
 from selectorkv.cluster.placement import Topology
 from selectorkv.config import DEFAULTS
+from selectorkv.kv.records import FORMAT_FILE
 from selectorkv.lab.harness import profile
+from selectorkv.lab.harness.cpus import on_load_cpus, server_cpus
+from selectorkv.lab.harness.rounds import rotated
+from selectorkv.lab.harness.servers import ServerProcess, free_port
 from selectorkv.lab.harness.spread import Spread
 from selectorkv.lab.load import generator as load
 from selectorkv.lab.load.fill import fill as fill_database
 from selectorkv.lab.load.keyspace import all_keys
-from selectorkv.lab.load.tools import Measurement, served_rate
+from selectorkv.lab.load.tools import SERVED_SHARE, Measurement, served_rate
 from selectorkv.lab.studies.node import (
-    SERVED_SHARE,
     SETTLE,
-    ServerUnderTest,
     Workbench,
     describe_machine,
     describe_versions,
-    free_port,
-    on_load_cpus,
-    server_cpus,
+    start_server,
+    stop_server,
 )
 
 PEER_CALLS = ("blocking", "async")
@@ -227,12 +227,6 @@ class ClusterStudy:
         (out / "runs.json").write_text(json.dumps(asdict(self), indent=1, default=str) + "\n")
 
 
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of one process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 IDLE_ANSWER = 0.2  # seconds: a node that answers its status this fast is idle
 IDLE_LIMIT = 120.0  # seconds to wait for a cluster to become idle before a run
 
@@ -248,7 +242,7 @@ def answers_quickly(port: int) -> bool:
         return False
 
 
-class LabCluster:
+class StudyNodes:
     """N ``selectorkv serve`` nodes (or one plain node when ``nodes`` is 1
     and ``plain``), each on its own copy of the filled data, pinned in turn
     to the server CPUs."""
@@ -267,7 +261,7 @@ class LabCluster:
         self.ports = [free_port() for _ in range(nodes)]
         self.urls = [f"http://127.0.0.1:{port}" for port in self.ports]
         self.stopped: set[int] = set()
-        self.nodes: list[ServerUnderTest] = []
+        self.nodes: list[ServerProcess] = []
         self._copies: list[Path] = []
         env = {**os.environ, "SELECTORKV_CLUSTER_TOKEN": secrets.token_hex(16)}
         cpus = server_cpus(nodes)
@@ -280,14 +274,14 @@ class LabCluster:
                 server_mode, flags = setup_flags(mode)
                 extra = ("--cpu", str(cpus[i % len(cpus)]), *flags)
                 if plain:
-                    (copy / "SELECTORKV-FORMAT").unlink()  # served as a single node's
+                    (copy / FORMAT_FILE).unlink()  # served as a single node's
                 else:
                     extra += ("--cluster", ",".join(self.urls), "--self", self.urls[i],
                               "--peer-calls", calls)  # fmt: skip
                     if peer_timeout is not None:
                         extra += ("--peer-timeout", str(peer_timeout))
-                self.nodes.append(ServerUnderTest(server_mode, copy, log_file, extra=extra,
-                                                  env=env, port=port, wait=False))  # fmt: skip
+                self.nodes.append(start_server(server_mode, copy, log_file, extra=extra,
+                                               env=env, port=port, wait=False))  # fmt: skip
             for node in self.nodes:  # started together, waited for together
                 node.wait_ready()
         except BaseException:
@@ -299,15 +293,15 @@ class LabCluster:
         return [url for i, url in enumerate(self.urls) if i not in self.stopped]
 
     def pause(self, index: int) -> None:
-        os.kill(self.nodes[index].process.pid, signal.SIGSTOP)
+        self.nodes[index].pause()
         self.stopped.add(index)
 
     def resume(self, index: int) -> None:
-        os.kill(self.nodes[index].process.pid, signal.SIGCONT)
+        self.nodes[index].resume()
         self.stopped.discard(index)
 
     def cpu(self) -> float:
-        return sum(process_cpu(node.process.pid) for node in self.nodes)
+        return sum(node.cpu_seconds() for node in self.nodes)
 
     def wait_idle(self, limit: float) -> bool:
         """Wait until every node that is up answers ``/v0/status`` within
@@ -327,7 +321,7 @@ class LabCluster:
             self.resume(index)  # a stopped node must see its SIGTERM
         try:
             for node in self.nodes:
-                node.stop()
+                stop_server(node)
         finally:
             for copy in self._copies:
                 shutil.rmtree(copy, ignore_errors=True)
@@ -352,9 +346,9 @@ class ClusterLab(Workbench):
     @contextmanager
     def cluster(
         self, nodes: int, mode: str, calls: str, plain: bool = False
-    ) -> Iterator[LabCluster]:
+    ) -> Iterator[StudyNodes]:
         s = self.settings
-        cluster = LabCluster(
+        cluster = StudyNodes(
             nodes, mode, calls, s.data, self.scratch, self.server_log, plain, s.peer_timeout
         )
         try:
@@ -384,7 +378,7 @@ class ClusterLab(Workbench):
 
     def measure(
         self,
-        cluster: LabCluster,
+        cluster: StudyNodes,
         run: ClusterRun,
         *,
         closed_loop: bool = False,
@@ -505,7 +499,7 @@ class ClusterLab(Workbench):
         workload: str,
         replication: str,
         scenario: str,
-        clusters: dict[str, LabCluster],
+        clusters: dict[str, StudyNodes],
         chosen: dict[str, str],
     ) -> dict[str, float | None]:
         """Capacity, ladder and step search of both styles, in rounds."""
@@ -595,7 +589,7 @@ class ClusterLab(Workbench):
         return min(tried)
 
     def hang(
-        self, workload: str, replication: str, clusters: dict[str, LabCluster],
+        self, workload: str, replication: str, clusters: dict[str, StudyNodes],
         chosen: dict[str, str],
     ) -> None:  # fmt: skip
         """A run during which the last node hangs (SIGSTOP) from one third
@@ -619,7 +613,7 @@ class ClusterLab(Workbench):
                     cluster.resume(last)
 
     def profile(
-        self, workload: str, replication: str, clusters: dict[str, LabCluster],
+        self, workload: str, replication: str, clusters: dict[str, StudyNodes],
         chosen: dict[str, str],
     ) -> None:  # fmt: skip
         """py-spy CPU and wait profiles of node 1 under both styles at the
@@ -640,7 +634,7 @@ class ClusterLab(Workbench):
                         for fmt, suffix in profile.FORMATS:
                             recorder = on_load_cpus(
                                 functools.partial(
-                                    profile.start_pyspy, cluster.nodes[0].process.pid,
+                                    profile.start_pyspy, cluster.nodes[0].pid,
                                     s.profile_seconds, self.profile_dir / f"{stem}{suffix}",
                                     kind, fmt,
                                 ),
@@ -700,7 +694,7 @@ class HangSignals:
     """Stops a node at ``stop_at`` seconds and resumes it at ``resume_at``,
     in a thread beside the load run."""
 
-    def __init__(self, cluster: LabCluster, index: int, stop_at: float, resume_at: float) -> None:
+    def __init__(self, cluster: StudyNodes, index: int, stop_at: float, resume_at: float) -> None:
         self._thread = threading.Thread(target=self._run, name="lab-hang", daemon=True)
         self._cluster, self._index = cluster, index
         self._stop_at, self._resume_at = stop_at, resume_at
@@ -736,9 +730,3 @@ def rounds_held(runs: list[ClusterRun]) -> bool:
     """A rate's verdict: the median of its rounds (a skipped round: not held)."""
     verdicts = sorted(run.held and not run.skipped for run in runs)
     return verdicts[(len(verdicts) - 1) // 2]  # of two rounds, both must hold
-
-
-def rotated(items: list[Any], number: int) -> list[Any]:
-    """The order of one round: rotated by the round's number."""
-    shift = number % len(items)
-    return items[shift:] + items[:shift]

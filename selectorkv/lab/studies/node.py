@@ -57,13 +57,11 @@ import logging
 import os
 import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -73,15 +71,17 @@ from typing import IO, Any, TypeVar
 from prometheus_client.parser import text_string_to_metric_families
 
 from selectorkv.lab.harness import profile
+from selectorkv.lab.harness.cpus import load_cpus, on_load_cpus, thread_cpu
+from selectorkv.lab.harness.rounds import rotated
+from selectorkv.lab.harness.servers import ServerProcess, free_port, selectorkv_serve
 from selectorkv.lab.harness.spread import Spread
 from selectorkv.lab.load.fill import fill as fill_database
-from selectorkv.lab.load.tools import LoadTool, served_rate, tool_version
+from selectorkv.lab.load.tools import SERVED_SHARE, LoadTool, served_rate, tool_version
 
 log = logging.getLogger("selectorkv.lab")
 
 MODES = ("sync", "async")
 WORKLOADS = ("put", "get")
-SERVED_SHARE = 0.97  # a rate is held when this share of it was served ...
 SAMPLE_EVERY = 0.2  # seconds between two scrapes of /metrics
 PROFILE_FRACTION = 0.5  # profiles run at this fraction of capacity
 ALLOC_FRACTION = 0.1  # ... and the allocation profile at this one (memray is slow)
@@ -195,111 +195,37 @@ def describe_versions(tool: str) -> str:
     return "- Versions: " + ", ".join(parts)
 
 
-def server_cpus(servers: int = 1) -> list[int]:
-    """The CPUs the servers are pinned to, one each in turn: the highest
-    ``servers`` of them, but never more than half, so that the load keeps
-    the rest (on 2 cores: the servers share CPU 1, the load has CPU 0)."""
-    allowed = sorted(os.sched_getaffinity(0))
-    return allowed[-max(1, min(servers, len(allowed) // 2)) :]
-
-
-def load_cpus(servers: int = 1) -> set[int]:
-    """The CPUs for everything but the servers."""
-    allowed = os.sched_getaffinity(0)
-    return allowed - set(server_cpus(servers)) or allowed
-
-
-def on_load_cpus(work: Callable[[], T], servers: int = 1) -> T:
-    """Run ``work`` in a thread pinned to the load CPUs (and so are the
-    processes it starts)."""
-    results: list[T] = []
-    errors: list[BaseException] = []
-
-    def pinned() -> None:
-        os.sched_setaffinity(0, load_cpus(servers))
-        try:
-            results.append(work())
-        except BaseException as exc:  # handed to the caller's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=pinned, name="lab-load")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return results[0]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class ServerUnderTest:
+def start_server(
+    mode: str,
+    data: Path,
+    log_file: IO[bytes],
+    memray: Path | None = None,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    wait: bool = True,
+) -> ServerProcess:
     """``selectorkv serve`` in a child process, on its own copy of the data;
-    ``extra`` flags and ``env`` for a cluster node."""
+    ``extra`` flags and ``env`` for a cluster node. ``wait``: return once it
+    listens; else call ``wait_ready`` later (several servers then start at once)."""
+    port = port or free_port()
+    command = selectorkv_serve(
+        "--mode", mode, "--data", str(data), "--port", str(port), "--log-level", "warning", *extra
+    )
+    if memray is not None:
+        command = profile.memray_command(command[1:], memray)
+    server = ServerProcess(command, port=port, env=env, log=log_file)
+    if wait:
+        server.wait_ready()
+    return server
 
-    def __init__(
-        self,
-        mode: str,
-        data: Path,
-        log_file: IO[bytes],
-        memray: Path | None = None,
-        extra: tuple[str, ...] = (),
-        env: dict[str, str] | None = None,
-        port: int | None = None,
-        wait: bool = True,
-    ) -> None:
-        """``wait``: return once it listens; else call ``wait_ready`` later
-        (several servers then start at once)."""
-        self.port = port or free_port()
-        command = [
-            sys.executable,
-            "-m",
-            "selectorkv",
-            "serve",
-            "--mode",
-            mode,
-            "--data",
-            str(data),
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-            *extra,
-        ]
-        if memray is not None:
-            command = profile.memray_command(command[1:], memray)
-        self.process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-        self.url = f"http://127.0.0.1:{self.port}"
-        if wait:
-            self.wait_ready()
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("the server did not start listening")
-
-    def stop(self) -> None:
-        """SIGTERM: a process started in the background ignores SIGINT, and
-        the server stops gracefully on either (memray then writes its file)."""
-        self.process.terminate()
-        try:
-            code = self.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise RuntimeError("the server did not stop within 120 s") from None
-        if code != 0:
-            raise RuntimeError(f"the server exited with {code}")
+def stop_server(server: ServerProcess) -> None:
+    """SIGTERM (a process started in the background ignores SIGINT, and the
+    server stops gracefully on either: memray then writes its file)."""
+    code = server.stop(timeout=120)
+    if code != 0:
+        raise RuntimeError(f"the server exited with {code}")
 
 
 class MetricsSampler(threading.Thread):
@@ -335,23 +261,6 @@ class MetricsSampler(threading.Thread):
         self.join()
 
 
-def thread_cpu(pid: int) -> dict[str, list[float]]:
-    """CPU seconds each thread of ``pid`` has used so far, [user, system],
-    from /proc: the kernel's count, which no sampling profiler can skew.
-    User time is Python running (holding the GIL, or RocksDB called with it
-    held); system time is the system calls, made with the GIL released."""
-    tick = os.sysconf("SC_CLK_TCK")
-    found = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:
-            continue  # the thread ended meanwhile
-        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-        found[task.name] = [int(fields[11]) / tick, int(fields[12]) / tick]
-    return found
-
-
 def held(rounds: list[dict[str, Any]], rate: float, bound_ms: float) -> bool:
     """The rate was held: in the median of its rounds' figures, nearly all
     of it served, p99 under the bound, no errors."""
@@ -365,7 +274,7 @@ def held(rounds: list[dict[str, Any]], rate: float, bound_ms: float) -> bool:
 def turns(round_number: int) -> tuple[str, ...]:
     """The order of the modes in one round: sync first in even rounds,
     async first in odd ones, so that neither always runs first."""
-    return MODES if round_number % 2 == 0 else MODES[::-1]
+    return tuple(rotated(MODES, round_number))
 
 
 class Workbench:
@@ -410,16 +319,16 @@ class Lab(Workbench):
         super().__init__(settings.out, out)
 
     @contextmanager
-    def server(self, mode: str, memray: Path | None = None) -> Iterator[ServerUnderTest]:
+    def server(self, mode: str, memray: Path | None = None) -> Iterator[ServerProcess]:
         """A fresh server on a fresh copy of the filled database."""
         copy = Path(tempfile.mkdtemp(dir=self.scratch, prefix=f"{mode}-"))
         shutil.rmtree(copy)
         shutil.copytree(self.settings.data, copy)
-        server = ServerUnderTest(mode, copy, self.server_log, memray)
+        server = start_server(mode, copy, self.server_log, memray)
         try:
             yield server
         finally:
-            server.stop()
+            stop_server(server)
             shutil.rmtree(copy, ignore_errors=True)
 
     def run(self) -> Study:
@@ -495,7 +404,7 @@ class Lab(Workbench):
 
     def measure(
         self,
-        server: ServerUnderTest,
+        server: ServerProcess,
         sampler: MetricsSampler,
         workload: str,
         mode: str,
@@ -507,11 +416,11 @@ class Lab(Workbench):
         s = self.settings
         duration = s.run_seconds if seconds is None else seconds
         started = time.monotonic()
-        cpu_before = thread_cpu(server.process.pid)
+        cpu_before = thread_cpu(server.pid)
         measurement = on_load_cpus(
             lambda: self.tool.constant_rate(server.url, workload, rate, s.connections, duration)
         )
-        cpu_after = thread_cpu(server.process.pid)
+        cpu_after = thread_cpu(server.pid)
         stem = f"{workload}-{mode}-{phase}-{round(rate)}"
         if phase in ("ladder", "search"):  # the measurements made in rounds
             stem += f"-r{number + 1}"
@@ -545,7 +454,7 @@ class Lab(Workbench):
 
     def step_search(
         self,
-        servers: dict[str, ServerUnderTest],
+        servers: dict[str, ServerProcess],
         samplers: dict[str, MetricsSampler],
         workload: str,
         ladder: dict[str, dict[float, list[Run]]],
@@ -598,7 +507,7 @@ class Lab(Workbench):
 
     def profile(
         self,
-        server: ServerUnderTest,
+        server: ServerProcess,
         sampler: MetricsSampler,
         workload: str,
         mode: str,

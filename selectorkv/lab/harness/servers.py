@@ -1,0 +1,188 @@
+"""Servers in child processes, one way for every caller: the tests, the
+studies, the benchmarks and the tutorial's measurements. A server is
+started (pinned to CPUs when asked), known to be ready when it accepts a
+connection or says where it listens, and stopped with a signal.
+
+A child is started with no Python code between fork and exec (no
+``preexec_fn``: unsafe in a process with threads); pinning is a ``taskset``
+prefix (cpus.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO
+
+from selectorkv.lab.harness.cpus import cpu_seconds, pinned
+
+# selectorkv serve's start line, which says where it listens.
+LISTENING = re.compile(r"listening on (?:http://)?([\d.]+):(\d+)")
+
+
+def selectorkv_serve(*args: str) -> list[str]:
+    """The command that runs ``selectorkv serve`` with this interpreter."""
+    return [sys.executable, "-m", "selectorkv", "serve", *args]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now (probed). Another process may take it before the
+    server binds it: ``holds_port`` tells whether the server got it."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def holds_port(pid: int, port: int) -> bool:
+    """Process ``pid`` holds the listening socket of ``port`` (and not some
+    other server that took the port first): /proc/net against its descriptors."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{inode}]")
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        try:
+            if os.readlink(descriptor) in inodes:
+                return True
+        except OSError:
+            continue  # closed meanwhile
+    return False
+
+
+class ServerProcess:
+    """A server in a child process.
+
+    With ``port`` given, the server is told its port in ``command`` and is
+    ready when that port accepts a connection (``wait_ready``); its output
+    goes to ``log`` (None: this process's). With ``port`` None the server
+    binds a port the kernel picks (``selectorkv serve --port 0``, a tutorial
+    step): it is ready when its start line says where it listens, and its
+    output is kept (``text``). ``pass_fds``: descriptors it inherits (a
+    listening socket bound here, so that no other process can take its port).
+    ``ready``, given to ``wait_ready``, replaces the connect probe."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        log: IO[bytes] | None = None,
+        cpus: Sequence[int] = (),
+        pass_fds: Sequence[int] = (),
+    ) -> None:
+        self.command = [*(pinned(cpus) if cpus else []), *command]
+        self.host = host
+        self.lines: list[str] = []
+        told = port is not None
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=log if told else subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=tuple(pass_fds),
+        )
+        self.port = port if port is not None else self._read_start_line()
+
+    def _read_start_line(self) -> int:
+        stdout = self.process.stdout
+        assert stdout is not None
+        for raw in stdout:
+            line = raw.decode(errors="replace")
+            self.lines.append(line)
+            if match := LISTENING.search(line):
+                self.host = match.group(1)
+                threading.Thread(target=self._collect, daemon=True).start()
+                return int(match.group(2))
+        self.process.wait()
+        raise RuntimeError("the server did not start:\n" + self.text())
+
+    def _collect(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.lines.append(raw.decode(errors="replace"))
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def text(self) -> str:
+        """What the server printed (when its output is kept)."""
+        return "".join(self.lines)
+
+    def wait_ready(self, timeout: float = 60.0, ready: Callable[[], bool] | None = None) -> None:
+        """Return once the port accepts a connection (or ``ready`` says
+        so); RuntimeError if the server exits first or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{' '.join(self.command)} exited with {self.process.returncode}"
+                )
+            if (ready or self.accepts)():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{' '.join(self.command)} did not listen within {timeout:g} s")
+
+    def accepts(self) -> bool:
+        try:
+            with socket.create_connection(self.address, timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Signal the server (continued first: a stopped one must see it)
+        and wait for it; its exit status. Killed if ``timeout`` passes."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+                raise RuntimeError(
+                    f"{' '.join(self.command)} did not stop within {timeout:g} s"
+                ) from None
+        return self.process.returncode
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
