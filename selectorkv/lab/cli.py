@@ -32,6 +32,14 @@ DEFAULT_TOOL = "selectorkv"
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the lab's commands to the top-level parser's subcommands."""
+    add_fill(commands)
+    add_load(commands)
+    lab = add_lab(commands)
+    add_cluster_study(lab)
+    add_fault_runs(lab)
+
+
+def add_fill(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     fill = commands.add_parser(
         "fill",
         help="fill a database for the study: the whole key space, then filler",
@@ -45,6 +53,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     fill.add_argument("--data", default="./data", help="RocksDB directory")
     fill.add_argument("--size", type=byte_size, default="100MiB", help="target size on disk")
+
+
+def add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     load = commands.add_parser(
         "load",
         help="send load at a constant rate and report latency (open loop)",
@@ -75,6 +86,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     load.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     load.add_argument("--hgrm", metavar="FILE", help="write the HdrHistogram percentile spectrum")
+
+
+def add_lab(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """``selectorkv lab``: the single-node study's and the calibration's flags."""
     lab = commands.add_parser(
         "lab",
         help="the sync-versus-async study: fill, load, profile, plot, report",
@@ -112,6 +129,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         f"calibration.md (default --out {CALIBRATION_OUT}); about 10 minutes with wrk2, "
         "--quick: one",
     )  # fmt: skip
+    add_measurement(lab)
+    return lab
+
+
+def add_measurement(lab: argparse.ArgumentParser) -> None:
+    """How the studies measure: connections, the bound, the ladder, rounds, seconds."""
     lab.add_argument("--connections", type=positive_int, default=64, help="keep-alive connections")
     lab.add_argument(
         "--p99-bound-ms", type=positive_float, default=argparse.SUPPRESS,
@@ -138,6 +161,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     lab.add_argument(
         "--report-only", action="store_true", help="redraw the report from --out's data"
     )
+
+
+def add_cluster_study(lab: argparse.ArgumentParser) -> None:
     study = lab.add_argument_group(
         "the cluster study (--cluster)",
         "Blocking against asynchronous peer calls on a local cluster of N nodes, healthy, "
@@ -165,6 +191,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--scale", type=node_counts,
         help="node counts of the scale-out runs, 1 a plain node (default 1,N)",
     )  # fmt: skip
+
+
+def add_fault_runs(lab: argparse.ArgumentParser) -> None:
     faults = lab.add_argument_group(
         "fault runs (--faults)",
         "A 3-node cluster on 127.0.0.2-4 under clients that record every operation, with "
@@ -299,7 +328,7 @@ def lab(args: argparse.Namespace) -> int:
 
 def lab_calibrate(args: argparse.Namespace) -> int:
     """``selectorkv lab --calibrate``: each tool against the known-latency
-    target (lab/calibration.py)."""
+    target (lab/studies/calibration.py)."""
     try:
         from selectorkv.lab.reports import calibration_report
         from selectorkv.lab.studies import calibration
@@ -337,7 +366,7 @@ def run_study(study: Callable[[], object], out: Path) -> int:
 
 
 def lab_cluster(args: argparse.Namespace) -> int:
-    """``selectorkv lab --cluster N``: the cluster study (lab/cluster_study.py)."""
+    """``selectorkv lab --cluster N``: the cluster study (lab/studies/cluster.py)."""
     try:
         from selectorkv.lab.reports import calibration_report, cluster_report
         from selectorkv.lab.reports import node_report as report
@@ -376,7 +405,7 @@ def lab_cluster(args: argparse.Namespace) -> int:
 
 
 def lab_faults(args: argparse.Namespace) -> int:
-    """``selectorkv lab --faults``: the fault runs (lab/faults.py)."""
+    """``selectorkv lab --faults``: the fault runs (lab/studies/faults.py)."""
     from selectorkv.lab.studies import faults
 
     out = Path("reports/faults" if args.out == SINGLE_OUT else args.out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from selectorkv.lab.harness.spread import Spread, compare
+from selectorkv.lab.harness.spread import Agreement, Comparison, Spread
 from selectorkv.lab.studies.node import held, turns
 
 
@@ -25,14 +25,24 @@ def test_overlapping_ranges_are_within_noise() -> None:
     a, b, c = Spread.of([1, 2, 3]), Spread.of([3, 4, 5]), Spread.of([4, 5, 6])
     assert a.overlaps(b) and b.overlaps(a)
     assert not a.overlaps(c)
-    assert compare("a", a, "b", b, lower_is_better=True).startswith("within noise")
-    assert compare("a", a, "c", c, lower_is_better=True).startswith("a ahead")
-    assert compare("a", a, "c", c, lower_is_better=False).startswith("c ahead")
+    assert Comparison.of("a", a, "b", b, lower_is_better=True) == Comparison(None)
+    assert Comparison.of("a", a, "c", c, lower_is_better=True) == Comparison("a")
+    assert Comparison.of("a", a, "c", c, lower_is_better=False) == Comparison("c")
+    assert Comparison("a").text() == "a ahead (the ranges do not overlap)"
+    assert Comparison(None).text() == "within noise (the rounds' ranges overlap)"
 
 
 def test_a_single_run_is_never_called_a_clear_difference() -> None:
-    verdict = compare("a", Spread.of([1]), "b", Spread.of([9]), lower_is_better=True)
-    assert verdict == "a ahead in a single run (no spread measured)"
+    single = Comparison.of("a", Spread.of([1]), "b", Spread.of([9]), lower_is_better=True)
+    assert single == Comparison("a", single_run=True)
+    assert single.text() == "a ahead in a single run (no spread measured)"
+
+
+def test_a_claim_agrees_differs_or_cannot_be_told_from_the_rounds() -> None:
+    assert Agreement.of(Comparison("sync"), "sync") == Agreement(True)
+    assert Agreement.of(Comparison("async"), "sync") == Agreement(False)
+    assert Agreement.of(Comparison(None), "sync") == Agreement(None)
+    assert Agreement.of(Comparison("sync", single_run=True), "sync") == Agreement(True, True)
 
 
 def figures(served: float, p99: float, errors: int = 0) -> dict[str, object]:

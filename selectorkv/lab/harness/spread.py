@@ -45,13 +45,50 @@ class Spread:
         return text
 
 
-def compare(name_a: str, a: Spread, name_b: str, b: Spread, lower_is_better: bool) -> str:
-    """Which of the two is ahead, or that the rounds cannot tell: a sentence
-    fragment such as "sync ahead" or "within noise"."""
-    if a.count < 2 or b.count < 2:
+@dataclass(frozen=True)
+class Comparison:
+    """Which of two figures measured in rounds is ahead: ``ahead`` names it,
+    or is None when the rounds' ranges overlap (within noise). With a single
+    round of either there is no range: the medians decide, and
+    ``single_run`` says so."""
+
+    ahead: str | None
+    single_run: bool = False
+
+    @classmethod
+    def of(
+        cls, name_a: str, a: Spread, name_b: str, b: Spread, lower_is_better: bool
+    ) -> Comparison:
         better = a.median < b.median if lower_is_better else a.median > b.median
-        return f"{name_a if better else name_b} ahead in a single run (no spread measured)"
-    if a.overlaps(b):
-        return "within noise (the rounds' ranges overlap)"
-    better = a.median < b.median if lower_is_better else a.median > b.median
-    return f"{name_a if better else name_b} ahead (the ranges do not overlap)"
+        winner = name_a if better else name_b
+        if a.count < 2 or b.count < 2:
+            return cls(winner, single_run=True)
+        return cls(None) if a.overlaps(b) else cls(winner)
+
+    @property
+    def within_noise(self) -> bool:
+        return self.ahead is None
+
+    def text(self) -> str:
+        """A sentence fragment such as "sync ahead (...)" or "within noise (...)"."""
+        if self.ahead is None:
+            return "within noise (the rounds' ranges overlap)"
+        if self.single_run:
+            return f"{self.ahead} ahead in a single run (no spread measured)"
+        return f"{self.ahead} ahead (the ranges do not overlap)"
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """A claim that one side is ahead (the seed's finding, a prediction),
+    against what was measured: ``agrees`` is None when the rounds cannot
+    tell. Each report words it its own way."""
+
+    agrees: bool | None
+    single_run: bool = False
+
+    @classmethod
+    def of(cls, measured: Comparison, claimed: str) -> Agreement:
+        if measured.within_noise:
+            return cls(None)
+        return cls(measured.ahead == claimed, measured.single_run)

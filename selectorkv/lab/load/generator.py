@@ -17,7 +17,7 @@ digits). Several processes (``--processes``) split the rate and the
 connections when one core cannot keep the schedule; their histograms are
 merged.
 
-The loop wakes for a due request by a timerfd (lab/due_timer.py), not by the
+The loop wakes for a due request by a timerfd (lab/load/due_timer.py), not by the
 selector's timeout: that is whole milliseconds, rounded up, and it made
 every request of a light load up to 1 ms late, counted as latency. Measured
 against a server of known latency (``selectorkv lab --calibrate``), the fix

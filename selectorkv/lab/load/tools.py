@@ -7,7 +7,7 @@ server (its capacity), and a run at a constant request rate whose latencies
 are counted from each request's due time, as an HdrHistogram. Three tools
 can give them:
 
-- ``selectorkv`` -- this package's open-loop generator (lab/load.py), always
+- ``selectorkv`` -- this package's open-loop generator (lab/load/generator.py), always
   there;
 - ``wrk`` -- Debian's wrk 4, closed loop by design, paced to a constant rate
   by wrk_scripts/paced.lua (one connection per wrk thread);

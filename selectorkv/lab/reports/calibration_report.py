@@ -1,6 +1,6 @@
 """calibration.md and its plot, from calibration.json alone.
 
-The calibration (lab/calibration.py) keeps every run; this module turns
+The calibration (lab/studies/calibration.py) keeps every run; this module turns
 them into the tables a reader needs to trust, or discount, the study's
 latencies: the floor, each tool's bias at each point, which tool is least
 biased, and a plot of bias against rate.
@@ -81,8 +81,17 @@ def plot_bias(calibration: Calibration, out: Path) -> None:
 def write_report(out: Path) -> Path:
     """calibration.md and its plot in ``out`` (which holds calibration.json)."""
     c = Calibration.load(out)
+    lines = [*method_lines(c), *floor_lines(c), *bias_lines(c), *point_lines(c)]
+    plot_bias(c, out)
+    path = out / "calibration.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def method_lines(c: Calibration) -> list[str]:
+    """The title, the machine and the method."""
     s = c.settings
-    lines = [
+    return [
         "# selectorkv lab: the instruments' calibration",
         "",
         f"Made by `selectorkv lab --calibrate` on "
@@ -116,6 +125,13 @@ def write_report(out: Path) -> Path:
             if seconds
         ),
         "",
+    ]
+
+
+def floor_lines(c: Calibration) -> list[str]:
+    """The ping loop's round trip, hold and floor per service time."""
+    s = c.settings
+    lines = [
         "## The floor",
         "",
         f"A ping loop of {s['ping_requests']} requests, one connection, paced 2 ms apart (ms):",
@@ -131,6 +147,12 @@ def write_report(out: Path) -> Path:
             for service, f in c.floors.items()
         ],
     )  # fmt: skip
+    return lines
+
+
+def bias_lines(c: Calibration) -> list[str]:
+    """Each tool's bias and score, and the least biased."""
+    lines: list[str] = []
     lines += ["## Each tool's bias", ""]
     ranked = sorted(c.tools, key=c.score)
     lines += table(
@@ -157,6 +179,12 @@ def write_report(out: Path) -> Path:
         "Medians of the rounds, with min-max where there were several (ms).",
         "",
     ]
+    return lines
+
+
+def point_lines(c: Calibration) -> list[str]:
+    """Every point (tool, service time, rate): measured, true, bias."""
+    lines: list[str] = []
     rows = []
     for tool in c.tools:
         for (service, rate), rounds in sorted(c.points(tool).items()):
@@ -178,7 +206,4 @@ def write_report(out: Path) -> Path:
          *(f"bias {p}" for p in PERCENTILES), "data"],
         rows,
     )  # fmt: skip
-    plot_bias(c, out)
-    path = out / "calibration.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return lines

@@ -2,7 +2,7 @@
 
 # design
 
-As lab/report.py: every finding is computed from runs.json, the spectra
+As lab/reports/node_report.py: every finding is computed from runs.json, the spectra
 and the profiles beside it, a figure measured in rounds is its median and
 min-max, and one style is said to be ahead only when the ranges do not
 overlap. The course's stage-5 claim (send to the replicas in parallel and
@@ -22,9 +22,10 @@ from typing import Any
 
 from selectorkv.config import DEFAULTS
 from selectorkv.lab.harness.profile import PEER_WAIT, ThreadProfile, thread_profiles
-from selectorkv.lab.harness.spread import Spread, compare
+from selectorkv.lab.harness.spread import Agreement, Comparison, Spread
 from selectorkv.lab.load.tools import served_rate
 from selectorkv.lab.reports import plots
+from selectorkv.lab.reports.markdown import Page
 from selectorkv.lab.reports.node_report import CALIBRATION
 from selectorkv.lab.studies.calibration import bias_note
 
@@ -131,31 +132,33 @@ def fmt(value: Spread | None, spec: str = ".1f", unit: str = "") -> str:
     return value.format(spec, unit) if value else "n/a"
 
 
-def verdict(comparison: str, predicted: str) -> str:
-    """A prediction that ``predicted`` is ahead, against spread.compare."""
-    if comparison.startswith("within noise"):
+def verdict(agreement: Agreement) -> str:
+    """How this report words a prediction against what was measured."""
+    if agreement.agrees is None:
         return "not shown: within noise"
-    agrees = comparison.startswith(predicted)
-    return ("agrees" if agrees else "differs") + (
-        " (one round, no spread)" if "single run" in comparison else ""
+    return ("agrees" if agreement.agrees else "differs") + (
+        " (one round, no spread)" if agreement.single_run else ""
     )
 
 
-class ClusterReportWriter:
-    def __init__(self, data: ClusterReportData) -> None:
+class Section:
+    """One part of the report, written onto the shared page."""
+
+    def __init__(self, data: ClusterReportData, page: Page, tool_note: str) -> None:
         self.data = data
-        self.lines: list[str] = []
-        self.claims: list[list[str]] = []  # prediction, measured, verdict
-        self.tool_note = bias_note(
-            data.out / CALIBRATION, data.study["tool"], f"{CALIBRATION}/calibration.md"
+        self.page = page
+        self.tool_note = tool_note
+        self.add = page.add
+        self.table = page.table
+
+
+class ClusterReportWriter(Section):
+    def __init__(self, data: ClusterReportData) -> None:
+        super().__init__(
+            data,
+            Page(),
+            bias_note(data.out / CALIBRATION, data.study["tool"], f"{CALIBRATION}/calibration.md"),
         )
-
-    def add(self, *lines: str) -> None:
-        self.lines.extend(lines)
-
-    def table(self, header: list[str], rows: list[list[str]]) -> None:
-        self.add("| " + " | ".join(header) + " |", "|" + "---|" * len(header))
-        self.add(*("| " + " | ".join(row) + " |" for row in rows), "")
 
     def write(self) -> str:
         d = self.data
@@ -184,13 +187,14 @@ class ClusterReportWriter:
             "",
         )
         self.method()
+        page, note = self.page, self.tool_note
         for workload in d.workloads():
-            self.workload_section(workload)
-        self.hang_section()
-        self.profiles_section()
-        self.scale_section()
-        self.claims_section()
-        return "\n".join(self.lines) + "\n"
+            ConfigurationSection(d, page, note).write(workload)
+        HangSection(d, page, note).write()
+        ProfilesSection(d, page, note).write()
+        ScaleSection(d, page, note).write()
+        ClaimsSection(d, page, note).write()
+        return "\n".join(page.lines) + "\n"
 
     def method(self) -> None:
         d = self.data
@@ -242,7 +246,11 @@ class ClusterReportWriter:
             "",
         )
 
-    def workload_section(self, workload: str) -> None:
+
+class ConfigurationSection(Section):
+    """One workload: each replication and scenario, its tables and plots."""
+
+    def write(self, workload: str) -> None:
         d = self.data
         name = workload.upper()
         self.add(f"## {name}", "", "### The server setup for each style", "")
@@ -355,7 +363,11 @@ class ClusterReportWriter:
                 "",
             )
 
-    def hang_section(self) -> None:
+
+class HangSection(Section):
+    """A node hanging in the middle of a run: what a client sees."""
+
+    def write(self) -> None:
         d = self.data
         hang = d.study["hang"]
         if not hang:
@@ -407,7 +419,11 @@ class ClusterReportWriter:
             )  # fmt: skip
             self.add(self.tool_note, "")
 
-    def profiles_section(self) -> None:
+
+class ProfilesSection(Section):
+    """Where the coordinating node's threads wait."""
+
+    def write(self) -> None:
         d = self.data
         profiles = d.study["profiles"]
         if not profiles:
@@ -463,7 +479,11 @@ class ClusterReportWriter:
             self.add(f"- {label}: {text}.")
         self.add("")
 
-    def scale_section(self) -> None:
+
+class ScaleSection(Section):
+    """One plain node against clusters asked 1/1."""
+
+    def write(self) -> None:
         d = self.data
         labels = sorted({r["calls"] for r in d.select(phase="scale")}, key=scale_order)
         if not labels:
@@ -513,63 +533,13 @@ class ClusterReportWriter:
             self.table(["nodes", "capacity, req/s", "to one node", "fixed rate", "served/s",
                         "p50 / p99 ms", "CPU per answer"], rows)  # fmt: skip
 
-    def claims_section(self) -> None:
+
+class ClaimsSection(Section):
+    """The course's claim, prediction by prediction, and the observations."""
+
+    def write(self) -> None:
         """The course's stage-5 claim, prediction by prediction."""
-        d = self.data
-        default = d.replications()[0]
-        rows = []
-        for workload in d.workloads():
-            name = workload.upper()
-            # 1. In parallel: healthy, the async coordinator answers sooner.
-            rates = [r for r in d.rates(workload, default, "healthy")
-                     if all(d.at(workload, c, default, "healthy", r) for c in STYLES)]  # fmt: skip
-            if rates:
-                rate = rates[0]
-                got = {c: spread(d.at(workload, c, default, "healthy", rate), "p50")
-                       for c in STYLES}  # fmt: skip
-                rows.append([
-                    f"{name}, healthy, {default}: sending to the replicas in parallel "
-                    "answers sooner than one after another (p50)",
-                    f"at {rate:,.0f} req/s: " + latency_pair(got, ".2f"),
-                    latency_verdict(got),
-                ])  # fmt: skip
-            # 2. Fastest answers: a stopped replica costs async nothing.
-            for scenario_rate in d.rates(workload, default, "stopped")[:1]:
-                runs = {c: d.at(workload, c, default, "stopped", scenario_rate) for c in STYLES}
-                p99 = {c: spread(runs[c], "p99") for c in STYLES}
-                rows.append([
-                    f"{name}, {default}, a node stopped: taking the fastest answers, "
-                    "the async coordinator does not wait for the stopped replica (p99)",
-                    f"at {scenario_rate:,.0f} req/s: {latency_pair(p99, '.1f')} "
-                    f"(peer timeout {d.study['peer_timeout'] * 1000:g} ms)",
-                    latency_verdict(p99),
-                ])  # fmt: skip
-            # 3. Capacity: threads that never block serve more.
-            for scenario in ("healthy", "stopped"):
-                caps = {c: d.capacity(workload, c, default, scenario) for c in STYLES}
-                if caps["async"] and caps["blocking"]:
-                    comparison = compare(
-                        "async", caps["async"], "blocking", caps["blocking"], False
-                    )
-                    rows.append([
-                        f"{name}, {default}, {scenario}: threads that never block serve more "
-                        "(capacity)",
-                        f"async {caps['async'].format()} req/s, blocking "
-                        f"{caps['blocking'].format()} req/s",
-                        verdict(comparison, "async"),
-                    ])  # fmt: skip
-            # 4. Healthy 1/1: one hop, nothing to do in parallel: no difference expected.
-            caps = {c: d.capacity(workload, c, "1/1", "healthy") for c in STYLES}
-            if caps["async"] and caps["blocking"]:
-                comparison = compare("async", caps["async"], "blocking", caps["blocking"], False)
-                rows.append([
-                    f"{name}, 1/1, healthy: with one replica there is nothing to send in "
-                    "parallel, so the styles should serve alike (capacity)",
-                    f"async {caps['async'].format()} req/s, blocking "
-                    f"{caps['blocking'].format()} req/s",
-                    "agrees" if comparison.startswith("within noise") else
-                    f"differs: {comparison}",
-                ])  # fmt: skip
+        rows = [row for workload in self.data.workloads() for row in self.claim_rows(workload)]
         self.add(
             "## The course's claim, point by point",
             "",
@@ -581,6 +551,63 @@ class ClusterReportWriter:
         )
         self.table(["prediction", "measured", "verdict"], rows)
         self.observations()
+
+    def claim_rows(self, workload: str) -> list[list[str]]:
+        """The predictions for one workload: (prediction, measured, verdict)."""
+        d = self.data
+        default = d.replications()[0]
+        rows = []
+        name = workload.upper()
+        # 1. In parallel: healthy, the async coordinator answers sooner.
+        rates = [r for r in d.rates(workload, default, "healthy")
+                 if all(d.at(workload, c, default, "healthy", r) for c in STYLES)]  # fmt: skip
+        if rates:
+            rate = rates[0]
+            got = {c: spread(d.at(workload, c, default, "healthy", rate), "p50")
+                   for c in STYLES}  # fmt: skip
+            rows.append([
+                f"{name}, healthy, {default}: sending to the replicas in parallel "
+                "answers sooner than one after another (p50)",
+                f"at {rate:,.0f} req/s: " + latency_pair(got, ".2f"),
+                latency_verdict(got),
+            ])  # fmt: skip
+        # 2. Fastest answers: a stopped replica costs async nothing.
+        for scenario_rate in d.rates(workload, default, "stopped")[:1]:
+            runs = {c: d.at(workload, c, default, "stopped", scenario_rate) for c in STYLES}
+            p99 = {c: spread(runs[c], "p99") for c in STYLES}
+            rows.append([
+                f"{name}, {default}, a node stopped: taking the fastest answers, "
+                "the async coordinator does not wait for the stopped replica (p99)",
+                f"at {scenario_rate:,.0f} req/s: {latency_pair(p99, '.1f')} "
+                f"(peer timeout {d.study['peer_timeout'] * 1000:g} ms)",
+                latency_verdict(p99),
+            ])  # fmt: skip
+        # 3. Capacity: threads that never block serve more.
+        for scenario in ("healthy", "stopped"):
+            caps = {c: d.capacity(workload, c, default, scenario) for c in STYLES}
+            if caps["async"] and caps["blocking"]:
+                comparison = Comparison.of(
+                    "async", caps["async"], "blocking", caps["blocking"], False
+                )
+                rows.append([
+                    f"{name}, {default}, {scenario}: threads that never block serve more "
+                    "(capacity)",
+                    f"async {caps['async'].format()} req/s, blocking "
+                    f"{caps['blocking'].format()} req/s",
+                    verdict(Agreement.of(comparison, "async")),
+                ])  # fmt: skip
+        # 4. Healthy 1/1: one hop, nothing to do in parallel: no difference expected.
+        caps = {c: d.capacity(workload, c, "1/1", "healthy") for c in STYLES}
+        if caps["async"] and caps["blocking"]:
+            comparison = Comparison.of("async", caps["async"], "blocking", caps["blocking"], False)
+            rows.append([
+                f"{name}, 1/1, healthy: with one replica there is nothing to send in "
+                "parallel, so the styles should serve alike (capacity)",
+                f"async {caps['async'].format()} req/s, blocking "
+                f"{caps['blocking'].format()} req/s",
+                "agrees" if comparison.within_noise else f"differs: {comparison.text()}",
+            ])  # fmt: skip
+        return rows
 
     def observations(self) -> None:
         """Findings computed from the data, for the reader in a hurry."""
@@ -648,7 +675,7 @@ def latency_verdict(got: dict[str, Spread | None]) -> str:
     nothing is behind any that did."""
     fast, slow = got["async"], got["blocking"]
     if fast and slow:
-        return verdict(compare("async", fast, "blocking", slow, True), "async")
+        return verdict(Agreement.of(Comparison.of("async", fast, "blocking", slow, True), "async"))
     if fast:
         return "agrees: blocking answered nothing below 500"
     return "differs: async answered nothing below 500" if slow else "not shown: neither answered"

@@ -25,9 +25,10 @@ from typing import Any
 
 from selectorkv.config import DEFAULTS
 from selectorkv.lab.harness.profile import ThreadProfile, thread_profiles
-from selectorkv.lab.harness.spread import Spread, compare
+from selectorkv.lab.harness.spread import Agreement, Comparison, Spread
 from selectorkv.lab.load.tools import SERVED_SHARE, served_rate
 from selectorkv.lab.reports import plots
+from selectorkv.lab.reports.markdown import Page
 from selectorkv.lab.studies.calibration import bias_note
 from selectorkv.lab.studies.node import MODES, held
 
@@ -158,14 +159,17 @@ def seconds_of(run: dict[str, Any]) -> float:
     return seconds
 
 
-def seed_verdict(comparison: str, seed_mode: str) -> str:
-    """The seed's claim that ``seed_mode`` is ahead, against a comparison
-    from spread.compare: agrees, differs, or cannot tell."""
-    if comparison.startswith("within noise"):
+def seed_verdict(agreement: Agreement, short_of_the_claim: bool = False) -> str:
+    """How this report words one of the seed's findings against this run:
+    agrees, differs, or cannot tell. ``short_of_the_claim``: the side the
+    seed named is ahead, but by less than the seed said."""
+    if agreement.agrees is None:
         return "within noise: cannot tell"
-    agrees = comparison.startswith(seed_mode)
-    single = "single run" in comparison
-    return ("agrees" if agrees else "differs") + (" (one run, no spread)" if single else "")
+    if not agreement.agrees:
+        text = "differs"
+    else:
+        text = "differs (faster, not much faster)" if short_of_the_claim else "agrees"
+    return text + (" (one run, no spread)" if agreement.single_run else "")
 
 
 def pct(value: float) -> str:
@@ -174,26 +178,73 @@ def pct(value: float) -> str:
 
 CALIBRATION = "calibration"  # the study's calibration of its tool, beside report.md
 
+# Per mode, per server thread kind: category -> share (wall), or one share.
+Shares = dict[str, dict[str, dict[str, float]]]
+Shares2 = dict[str, dict[str, float]]
 
-class NodeReportWriter:
-    def __init__(self, data: NodeReportData) -> None:
-        self.data = data
-        self.tool_note = bias_note(
-            data.out / CALIBRATION, data.study["tool"], f"{CALIBRATION}/calibration.md"
-        )
-        self.lines: list[str] = []
+THREADS_NOTE = (
+    "Where each server thread's time goes, from the wait profiles (py-spy `--idle`: "
+    "wall-clock samples of every thread; the innermost frame decides). A wait includes "
+    "taking the GIL back afterwards: a PayloadThread woken by a task waits for the GIL "
+    "inside `queue.get()`. Then, as shares of the run's duration: the samples in which "
+    "py-spy `--gil` saw the thread holding the GIL, and the thread's user and system "
+    "CPU time counted by the kernel (/proc) during the ladder run at the same rate "
+    "without a profiler. User time is Python running, so the GIL held; system time is "
+    "the system calls, made with the GIL released."
+)
+
+
+class NodePage(Page):
+    """The report so far, and what its last two sections gather from every
+    workload: the observations and the seed table."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.observations: list[str] = []
         self.seed: list[tuple[str, str, str]] = []  # (seed's finding, here, verdict)
 
-    def add(self, *lines: str) -> None:
-        self.lines.extend(lines)
 
-    def table(self, header: list[str], rows: list[list[str]]) -> None:
-        self.add("| " + " | ".join(header) + " |", "|" + "---|" * len(header))
-        self.add(*("| " + " | ".join(row) + " |" for row in rows))
-        self.add("")
+class Section:
+    """One part of the report, written onto the shared page."""
+
+    def __init__(self, data: NodeReportData, page: NodePage, tool_note: str) -> None:
+        self.data = data
+        self.page = page
+        self.tool_note = tool_note
+        self.add = page.add
+        self.table = page.table
+        self.observations = page.observations
+        self.seed = page.seed
+
+
+class NodeReportWriter(Section):
+    def __init__(self, data: NodeReportData) -> None:
+        super().__init__(
+            data,
+            NodePage(),
+            bias_note(data.out / CALIBRATION, data.study["tool"], f"{CALIBRATION}/calibration.md"),
+        )
 
     def write(self) -> str:
+        d = self.data
+        self.header()
+        for workload in d.workloads():
+            RateSection(d, self.page, self.tool_note).write(workload)
+            PlotSection(d, self.page, self.tool_note).write(workload)
+            ModeComparison(d, self.page, self.tool_note).write(workload)
+            ProfileSection(d, self.page, self.tool_note).write(workload)
+        self.add("## Observations", "", *(f"- {o}" for o in self.observations), "")
+        self.add(
+            "## Compared with the seed",
+            "",
+            "The seed's findings (the course's stage 5 report), each checked against this run.",
+            "",
+        )
+        self.table(["the seed found", "here", "verdict"], [list(row) for row in self.seed])
+        return "\n".join(self.page.lines)
+
+    def header(self) -> None:
+        """The title, the machine and the method."""
         d = self.data
         s = d.settings
         minutes = (d.study["finished"] - d.study["started"]) / 60
@@ -226,8 +277,9 @@ class NodeReportWriter:
             f"- Capacity: closed loop for {s['capacity_seconds']:g} s. Ladder: constant rates at "
             f"{', '.join(f'{f:g}' for f in s['ladder'])} of the larger capacity, "
             f"{s['run_seconds']:g} s each, the same rates for both modes.",
-            f"- A rate is *held* when at least 97% of it was served (answers below 500), p99 "
-            f"is at most {s['p99_bound_ms']:g} ms, and no request failed. The breaking point "
+            f"- A rate is *held* when at least {SERVED_SHARE:.0%} of it was served (answers "
+            f"below 500), p99 is at most {s['p99_bound_ms']:g} ms, and no request failed. The "
+            "breaking point "
             f"is the highest rate held; the step search halves the interval above the "
             f"highest held ladder rate {s['refine']} time(s).",
             f"- Profiles at half of capacity for {s['profile_seconds']:g} s: py-spy CPU, waits "
@@ -236,19 +288,17 @@ class NodeReportWriter:
             "(`--trace-python-allocators`) at a tenth of capacity (memray slows the server).",
             "",
         )
-        for workload in d.workloads():
-            self.workload_section(workload)
-        self.add("## Observations", "", *(f"- {o}" for o in self.observations), "")
-        self.add(
-            "## Compared with the seed",
-            "",
-            "The seed's findings (the course's stage 5 report), each checked against this run.",
-            "",
-        )
-        self.table(["the seed found", "here", "verdict"], [list(row) for row in self.seed])
-        return "\n".join(self.lines)
 
-    def workload_section(self, workload: str) -> None:
+
+class RateSection(Section):
+    """A workload's capacity, its constant-rate runs and its breaking point."""
+
+    def write(self, workload: str) -> None:
+        self.capacity(workload)
+        self.constant_rates(workload)
+        self.breaking_point(workload)
+
+    def capacity(self, workload: str) -> None:
         d = self.data
         name = workload.upper()
         rounds = d.capacity_rounds(workload)
@@ -271,11 +321,16 @@ class NodeReportWriter:
         self.observations.append(
             f"{name} capacity: sync {cap['sync'].format()} req/s, async "
             f"{cap['async'].format()} req/s (async/sync {ratios.format('.2f', 'x')}): "
-            + compare("sync", cap["sync"], "async", cap["async"], lower_is_better=False)
+            + Comparison.of(
+                "sync", cap["sync"], "async", cap["async"], lower_is_better=False
+            ).text()
             + "."
         )
+
+    def constant_rates(self, workload: str) -> None:
+        d = self.data
         self.add("### Constant-rate runs", "")
-        if cap["sync"].count > 1:
+        if len(d.capacity_rounds(workload)["sync"]) > 1:
             self.add(
                 "Each row is one rate in one mode, measured in every round: the median, and "
                 "in brackets the min-max of the rounds; *errors* counts all rounds together. "
@@ -321,6 +376,9 @@ class NodeReportWriter:
                 "own loop was late, not the server); those latencies include its delay.",
                 "",
             )
+
+    def breaking_point(self, workload: str) -> None:
+        d = self.data
         bp = d.study["breaking_point"][workload]
         lowest = min(d.ladder_rates(workload))
         self.add("### Breaking point", "")
@@ -329,9 +387,6 @@ class NodeReportWriter:
             [[m, f"{bp[m]:,.0f} req/s" if bp[m] else f"none (below {lowest:,.0f})"] for m in MODES],
         )
         self.add(self.tool_note, "")
-        self.plots(workload)
-        self.compare_modes(workload)
-        self.profiles(workload)
 
     def rate_row(self, runs: list[dict[str, Any]]) -> list[str]:
         """One rate in one mode: the median of its rounds, with min-max for
@@ -372,14 +427,26 @@ class NodeReportWriter:
             links,
         ]
 
-    def plots(self, workload: str) -> None:
+
+class PlotSection(Section):
+    """A workload's plots: latency by percentile, p99 against throughput,
+    the async queue over time."""
+
+    def write(self, workload: str) -> None:
+        self.add("### Plots", "")
+        rates = self.latency(workload)
+        self.throughput(workload)
+        self.queue(workload, rates)
+
+    def latency(self, workload: str) -> list[float]:
+        """Latency by percentile at half of capacity, the first rate that
+        broke and the highest; the rates it drew."""
         d = self.data
         name = workload.upper()
         rates = [d.half_rate(workload)]
         for rate in (d.first_break(workload), max(d.ladder_rates(workload))):
             if rate and rate not in rates:
                 rates.append(rate)
-        self.add("### Plots", "")
         for rate in rates:
             curves = {}
             for mode in MODES:
@@ -396,6 +463,11 @@ class NodeReportWriter:
                 d.out / png,
             )
             self.add(f"![{name} latency by percentile at {rate:,.0f} req/s]({png})", "")
+        return rates
+
+    def throughput(self, workload: str) -> None:
+        d = self.data
+        name = workload.upper()
         points: dict[str, list[tuple[Spread, Spread]]] = {}
         for mode in MODES:
             points[mode] = []
@@ -410,6 +482,10 @@ class NodeReportWriter:
             points, d.settings["p99_bound_ms"], f"{name}: p99 against throughput", d.out / png
         )
         self.add(f"![{name} throughput against p99]({png})", "")
+
+    def queue(self, workload: str, rates: list[float]) -> None:
+        d = self.data
+        name = workload.upper()
         series = {  # the first round's, at the rates of the latency plots
             f"{r['rate']:,.0f} req/s": r["queue"]
             for r in d.select(workload, "async", ("ladder",))
@@ -424,7 +500,19 @@ class NodeReportWriter:
         )
         self.add(f"![{name} queue depth over time, async]({png})", "")
 
-    def compare_modes(self, workload: str) -> None:
+
+class ModeComparison(Section):
+    """The modes against each other, and against the seed: at half of
+    capacity, at the breaking point, in CPU per request and in the queue."""
+
+    def write(self, workload: str) -> None:
+        self.half_capacity(workload)
+        reached = self.breaking_points(workload)
+        self.cpu_per_request(workload, reached)
+        self.put_at_the_break(workload, reached)
+        self.queue(workload)
+
+    def half_capacity(self, workload: str) -> None:
         d = self.data
         name = workload.upper()
         half = d.half_rate(workload)
@@ -434,11 +522,12 @@ class NodeReportWriter:
             d.latency(workload, "async", half, "p50"),
         )
         if s99 and a99 and s50 and a50:
-            verdict = compare("sync", s99, "async", a99, lower_is_better=True)
+            comparison = Comparison.of("sync", s99, "async", a99, lower_is_better=True)
             self.observations.append(
                 f"{name} at {half:,.0f} req/s (about half of capacity): p50 sync "
                 f"{s50.format('.2f')} ms, async {a50.format('.2f')} ms; p99 sync "
-                f"{s99.format('.2f')} ms, async {a99.format('.2f')} ms: on p99, {verdict}; the "
+                f"{s99.format('.2f')} ms, async {a99.format('.2f')} ms: on p99, "
+                f"{comparison.text()}; the "
                 f"medians differ by {ratio(*sorted((s99.median, a99.median), reverse=True))}."
             )
             seed_mode = "sync" if workload == "put" else "async"
@@ -452,12 +541,16 @@ class NodeReportWriter:
                     ),
                     f"at {half:,.0f} req/s p99 sync {s99.format('.2f')} ms, async "
                     f"{a99.format('.2f')} ms",
-                    seed_verdict(verdict, seed_mode),
+                    seed_verdict(Agreement.of(comparison, seed_mode)),
                 )
             )
+
+    def breaking_points(self, workload: str) -> dict[str, float]:
+        """The breaking points, and how they compare; each mode's (0: none)."""
+        d = self.data
+        name = workload.upper()
         bp = d.study["breaking_point"][workload]
         reached = {m: bp[m] or 0.0 for m in MODES}
-        cap_of = d.study["capacity"][workload]
         ahead = max(MODES, key=lambda m: reached[m])
         behind = MODES[1 - MODES.index(ahead)]
         if reached["sync"] != reached["async"]:
@@ -478,6 +571,12 @@ class NodeReportWriter:
             self.observations.append(
                 f"{name} breaking point: both modes held up to {reached['sync']:,.0f} req/s."
             )
+        return reached
+
+    def cpu_per_request(self, workload: str, reached: dict[str, float]) -> None:
+        d = self.data
+        name = workload.upper()
+        cap_of = d.study["capacity"][workload]
         for mode in MODES:
             # Per rate, the median of the rounds: the served rate and the
             # server's CPU per request.
@@ -500,6 +599,9 @@ class NodeReportWriter:
                     f"{per[low]:.0f} µs at {low:,.0f} req/s, {per[high]:.0f} µs at {high:,.0f} "
                     "req/s (the highest rate fully served)."
                 )
+
+    def put_at_the_break(self, workload: str, reached: dict[str, float]) -> None:
+        d = self.data
         broken = d.first_break(workload)
         if workload == "put" and broken:
             s99, a99 = d.latency(workload, "sync", broken), d.latency(workload, "async", broken)
@@ -512,11 +614,15 @@ class NodeReportWriter:
                         f"at {broken:,.0f} req/s (first rate a mode did not hold) p99 sync "
                         f"{s99.format('.1f')} ms, async {a99.format('.1f')} ms; breaking points "
                         f"sync {reached['sync']:,.0f}, async {reached['async']:,.0f} req/s",
-                        "agrees" if much else seed_verdict(
-                            compare("sync", s99, "async", a99, lower_is_better=True), "async"
-                        ).replace("agrees", "differs (faster, not much faster)"),
+                        "agrees" if much else seed_verdict(Agreement.of(
+                            Comparison.of("sync", s99, "async", a99, lower_is_better=True), "async"
+                        ), short_of_the_claim=True),
                     )
                 )  # fmt: skip
+
+    def queue(self, workload: str) -> None:
+        d = self.data
+        name = workload.upper()
         queues = [
             (
                 r["rate"],
@@ -573,9 +679,23 @@ class NodeReportWriter:
             f"{first.format('.1f')} ms, {behind} {second.format('.1f')} ms)."
         )
 
-    def profiles(self, workload: str) -> None:
-        d = self.data
+
+class ProfileSection(Section):
+    """A workload's profiles: links, what profiling cost, where each server
+    thread's time goes, and the allocation sites."""
+
+    def write(self, workload: str) -> None:
+        self.links(workload)
+        self.profiling_cost(workload)
+        self.add(THREADS_NOTE, "")
         name = workload.upper()
+        wall, gil, user, cpu = self.thread_table(workload)
+        self.thread_observations(name, wall, gil, user, cpu)
+        self.alloc_section(name, workload)
+
+    def links(self, workload: str) -> None:
+        """The flame graphs of each mode, where they are there."""
+        d = self.data
         self.add("### Profiles", "")
         rows = []
         for mode in MODES:
@@ -590,18 +710,38 @@ class NodeReportWriter:
                 links.append(f"{kind}: {', '.join(present) or 'missing'}")
             rows.append([mode, "; ".join(links)])
         self.table(["mode", "flame graphs"], rows)
-        self.profiling_cost(workload)
-        self.add(
-            "Where each server thread's time goes, from the wait profiles (py-spy `--idle`: "
-            "wall-clock samples of every thread; the innermost frame decides). A wait includes "
-            "taking the GIL back afterwards: a PayloadThread woken by a task waits for the GIL "
-            "inside `queue.get()`. Then, as shares of the run's duration: the samples in which "
-            "py-spy `--gil` saw the thread holding the GIL, and the thread's user and system "
-            "CPU time counted by the kernel (/proc) during the ladder run at the same rate "
-            "without a profiler. User time is Python running, so the GIL held; system time is "
-            "the system calls, made with the GIL released.",
-            "",
-        )
+
+    def profiling_cost(self, workload: str) -> None:
+        """The load under each profiler, beside the ladder run at the same
+        rate without one: what the profiles cost the server."""
+        d = self.data
+        rows = []
+        for mode in MODES:
+            for run in d.select(workload, mode, ("profile-cpu", "profile-wait", "profile-gil")):
+                lat = run["figures"]["latency_ms"]
+                plain = d.at(workload, mode, run["rate"])
+                base = plain["figures"]["latency_ms"] if plain else None
+                rows.append(
+                    [
+                        mode,
+                        run["phase"].removeprefix("profile-"),
+                        f"{run['rate']:,.0f}",
+                        f"{lat['p50']:.2f} / {lat['p99']:.2f}",
+                        f"{base['p50']:.2f} / {base['p99']:.2f}" if base else "n/a",
+                    ]
+                )
+        if rows:
+            self.add(
+                "What profiling cost: latency (ms) under py-spy (100 Hz, each sample "
+                "stopping the server) against the ladder run at the same rate without it:",
+                "",
+            )
+            self.table(["mode", "profile", "rate", "p50 / p99 profiled", "p50 / p99 plain"], rows)
+
+    def thread_table(self, workload: str) -> tuple[Shares, Shares2, Shares2, Shares2]:
+        """Each server thread's time by category (wall), and as shares of the
+        run: GIL held (py-spy), user and user + system CPU (/proc)."""
+        d = self.data
         rows = []
         wall: dict[str, dict[str, dict[str, float]]] = {}
         gil: dict[str, dict[str, float]] = {}
@@ -631,44 +771,16 @@ class NodeReportWriter:
                 rows.append([mode, kind, *(pct(share[c]) for c in CATEGORIES),
                              pct(gil[mode][kind]), pct(used[0]), pct(used[1])])  # fmt: skip
         self.table(["mode", "thread", *CATEGORIES, "GIL (py-spy)", "user CPU", "system CPU"], rows)
-        self.thread_observations(name, wall, gil, user, cpu)
-        self.alloc_section(name, workload)
-
-    def profiling_cost(self, workload: str) -> None:
-        """The load under each profiler, beside the ladder run at the same
-        rate without one: what the profiles cost the server."""
-        d = self.data
-        rows = []
-        for mode in MODES:
-            for run in d.select(workload, mode, ("profile-cpu", "profile-wait", "profile-gil")):
-                lat = run["figures"]["latency_ms"]
-                plain = d.at(workload, mode, run["rate"])
-                base = plain["figures"]["latency_ms"] if plain else None
-                rows.append(
-                    [
-                        mode,
-                        run["phase"].removeprefix("profile-"),
-                        f"{run['rate']:,.0f}",
-                        f"{lat['p50']:.2f} / {lat['p99']:.2f}",
-                        f"{base['p50']:.2f} / {base['p99']:.2f}" if base else "n/a",
-                    ]
-                )
-        if rows:
-            self.add(
-                "What profiling cost: latency (ms) under py-spy (100 Hz, each sample "
-                "stopping the server) against the ladder run at the same rate without it:",
-                "",
-            )
-            self.table(["mode", "profile", "rate", "p50 / p99 profiled", "p50 / p99 plain"], rows)
+        return wall, gil, user, cpu
 
     def thread_observations(
-        self,
-        name: str,
-        wall: dict[str, dict[str, dict[str, float]]],
-        gil: dict[str, dict[str, float]],
-        user: dict[str, dict[str, float]],
-        cpu: dict[str, dict[str, float]],
+        self, name: str, wall: Shares, gil: Shares2, user: Shares2, cpu: Shares2
     ) -> None:
+        self.threads_against_the_seed(name, wall)
+        self.samples_against_the_kernel(name, wall, cpu)
+        self.gil_against_user_time(name, gil, user)
+
+    def threads_against_the_seed(self, name: str, wall: Shares) -> None:
         sync_sel = wall.get("sync", {}).get("SelectorThread")
         a_sel = wall.get("async", {}).get("SelectorThread")
         a_pay = wall.get("async", {}).get("PayloadThread")
@@ -705,6 +817,8 @@ class NodeReportWriter:
                     "agrees" if a_sel["wait: lock"] < 0.05 else "differs",
                 )
             )
+
+    def samples_against_the_kernel(self, name: str, wall: Shares, cpu: Shares2) -> None:
         for mode, kinds in wall.items():
             for kind, share in kinds.items():
                 working = 1 - sum(share[c] for c in share if c.startswith("wait"))
@@ -717,6 +831,8 @@ class NodeReportWriter:
                         "Read its flame graph for proportions between its own frames, and the "
                         "kernel's figures for how much it works."
                     )
+
+    def gil_against_user_time(self, name: str, gil: Shares2, user: Shares2) -> None:
         for mode, holding in gil.items():
             if not holding:
                 continue

@@ -33,7 +33,7 @@ CPUs: the targets on the server CPU, the tools and the ping loop on the
 others, as in the study. One target per service time, all up at once; an
 idle one costs nothing.
 
-The main study (lab/study.py) runs a short calibration of its own tool
+The main study (lab/studies/node.py) runs a short calibration of its own tool
 before it measures anything, so that its report can state that tool's bias
 beside every table (``for_study``).
 """
@@ -83,7 +83,7 @@ QUICK = {
 @dataclass
 class CalibrationSettings:
     out: Path
-    tools: tuple[str, ...]  # names of lab/tools.py's FACTORIES
+    tools: tuple[str, ...]  # names of lab/load/tools.py's FACTORIES
     services_ms: tuple[float, ...]
     rates: tuple[float, ...]
     run_seconds: float

@@ -3,12 +3,12 @@ on a local cluster, healthy and with a node down.
 
 # design
 
-The single-node study (study.py) found that on one node under the GIL the
+The single-node study (node.py) found that on one node under the GIL the
 PayloadThreads buy little: nothing waits but the CPU. Between nodes there
 is real waiting, and that is where "threads must not block" should pay.
 This study measures it with the same method:
 
-1. a database filled once as a cluster node's (fill.py, ``records``: every
+1. a database filled once as a cluster node's (load/fill.py, ``records``: every
    key of the key space, versioned) and copied for every node started, so
    each node of each cluster starts on the same data, the whole key space;
 2. the server setup: each peer-call style (``--peer-calls blocking`` and
@@ -24,11 +24,11 @@ This study measures it with the same method:
    the last node stopped with SIGSTOP for the whole run): capacity in the
    closed loop, then a ladder of constant rates at fractions of the larger
    capacity, latency from each request's due time, then the step search
-   for the breaking point, by study.py's rule. Both styles' clusters are up
+   for the breaking point, by node.py's rule. Both styles' clusters are up
    at once and take turns within each round, as the modes do there;
 4. the hang: one constant-rate run per style during which the last node is
    stopped a third of the way in and resumed at two thirds, latency kept
-   per 100 ms of due time (load.py's timeline): what a client sees;
+   per 100 ms of due time (the generator's timeline): what a client sees;
 5. profiles of the coordinating node (node 1), CPU and wait (py-spy
    ``--idle``), under both styles at the same rate, healthy and with the
    node stopped: where the threads wait;
@@ -36,7 +36,7 @@ This study measures it with the same method:
    ack=1&from=1 (pure sharding), capacity and a constant rate in rounds.
 
 The load. Requests go round-robin over the node URLs, as a client library
-spreads them (load.py). With a node stopped, the load goes to the nodes
+spreads them (load/generator.py). With a node stopped, the load goes to the nodes
 that are up: the study measures what a coordinator does when a *replica*
 hangs, and a client whose entry node hangs waits for it whatever the peer
 calls are. A stopped node is therefore never an entry point, in the
@@ -53,7 +53,7 @@ hold in a round, it is not run in that round (it would only fill queues for
 the length of the drain); such a rate counts as not held.
 
 CPUs. Each node's Python threads are pinned (``--cpu``) to one of the
-server CPUs (study.server_cpus: the highest ones, at most half), in turn;
+server CPUs (harness/cpus.py, ``server_cpus``: the highest ones, at most half), in turn;
 the load and py-spy run on the others. On the 2-core machine every node of
 every cluster shares one CPU: the study there shows what the hops and the
 waits cost, not how a cluster scales (the report says so).

@@ -412,7 +412,7 @@ def table(reports: list[FaultReport]) -> str:
     return "\n".join(lines)
 
 
-# Clock skew against the gap between two writes (lab/skew.py): seconds.
+# Clock skew against the gap between two writes (lab/studies/skew.py): seconds.
 SKEWS = (0.0, 0.01, 0.1, 1.0)
 SKEW_GAP = 0.05
 SKEW_PAIRS = 20

@@ -38,7 +38,7 @@ the allocation run are made once: they show where time goes, not how much.
 
 Everything measured is written under the out directory as it comes (a
 ``.json`` and an ``.hgrm`` per run, ``runs.json`` for the whole study), and
-the report (lab/report.py) is computed from those files alone.
+the report (lab/reports/node_report.py) is computed from those files alone.
 
 CPUs. The server puts its Python threads on one CPU (``--cpu auto``: the
 highest-numbered). The load tool, py-spy and the sampler run on the others,
@@ -95,7 +95,7 @@ class Settings:
     out: Path
     data: Path  # the filled database that every server starts from a copy of
     size: int  # bytes of table files the database is filled to
-    tool: str  # auto, selectorkv, wrk, wrk2 (lab/tools.py)
+    tool: str  # auto, selectorkv, wrk, wrk2 (lab/load/tools.py)
     connections: int
     capacity_seconds: float
     run_seconds: float
