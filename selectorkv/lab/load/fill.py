@@ -105,55 +105,75 @@ def fill(
     if records:
         with open(marker, "w") as out:
             out.write(RECORDS_FORMAT)
-    storage = RocksStorage(path)
-    progress = Progress(progress_out, size)
-    values = Values(records=records)
-    written_since_flush = 0
-
-    def size_now() -> int:
-        # Table files plus what has not been flushed into them yet. The
-        # directory itself overstates the data while compaction runs (old
-        # files wait to be deleted), so it is not what is measured.
-        return storage.table_files_size() + written_since_flush
-
-    def flush() -> None:
-        nonlocal written_since_flush
-        storage.flush()  # the size on disk catches up with what was written
-        written_since_flush = 0
-
-    def write(batch: list[tuple[bytes, bytes]]) -> None:
-        nonlocal written_since_flush
-        storage.apply_batch(batch)
-        written_since_flush += len(batch) * BODY_LENGTH
-        if written_since_flush >= FLUSH_EVERY:
-            flush()
-
+    filler = Filler(RocksStorage(path), Progress(progress_out, size), Values(records=records))
     try:
-        if storage.get(KEY_SPACE_DONE) is None:
-            for number, batch in enumerate(batches(all_keys(), values), start=1):
-                write(batch)
-                done = min(number * BATCH, KEY_COUNT)
-                progress.show(size_now(), f"key space {done:,}/{KEY_COUNT:,}")
-            storage.put(KEY_SPACE_DONE, b"1")
-        next_filler = int(storage.get(NEXT_FILLER) or b"0")
-        flush()
+        filler.key_space()
         while True:
-            while (current := size_now()) < size:
-                progress.show(current, f"filler {next_filler:,}")
-                keys = (b"~fill%010d" % i for i in range(next_filler, next_filler + BATCH))
-                for batch in batches(keys, values):
-                    next_filler += len(batch)
-                    write([*batch, (NEXT_FILLER, b"%d" % next_filler)])  # progress, atomically
-            flush()
-            progress.show(size_now(), "compacting")
-            storage.compact()  # every run the lab starts on a copy begins settled
+            fillers = filler.fillers(size)
             # Until compaction the table files hold overwritten versions too
             # (a fill that ran again after an interruption wrote part of the
             # key space twice): only the compacted size says the target is met.
-            if (final := size_now()) >= size:
+            if (final := filler.compact()) >= size:
                 break
-        progress.show(final, "done")
-        progress.done()
-        return FillReport(keys=KEY_COUNT, fillers=next_filler, size=final)
+        filler.progress.show(final, "done")
+        filler.progress.done()
+        return FillReport(keys=KEY_COUNT, fillers=fillers, size=final)
     finally:
-        storage.close()
+        filler.storage.close()
+
+
+class Filler:
+    """Writes batches into one database and knows how large it is."""
+
+    def __init__(self, storage: RocksStorage, progress: Progress, values: Values) -> None:
+        self.storage = storage
+        self.progress = progress
+        self.values = values
+        self.written_since_flush = 0
+
+    def size_now(self) -> int:
+        # Table files plus what has not been flushed into them yet. The
+        # directory itself overstates the data while compaction runs (old
+        # files wait to be deleted), so it is not what is measured.
+        return self.storage.table_files_size() + self.written_since_flush
+
+    def flush(self) -> None:
+        self.storage.flush()  # the size on disk catches up with what was written
+        self.written_since_flush = 0
+
+    def write(self, batch: list[tuple[bytes, bytes]]) -> None:
+        self.storage.apply_batch(batch)
+        self.written_since_flush += len(batch) * BODY_LENGTH
+        if self.written_since_flush >= FLUSH_EVERY:
+            self.flush()
+
+    def key_space(self) -> None:
+        """Every key of the key space, once (a run again skips it)."""
+        if self.storage.get(KEY_SPACE_DONE) is not None:
+            return
+        for number, batch in enumerate(batches(all_keys(), self.values), start=1):
+            self.write(batch)
+            done = min(number * BATCH, KEY_COUNT)
+            self.progress.show(self.size_now(), f"key space {done:,}/{KEY_COUNT:,}")
+        self.storage.put(KEY_SPACE_DONE, b"1")
+
+    def fillers(self, size: int) -> int:
+        """Filler entries after the key space until the data reaches
+        ``size``; how many there are in all."""
+        next_filler = int(self.storage.get(NEXT_FILLER) or b"0")
+        self.flush()
+        while (current := self.size_now()) < size:
+            self.progress.show(current, f"filler {next_filler:,}")
+            keys = (b"~fill%010d" % i for i in range(next_filler, next_filler + BATCH))
+            for batch in batches(keys, self.values):
+                next_filler += len(batch)
+                self.write([*batch, (NEXT_FILLER, b"%d" % next_filler)])  # progress, atomically
+        return next_filler
+
+    def compact(self) -> int:
+        """Flush and compact (every run the lab starts on a copy begins
+        settled); the size after."""
+        self.flush()
+        self.progress.show(self.size_now(), "compacting")
+        self.storage.compact()
+        return self.size_now()

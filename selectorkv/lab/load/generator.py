@@ -228,34 +228,95 @@ def wait_for_start(plan: Plan) -> None:
 
 def run_plan(plan: Plan) -> Result:
     """One process's share of the load: the open-loop schedule."""
-    histogram = HdrHistogram(1, HIGHEST_US, 3)
-    served = HdrHistogram(1, HIGHEST_US, 3)
-    result = Result(histogram=b"")
-    workload = Workload(plan.workload, plan.seed, plan.query)
-    selector = selectors.DefaultSelector()
-    # The selector's own timeout is whole milliseconds, rounded up: the timer
-    # wakes the loop when the next request is due, to the microsecond.
-    timer = DueTimer()
-    selector.register(timer, selectors.EVENT_READ, timer)
-    count = len(plan.targets)
-    # Per server: its free connections (first freed, first reused: all stay
-    # warm), and the due times of the requests that wait for one of them.
-    free: list[deque[ClientConnection]] = [deque() for _ in plan.targets]
-    waiting: list[deque[float]] = [deque() for _ in plan.targets]
-    for i in range(plan.connections):
-        conn = ClientConnection(i % count, *plan.targets[i % count])
-        selector.register(conn.sock, selectors.EVENT_READ, conn)
-        free[conn.target].append(conn)
-    wait_for_start(plan)
-    busy = queued = 0
-    interval = 1.0 / plan.rate
-    requests = plan.requests
-    closes = plan.start + plan.requests * interval  # closed loop: no request after this
-    next_index = 0
-    deadline = closes + plan.drain
+    return PlanRun(plan).run()
 
-    def send(conn: ClientConnection, due: float, now: float) -> None:
-        nonlocal busy
+
+class PlanRun:
+    """One process's share of the load on a selector of its own: requests
+    sent when they are due (open loop) or as connections free up (closed
+    loop), answers read as they come, each latency counted from its due time."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.histogram = HdrHistogram(1, HIGHEST_US, 3)
+        self.served = HdrHistogram(1, HIGHEST_US, 3)
+        self.result = Result(histogram=b"")
+        self.workload = Workload(plan.workload, plan.seed, plan.query)
+        self.selector = selectors.DefaultSelector()
+        # The selector's own timeout is whole milliseconds, rounded up: the timer
+        # wakes the loop when the next request is due, to the microsecond.
+        self.timer = DueTimer()
+        self.selector.register(self.timer, selectors.EVENT_READ, self.timer)
+        self.count = count = len(plan.targets)
+        # Per server: its free connections (first freed, first reused: all stay
+        # warm), and the due times of the requests that wait for one of them.
+        self.free: list[deque[ClientConnection]] = [deque() for _ in plan.targets]
+        self.waiting: list[deque[float]] = [deque() for _ in plan.targets]
+        for i in range(plan.connections):
+            conn = ClientConnection(i % count, *plan.targets[i % count])
+            self.selector.register(conn.sock, selectors.EVENT_READ, conn)
+            self.free[conn.target].append(conn)
+        self.busy = self.queued = 0
+        self.interval = 1.0 / plan.rate
+        self.requests = plan.requests
+        self.next_index = 0
+
+    def run(self) -> Result:
+        plan = self.plan
+        wait_for_start(plan)
+        closes = plan.start + plan.requests * self.interval  # closed loop: no request after
+        deadline = closes + plan.drain
+        timer, select = self.timer, self.selector.select
+        while self.next_index < self.requests or self.busy or self.queued:
+            now = time.monotonic()
+            if now > deadline:
+                self.result.errors += self.busy + self.queued  # never answered, or never sent
+                break
+            self.dispatch(now, closes)
+            for key, _ in select(self.timeout(now)):
+                if key.data is timer:
+                    timer.clear()
+                else:
+                    self.on_readable(key.data)
+        return self.finish()
+
+    def dispatch(self, now: float, closes: float) -> None:
+        """Send what is due now on the free connections."""
+        plan, free = self.plan, self.free
+        if plan.closed_loop and now >= plan.start:  # every free connection sends, until closes
+            for conns in free:
+                while conns and self.next_index < self.requests:
+                    if now >= closes:
+                        self.requests = self.next_index
+                        break
+                    self.next_index += 1
+                    self.send(conns.popleft(), now, now)  # latency from the send, as in wrk
+        elif not plan.closed_loop:
+            start, interval, count = plan.start, self.interval, self.count
+            while self.next_index < self.requests and start + self.next_index * interval <= now:
+                self.waiting[self.next_index % count].append(start + self.next_index * interval)
+                self.next_index += 1
+                self.queued += 1
+            for target, dues in enumerate(self.waiting):
+                while dues and free[target]:
+                    self.queued -= 1
+                    self.send(free[target].popleft(), dues.popleft(), now)
+
+    def timeout(self, now: float) -> float | None:
+        """How long the selector may wait: until the next request is due
+        (the timer is armed for it), or a tenth of a second."""
+        plan = self.plan
+        if self.next_index < self.requests and not plan.closed_loop:
+            due = plan.start + self.next_index * self.interval
+            self.timer.arm(due)
+            return max(0.0, due - now)
+        if self.next_index < self.requests and any(self.free):
+            self.timer.arm(plan.start)
+            return max(0.0, plan.start - now)
+        return 0.1
+
+    def send(self, conn: ClientConnection, due: float, now: float) -> None:
+        result = self.result
         lag = now - due
         if lag > LATE_AFTER:
             result.late += 1
@@ -263,92 +324,63 @@ def run_plan(plan: Plan) -> Result:
             result.max_lag = max(result.max_lag, lag)
         conn.due = due
         try:
-            conn.send(workload.next_request(conn.host))
+            conn.send(self.workload.next_request(conn.host))
         except OSError:
             result.errors += 1
-            free[conn.target].append(reconnect(selector, conn, plan))
+            self.free[conn.target].append(reconnect(self.selector, conn, self.plan))
             return
         conn.in_flight = True
-        busy += 1
+        self.busy += 1
 
-    while next_index < requests or busy or queued:
-        now = time.monotonic()
-        if now > deadline:
-            result.errors += busy + queued  # never answered, or never sent
-            break
-        if plan.closed_loop and now >= plan.start:  # every free connection sends, until closes
-            for conns in free:
-                while conns and next_index < requests:
-                    if now >= closes:
-                        requests = next_index
-                        break
-                    next_index += 1
-                    send(conns.popleft(), now, now)  # latency counts from the send, as in wrk
-        elif not plan.closed_loop:
-            while next_index < requests and plan.start + next_index * interval <= now:
-                waiting[next_index % count].append(plan.start + next_index * interval)
-                next_index += 1
-                queued += 1
-            for target, dues in enumerate(waiting):
-                while dues and free[target]:
-                    queued -= 1
-                    send(free[target].popleft(), dues.popleft(), now)
-        if next_index < requests and not plan.closed_loop:
-            timer.arm(plan.start + next_index * interval)
-            timeout: float | None = max(0.0, plan.start + next_index * interval - now)
-        elif next_index < requests and any(free):
-            timer.arm(plan.start)
-            timeout = max(0.0, plan.start - now)
-        else:
-            timeout = 0.1
-        for key, _ in selector.select(timeout):
-            if key.data is timer:
-                timer.clear()
-                continue
-            conn = key.data
-            try:
-                data = conn.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                data = b""
-            if not data:  # the server closed the connection (or reset it)
-                if conn.in_flight:
-                    result.errors += 1  # that request will never be answered
-                    busy -= 1
-                else:
-                    free[conn.target].remove(conn)
-                free[conn.target].append(reconnect(selector, conn, plan))
-                continue
-            conn.buffer += data
-            status = conn.take_response()
-            if status is not None and not conn.in_flight:
-                continue  # not an answer to us (a 408 before closing an idle connection)
-            if status is not None:
-                done = time.monotonic()
-                latency_us = max(1, round((done - conn.due) * 1e6))
-                histogram.record_value(latency_us)
-                if status < 500:
-                    served.record_value(latency_us)
-                if plan.timeline:
-                    bucket = int((conn.due - plan.start) // plan.timeline)
-                    result.timeline.setdefault(bucket, []).append(latency_us)
-                    if status >= 500:
-                        result.timeline_failed[bucket] += 1
-                result.status_counts[status] += 1
-                result.finished = done
-                conn.in_flight = False
-                conn.free_since = done
-                busy -= 1
-                free[conn.target].append(conn)
-    selector.unregister(timer)
-    timer.close()
-    for key in list(selector.get_map().values()):
-        key.fileobj.close()  # type: ignore[union-attr]
-    selector.close()
-    result.histogram = histogram.encode()
-    result.served = served.encode()
-    return result
+    def on_readable(self, conn: ClientConnection) -> None:
+        try:
+            data = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the server closed the connection (or reset it)
+            if conn.in_flight:
+                self.result.errors += 1  # that request will never be answered
+                self.busy -= 1
+            else:
+                self.free[conn.target].remove(conn)
+            self.free[conn.target].append(reconnect(self.selector, conn, self.plan))
+            return
+        conn.buffer += data
+        status = conn.take_response()
+        if status is not None and conn.in_flight:  # else not an answer to us (a 408 before
+            self.answered(conn, status)  # closing an idle connection), or not complete yet
+
+    def answered(self, conn: ClientConnection, status: int) -> None:
+        plan, result = self.plan, self.result
+        done = time.monotonic()
+        latency_us = max(1, round((done - conn.due) * 1e6))
+        self.histogram.record_value(latency_us)
+        if status < 500:
+            self.served.record_value(latency_us)
+        if plan.timeline:
+            bucket = int((conn.due - plan.start) // plan.timeline)
+            result.timeline.setdefault(bucket, []).append(latency_us)
+            if status >= 500:
+                result.timeline_failed[bucket] += 1
+        result.status_counts[status] += 1
+        result.finished = done
+        conn.in_flight = False
+        conn.free_since = done
+        self.busy -= 1
+        self.free[conn.target].append(conn)
+
+    def finish(self) -> Result:
+        selector = self.selector
+        selector.unregister(self.timer)
+        self.timer.close()
+        for key in list(selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        selector.close()
+        self.result.histogram = self.histogram.encode()
+        self.result.served = self.served.encode()
+        return self.result
 
 
 def reconnect(
@@ -517,27 +549,51 @@ def generate(
         start = time.monotonic() + START_AFTER  # time to connect before request 0
         results = [run_plan(plans(start)[0])]
     else:
-        # Never fork this process: it may run threads (the lab's sampler, a
-        # test's server), and a lock one of them held at the fork would stay
-        # locked in the child for ever. A forkserver is a clean
-        # single-threaded process that has imported this module once; each
-        # worker is forked from it, and gets its Plan, a plain dataclass,
-        # through the pool. The schedule starts once every worker has
-        # connected: a start fixed in advance was missed by 20-170 ms when
-        # the forkserver or a worker was slow to come up, and every request
-        # due meanwhile counted the delay as latency.
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
-        ready, go, base = context.Semaphore(0), context.Event(), context.Value("d", 0.0)
-        with context.Pool(count, gate_worker, (ready, go, base)) as pool:
-            pending = pool.map_async(run_plan, plans(0.0), chunksize=1)  # offsets from base
-            for _ in range(count):
-                # Each worker takes one plan: it holds it until all are ready.
-                if not ready.acquire(timeout=WORKER_START_TIMEOUT):
-                    raise RuntimeError("a load process did not start")
-            start = base.value = time.monotonic() + GATE_SLACK
-            go.set()
-            results = pending.get()
+        results, start = run_in_processes(plans(0.0))
+    return merged_report(
+        results, start, url, workload, rate, connections, count, duration, timeline
+    )
+
+
+def run_in_processes(plans: list[Plan]) -> tuple[list[Result], float]:
+    """Each plan in a process of its own; the results, and the time the
+    schedules started from (the plans' starts are offsets from it).
+
+    Never fork this process: it may run threads (the lab's sampler, a
+    test's server), and a lock one of them held at the fork would stay
+    locked in the child for ever. A forkserver is a clean single-threaded
+    process that has imported this module once; each worker is forked from
+    it, and gets its Plan, a plain dataclass, through the pool. The schedule
+    starts once every worker has connected: a start fixed in advance was
+    missed by 20-170 ms when the forkserver or a worker was slow to come up,
+    and every request due meanwhile counted the delay as latency."""
+    count = len(plans)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    ready, go, base = context.Semaphore(0), context.Event(), context.Value("d", 0.0)
+    with context.Pool(count, gate_worker, (ready, go, base)) as pool:
+        pending = pool.map_async(run_plan, plans, chunksize=1)
+        for _ in range(count):
+            # Each worker takes one plan: it holds it until all are ready.
+            if not ready.acquire(timeout=WORKER_START_TIMEOUT):
+                raise RuntimeError("a load process did not start")
+        start = base.value = time.monotonic() + GATE_SLACK
+        go.set()
+        return pending.get(), start
+
+
+def merged_report(
+    results: list[Result],
+    start: float,
+    url: str,
+    workload: str,
+    rate: float,
+    connections: int,
+    processes: int,
+    duration: float,
+    timeline: float,
+) -> Report:
+    """The processes' results as one report."""
     merged = HdrHistogram(1, HIGHEST_US, 3)
     served = HdrHistogram(1, HIGHEST_US, 3)
     statuses: Counter[int] = Counter()
@@ -556,7 +612,7 @@ def generate(
         workload=workload,
         target_rate=rate,
         connections=connections,
-        processes=count,
+        processes=processes,
         duration=duration,
         histogram=merged,
         served=served,

@@ -125,9 +125,9 @@ class _Entry:
         self.next: _Entry | None = None
 
 
-def linearizable(ops: list[Op], limit: int = SEARCH_LIMIT) -> bool | None:
-    """Is this one key's history linearizable (the register starts empty)?
-    None when the search tried ``limit`` paths without an answer."""
+def _timeline(ops: list[Op]) -> _Entry:
+    """The invocations and completions of ``ops`` as a doubly linked list
+    in time order, behind a head entry; each call linked to its return."""
     entries: list[_Entry] = []
     for index, op in enumerate(ops):
         call = _Entry(op, index, True, op.invoked)
@@ -143,21 +143,31 @@ def linearizable(ops: list[Op], limit: int = SEARCH_LIMIT) -> bool | None:
     for entry in entries:
         previous.next, entry.prev = entry, previous
         previous = entry
+    return head
 
-    def lift(entry: _Entry) -> None:
-        for e in (entry, entry.match):
-            assert e is not None and e.prev is not None
-            e.prev.next = e.next
-            if e.next is not None:
-                e.next.prev = e.prev
 
-    def unlift(entry: _Entry) -> None:
-        for e in (entry.match, entry):
-            assert e is not None and e.prev is not None
-            e.prev.next = e
-            if e.next is not None:
-                e.next.prev = e
+def _lift(entry: _Entry) -> None:
+    """Take an operation (its call and its return) out of the list."""
+    for e in (entry, entry.match):
+        assert e is not None and e.prev is not None
+        e.prev.next = e.next
+        if e.next is not None:
+            e.next.prev = e.prev
 
+
+def _unlift(entry: _Entry) -> None:
+    """Put back an operation taken out by ``_lift``."""
+    for e in (entry.match, entry):
+        assert e is not None and e.prev is not None
+        e.prev.next = e
+        if e.next is not None:
+            e.next.prev = e
+
+
+def linearizable(ops: list[Op], limit: int = SEARCH_LIMIT) -> bool | None:
+    """Is this one key's history linearizable (the register starts empty)?
+    None when the search tried ``limit`` paths without an answer."""
+    head = _timeline(ops)
     state: str | None = None
     linearized = 0  # a bit per operation
     cache: set[tuple[int, str | None]] = set()
@@ -182,7 +192,7 @@ def linearizable(ops: list[Op], limit: int = SEARCH_LIMIT) -> bool | None:
                 cache.add((bits, new_state))
                 stack.append((at, state))
                 state, linearized = new_state, bits
-                lift(at)
+                _lift(at)
                 at = head.next
             else:
                 at = at.next
@@ -191,6 +201,6 @@ def linearizable(ops: list[Op], limit: int = SEARCH_LIMIT) -> bool | None:
                 return False
             undone, state = stack.pop()
             linearized &= ~(1 << undone.index)
-            unlift(undone)
+            _unlift(undone)
             at = undone.next
     return True

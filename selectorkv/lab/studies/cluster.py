@@ -341,7 +341,7 @@ class ClusterLab(Workbench):
             workers=DEFAULTS.workers,
         )
         super().__init__(settings.out, out)
-        self._scale: dict[tuple[str, str], float] = {}  # (workload, replication) -> req/s
+        self.scale: dict[tuple[str, str], float] = {}  # (workload, replication) -> req/s
 
     @contextmanager
     def cluster(
@@ -367,7 +367,7 @@ class ClusterLab(Workbench):
             for workload in s.workloads:
                 self.measure_workload(workload)
                 self.study.save(s.out)
-            self.scale_out()
+            ClusterScenarios(self).scale_out()
         finally:
             self.close()
         self.study.finished = time.time()
@@ -444,7 +444,38 @@ class ClusterLab(Workbench):
     def measure_workload(self, workload: str) -> None:
         s = self.settings
         default = next(iter(replications(s.nodes)))
-        # The server mode for each style: both measured, the better kept.
+        chosen = self.choose_setups(workload, default)
+        self.study.chosen_mode[workload] = chosen
+        self.say(f"{workload}: server setups chosen by capacity: {chosen}")
+        self.study.breaking_point[workload] = {}
+        with ExitStack() as stack:
+            clusters_by_calls = {
+                calls: stack.enter_context(self.cluster(s.nodes, chosen[calls], calls))
+                for calls in PEER_CALLS
+            }
+            for replication in replications(s.nodes):
+                points = self.study.breaking_point[workload].setdefault(replication, {})
+                for scenario in SCENARIOS:
+                    if scenario == "stopped":
+                        for cluster in clusters_by_calls.values():
+                            cluster.pause(s.nodes - 1)
+                    try:
+                        points[scenario] = StyleComparison(
+                            self, (workload, replication, scenario), clusters_by_calls, chosen
+                        ).breaking_points()
+                    finally:
+                        for cluster in clusters_by_calls.values():
+                            if cluster.stopped:
+                                cluster.resume(s.nodes - 1)
+            scenarios = ClusterScenarios(self)
+            scenarios.hang(workload, default, clusters_by_calls, chosen)
+            if workload == ("get" if "get" in s.workloads else s.workloads[0]):
+                scenarios.profile(workload, default, clusters_by_calls, chosen)
+
+    def choose_setups(self, workload: str, default: str) -> dict[str, str]:
+        """The server setup for each style: each measured in the closed
+        loop, healthy, in rounds; the one with the higher median kept."""
+        s = self.settings
         with ExitStack() as stack:
             clusters = {
                 (calls, setup): stack.enter_context(self.cluster(s.nodes, setup, calls))
@@ -468,114 +499,7 @@ class ClusterLab(Workbench):
             )
             for calls in PEER_CALLS
         }
-        self.study.chosen_mode[workload] = chosen
-        self.say(f"{workload}: server setups chosen by capacity: {chosen}")
-        self.study.breaking_point[workload] = {}
-        with ExitStack() as stack:
-            clusters_by_calls = {
-                calls: stack.enter_context(self.cluster(s.nodes, chosen[calls], calls))
-                for calls in PEER_CALLS
-            }
-            for replication in replications(s.nodes):
-                points = self.study.breaking_point[workload].setdefault(replication, {})
-                for scenario in SCENARIOS:
-                    if scenario == "stopped":
-                        for cluster in clusters_by_calls.values():
-                            cluster.pause(s.nodes - 1)
-                    try:
-                        points[scenario] = self.compare(
-                            workload, replication, scenario, clusters_by_calls, chosen
-                        )
-                    finally:
-                        for cluster in clusters_by_calls.values():
-                            if cluster.stopped:
-                                cluster.resume(s.nodes - 1)
-            self.hang(workload, default, clusters_by_calls, chosen)
-            if workload == ("get" if "get" in s.workloads else s.workloads[0]):
-                self.profile(workload, default, clusters_by_calls, chosen)
-
-    def compare(
-        self,
-        workload: str,
-        replication: str,
-        scenario: str,
-        clusters: dict[str, StudyNodes],
-        chosen: dict[str, str],
-    ) -> dict[str, float | None]:
-        """Capacity, ladder and step search of both styles, in rounds."""
-        s = self.settings
-        capacity: dict[str, list[float]] = {calls: [] for calls in PEER_CALLS}
-        for number in range(s.repeat):
-            for calls in rotated(list(PEER_CALLS), number):
-                run = self.measure(
-                    clusters[calls],
-                    self.new_run(workload, calls, chosen[calls], replication, scenario,
-                                 "capacity", number=number),
-                    closed_loop=True,
-                )  # fmt: skip
-                capacity[calls].append(served_rate(run.figures))
-        # The ladder's scale: the larger healthy capacity, for the stopped
-        # node too, so that both scenarios run at the same rates (a closed
-        # loop whose connections wait out peer timeouts says little).
-        if scenario == "healthy":
-            self._scale[(workload, replication)] = max(
-                Spread.of(rounds).median for rounds in capacity.values()
-            )
-        top = self._scale[(workload, replication)]
-        ladder = sorted({max(1, round(top * fraction)) for fraction in s.ladder})
-        measured: dict[str, dict[float, list[ClusterRun]]] = {c: {} for c in PEER_CALLS}
-
-        def probe(rates: dict[str, float], phase: str) -> None:
-            """Each style at its rate, in rounds; above a failure, skipped."""
-            for number in range(s.repeat):
-                for calls in rotated(list(rates), number):
-                    rate = rates[calls]
-                    earlier = [
-                        runs[number] for r, runs in measured[calls].items()
-                        if r < rate and len(runs) > number
-                    ]  # fmt: skip
-                    if phase == "ladder" and any(not run.held for run in earlier):
-                        run = self.new_run(workload, calls, chosen[calls], replication, scenario,
-                                           phase, rate, number)  # fmt: skip
-                        run.skipped = True
-                        self.study.runs.append(run)
-                    else:
-                        run = self.measure(
-                            clusters[calls],
-                            self.new_run(workload, calls, chosen[calls], replication, scenario,
-                                         phase, rate, number),
-                        )  # fmt: skip
-                    measured[calls].setdefault(rate, []).append(run)
-
-        for rate in ladder:
-            probe({calls: rate for calls in PEER_CALLS}, "ladder")
-        low: dict[str, float | None] = {}
-        high: dict[str, float] = {}
-        for calls in PEER_CALLS:
-            held_rates = [r for r, runs in measured[calls].items() if rounds_held(runs)]
-            low[calls] = max(held_rates) if held_rates else None
-            above = [r for r in measured[calls] if held_rates and r > max(held_rates)]
-            if above:
-                high[calls] = min(above)
-        for _ in range(s.refine):
-            probes = {}
-            for calls, top_rate in high.items():
-                bottom = low[calls]
-                assert bottom is not None
-                middle = float(round((bottom + top_rate) / 2))
-                if middle not in (bottom, top_rate):
-                    probes[calls] = middle
-            if not probes:
-                break
-            probe(probes, "search")
-            for calls, middle in probes.items():
-                if rounds_held(measured[calls][middle]):
-                    low[calls] = middle
-                else:
-                    high[calls] = middle
-        for calls in PEER_CALLS:
-            self.say(f"{workload} {replication} {scenario} {calls}: breaking point {low[calls]}")
-        return low
+        return chosen
 
     def common_rate(self, workload: str, replication: str) -> float:
         """A rate that both styles serve when healthy: half the lower
@@ -588,22 +512,133 @@ class ClusterLab(Workbench):
                  and r.phase == "ladder"]  # fmt: skip
         return min(tried)
 
+
+class StyleComparison:
+    """Capacity, ladder and step search of both peer-call styles, in rounds,
+    for one workload, replication and scenario: the breaking point of each."""
+
+    def __init__(
+        self,
+        lab: ClusterLab,
+        run: tuple[str, str, str],
+        clusters: dict[str, StudyNodes],
+        chosen: dict[str, str],
+    ) -> None:
+        self.lab = lab
+        self.workload, self.replication, self.scenario = run
+        self.clusters = clusters
+        self.chosen = chosen
+        self.measured: dict[str, dict[float, list[ClusterRun]]] = {c: {} for c in PEER_CALLS}
+
+    def breaking_points(self) -> dict[str, float | None]:
+        s = self.lab.settings
+        for rate in self.ladder(self.capacity()):
+            self.probe({calls: rate for calls in PEER_CALLS}, "ladder")
+        low: dict[str, float | None] = {}
+        high: dict[str, float] = {}
+        for calls in PEER_CALLS:
+            held_rates = [r for r, runs in self.measured[calls].items() if rounds_held(runs)]
+            low[calls] = max(held_rates) if held_rates else None
+            above = [r for r in self.measured[calls] if held_rates and r > max(held_rates)]
+            if above:
+                high[calls] = min(above)
+        self.search(low, high, s.refine)
+        for calls in PEER_CALLS:
+            self.lab.say(
+                f"{self.workload} {self.replication} {self.scenario} {calls}: "
+                f"breaking point {low[calls]}"
+            )
+        return low
+
+    def new_run(self, calls: str, phase: str, rate: float = 0.0, number: int = 0) -> ClusterRun:
+        return self.lab.new_run(self.workload, calls, self.chosen[calls], self.replication,
+                                self.scenario, phase, rate, number)  # fmt: skip
+
+    def capacity(self) -> dict[str, list[float]]:
+        """Each style's closed-loop capacity, per round."""
+        capacity: dict[str, list[float]] = {calls: [] for calls in PEER_CALLS}
+        for number in range(self.lab.settings.repeat):
+            for calls in rotated(list(PEER_CALLS), number):
+                run = self.lab.measure(
+                    self.clusters[calls], self.new_run(calls, "capacity", number=number),
+                    closed_loop=True,
+                )  # fmt: skip
+                capacity[calls].append(served_rate(run.figures))
+        return capacity
+
+    def ladder(self, capacity: dict[str, list[float]]) -> list[float]:
+        """The ladder's rates. Its scale is the larger healthy capacity, for
+        the stopped node too, so that both scenarios run at the same rates (a
+        closed loop whose connections wait out peer timeouts says little)."""
+        key = (self.workload, self.replication)
+        if self.scenario == "healthy":
+            self.lab.scale[key] = max(Spread.of(rounds).median for rounds in capacity.values())
+        top = self.lab.scale[key]
+        return sorted({max(1, round(top * fraction)) for fraction in self.lab.settings.ladder})
+
+    def probe(self, rates: dict[str, float], phase: str) -> None:
+        """Each style at its rate, in rounds; above a failure, skipped."""
+        for number in range(self.lab.settings.repeat):
+            for calls in rotated(list(rates), number):
+                rate = rates[calls]
+                earlier = [
+                    runs[number] for r, runs in self.measured[calls].items()
+                    if r < rate and len(runs) > number
+                ]  # fmt: skip
+                run = self.new_run(calls, phase, rate, number)
+                if phase == "ladder" and any(not before.held for before in earlier):
+                    run.skipped = True
+                    self.lab.study.runs.append(run)
+                else:
+                    self.lab.measure(self.clusters[calls], run)
+                self.measured[calls].setdefault(rate, []).append(run)
+
+    def search(self, low: dict[str, float | None], high: dict[str, float], halvings: int) -> None:
+        """The step search: halve the interval above each style's highest
+        held rate ``halvings`` times, moving ``low`` and ``high``."""
+        for _ in range(halvings):
+            probes = {}
+            for calls, top_rate in high.items():
+                bottom = low[calls]
+                assert bottom is not None
+                middle = float(round((bottom + top_rate) / 2))
+                if middle not in (bottom, top_rate):
+                    probes[calls] = middle
+            if not probes:
+                break
+            self.probe(probes, "search")
+            for calls, middle in probes.items():
+                if rounds_held(self.measured[calls][middle]):
+                    low[calls] = middle
+                else:
+                    high[calls] = middle
+
+
+class ClusterScenarios:
+    """The study's runs beyond the comparison of the styles: a node hanging
+    mid-run, the profiles of node 1, and the scale-out."""
+
+    def __init__(self, lab: ClusterLab) -> None:
+        self.lab = lab
+
     def hang(
         self, workload: str, replication: str, clusters: dict[str, StudyNodes],
         chosen: dict[str, str],
     ) -> None:  # fmt: skip
         """A run during which the last node hangs (SIGSTOP) from one third
         to two thirds of the way, at the common rate."""
-        s = self.settings
-        rate = self.common_rate(workload, replication)
+        s = self.lab.settings
+        rate = self.lab.common_rate(workload, replication)
         stop_at, resume_at = s.hang_seconds / 3, 2 * s.hang_seconds / 3
-        self.study.hang = {"stop_s": stop_at, "resume_s": resume_at, "node": s.nodes}
+        self.lab.study.hang = {"stop_s": stop_at, "resume_s": resume_at, "node": s.nodes}
         last = s.nodes - 1
         for calls in PEER_CALLS:
             cluster = clusters[calls]
-            run = self.new_run(workload, calls, chosen[calls], replication, "hang", "hang", rate)
+            run = self.lab.new_run(
+                workload, calls, chosen[calls], replication, "hang", "hang", rate
+            )
             try:
-                self.measure(
+                self.lab.measure(
                     cluster, run, seconds=s.hang_seconds, timeline=TIMELINE_BUCKET,
                     during=HangSignals(cluster, last, stop_at, resume_at),
                     entries=[url for i, url in enumerate(cluster.urls) if i != last],
@@ -619,9 +654,9 @@ class ClusterLab(Workbench):
         """py-spy CPU and wait profiles of node 1 under both styles at the
         common rate, in the settings' profile scenarios (healthy, and with
         the last node stopped)."""
-        s = self.settings
-        rate = self.common_rate(workload, replication)
-        self.study.profiles[workload] = {}
+        s = self.lab.settings
+        rate = self.lab.common_rate(workload, replication)
+        self.lab.study.profiles[workload] = {}
         for scenario in s.profile_scenarios:
             for calls in PEER_CALLS:
                 cluster = clusters[calls]
@@ -635,43 +670,43 @@ class ClusterLab(Workbench):
                             recorder = on_load_cpus(
                                 functools.partial(
                                     profile.start_pyspy, cluster.nodes[0].pid,
-                                    s.profile_seconds, self.profile_dir / f"{stem}{suffix}",
+                                    s.profile_seconds, self.lab.profile_dir / f"{stem}{suffix}",
                                     kind, fmt,
                                 ),
                                 s.nodes,
                             )  # fmt: skip
                             phase = f"profile-{kind}" + ("" if fmt == "speedscope" else f"-{fmt}")
-                            self.measure(
+                            self.lab.measure(
                                 cluster,
-                                self.new_run(workload, calls, chosen[calls], replication,
+                                self.lab.new_run(workload, calls, chosen[calls], replication,
                                              scenario, phase, rate),
                                 seconds=s.profile_seconds + 1.5,
                             )  # fmt: skip
                             profile.finish(recorder)
                         found_files[kind] = f"profiles/{stem}"
-                    self.study.profiles[workload][f"{scenario} {calls}"] = found_files
+                    self.lab.study.profiles[workload][f"{scenario} {calls}"] = found_files
                 finally:
                     if cluster.stopped:
                         cluster.resume(s.nodes - 1)
-        self.say(f"{workload}: profiles of node 1 recorded at {rate:,.0f} req/s")
+        self.lab.say(f"{workload}: profiles of node 1 recorded at {rate:,.0f} req/s")
 
     def scale_out(self) -> None:
         """One plain node against clusters asked 1/1, in rounds: capacity,
         then a constant rate of half the plain node's capacity."""
-        s = self.settings
+        s = self.lab.settings
         mode = "async"
         with ExitStack() as stack:
             targets = {
-                n: stack.enter_context(self.cluster(n, mode, "async", plain=n == 1))
+                n: stack.enter_context(self.lab.cluster(n, mode, "async", plain=n == 1))
                 for n in s.scale
             }
             for workload in s.workloads:
                 capacity: dict[int, list[float]] = {n: [] for n in targets}
                 for number in range(s.repeat):
                     for n in rotated(list(targets), number):
-                        run = self.measure(
+                        run = self.lab.measure(
                             targets[n],
-                            self.new_run(workload, scale_label(n), mode, "1/1", "healthy",
+                            self.lab.new_run(workload, scale_label(n), mode, "1/1", "healthy",
                                          "scale-capacity", number=number),
                             closed_loop=True,
                         )  # fmt: skip
@@ -679,9 +714,9 @@ class ClusterLab(Workbench):
                 rate = max(1.0, round(Spread.of(capacity[min(targets)]).median / 2))
                 for number in range(s.repeat):
                     for n in rotated(list(targets), number):
-                        self.measure(
+                        self.lab.measure(
                             targets[n],
-                            self.new_run(workload, scale_label(n), mode, "1/1", "healthy",
+                            self.lab.new_run(workload, scale_label(n), mode, "1/1", "healthy",
                                          "scale", rate, number),
                         )  # fmt: skip
 

@@ -389,7 +389,7 @@ class Lab(Workbench):
                 for mode in MODES:
                     point = self.study.breaking_point[workload][mode]
                     self.say(f"{workload} {mode}: breaking point {point} req/s (median)")
-                    self.study.profiles[workload][mode] = self.profile(
+                    self.study.profiles[workload][mode] = ModeProfiles(self).record(
                         servers[mode], samplers[mode], workload, mode, round(top * PROFILE_FRACTION)
                     )
             finally:
@@ -397,7 +397,7 @@ class Lab(Workbench):
                     sampler.stop()
         self.study.save(s.out)
         self.study.alloc_sites[workload] = {
-            mode: self.profile_allocations(workload, mode, round(top * ALLOC_FRACTION))
+            mode: ModeProfiles(self).allocations(workload, mode, round(top * ALLOC_FRACTION))
             for mode in MODES
         }
         self.study.save(s.out)
@@ -505,7 +505,15 @@ class Lab(Workbench):
                     high[mode] = middle
         return low
 
-    def profile(
+
+class ModeProfiles:
+    """The profiles of one mode's server: py-spy's CPU, wait and GIL
+    recordings under a constant rate, and memray's allocations."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+
+    def record(
         self,
         server: ServerProcess,
         sampler: MetricsSampler,
@@ -516,7 +524,7 @@ class Lab(Workbench):
         """py-spy CPU, wait and GIL profiles under a constant rate: per kind
         a flame graph, then the speedscope recording (the one the report
         reads, so its load run is the one kept as "profile-<kind>")."""
-        s = self.settings
+        s = self.lab.settings
         found = {}
         for kind in profile.KINDS:
             stem = f"{workload}-{mode}-{kind}"
@@ -526,31 +534,39 @@ class Lab(Workbench):
                         profile.start_pyspy,
                         server.process.pid,
                         s.profile_seconds,
-                        self.profile_dir / f"{stem}{suffix}",
+                        self.lab.profile_dir / f"{stem}{suffix}",
                         kind,
                         fmt,
                     )
                 )
                 # The load covers the recording: py-spy takes a moment to attach.
                 phase = f"profile-{kind}" if fmt == "speedscope" else f"profile-{kind}-{fmt}"
-                self.measure(server, sampler, workload, mode, phase, rate, s.profile_seconds + 1.5)
+                self.lab.measure(
+                    server, sampler, workload, mode, phase, rate, s.profile_seconds + 1.5
+                )
                 profile.finish(recorder)
             found[kind] = f"profiles/{stem}"
-        self.say(f"{workload} {mode}: profiles recorded at {rate:,.0f} req/s")
+        self.lab.say(f"{workload} {mode}: profiles recorded at {rate:,.0f} req/s")
         return found
 
-    def profile_allocations(self, workload: str, mode: str, rate: float) -> list[dict[str, Any]]:
-        capture = self.scratch / f"{workload}-{mode}.memray"
-        with self.server(mode, memray=capture) as server:
+    def allocations(self, workload: str, mode: str, rate: float) -> list[dict[str, Any]]:
+        capture = self.lab.scratch / f"{workload}-{mode}.memray"
+        with self.lab.server(mode, memray=capture) as server:
             sampler = MetricsSampler(server.port)
             sampler.start()
             try:
-                self.measure(
-                    server, sampler, workload, mode, "alloc", rate, self.settings.profile_seconds
+                self.lab.measure(
+                    server,
+                    sampler,
+                    workload,
+                    mode,
+                    "alloc",
+                    rate,
+                    self.lab.settings.profile_seconds,
                 )
             finally:
                 sampler.stop()
-        sites = profile.memray_outputs(capture, self.profile_dir, f"{workload}-{mode}-alloc")
+        sites = profile.memray_outputs(capture, self.lab.profile_dir, f"{workload}-{mode}-alloc")
         capture.unlink()
-        self.say(f"{workload} {mode}: allocation profile at {rate:,.0f} req/s")
+        self.lab.say(f"{workload} {mode}: allocation profile at {rate:,.0f} req/s")
         return sites
