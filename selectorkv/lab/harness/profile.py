@@ -1,36 +1,13 @@
-"""Profiles of a running server: py-spy for CPU, waits and the GIL, memray
-for allocations, and what the lab reads out of them.
+"""Profiles of a running server, and what the lab reads out of them: py-spy
+for CPU (``--threads``), waits (``--idle``: the lock profile) and the GIL
+(``--gil``), each as a flame graph and as speedscope JSON; memray for
+allocations (``--trace-python-allocators``). Each sample stops the server
+(``--nonblocking`` tore the samples of running threads and hid the work).
 
-# design
-
-The seed's profiles were async-profiler's CPU, allocation and lock flame
-graphs. Their closest analogues for CPython here:
-
-- CPU: ``py-spy record --threads``: a flame graph (SVG) and speedscope JSON,
-  one profile per thread, named SelectorThread-1, PayloadThread-1, ...
-- Locks: ``py-spy --idle`` keeps the samples of threads that wait. A wait
-  shows as the Python line that waits (``self._queue.get()``,
-  ``selector.select()``, ``with lock:``); wall-clock samples, no lock owner.
-- GIL: ``py-spy --gil`` keeps only the samples of the thread that holds it.
-- Allocations: the server started under ``memray run
-  --trace-python-allocators`` (small objects come from pymalloc and are
-  missed without it). The flame graph shows memory at its peak; ``memray
-  stats`` ranks the sites by total bytes allocated, which is what
-  async-profiler's allocation profile shows.
-
-Two py-spy processes record at once (SVG and speedscope). Both stop the
-server for each sample (py-spy's default): in ``--nonblocking`` mode, tried
-first, the samples of a thread that is running are torn and dropped more
-often than those of a waiting one, and the work vanished from the profiles
-(RocksStorage.put at 0% instead of 6% of the PayloadThread's samples).
-
-A waiting thread shows where it waits, and that includes the GIL: a
-PayloadThread woken by a task must take the GIL before it leaves
-``queue.get()``, so its "queue" share holds both waits.
-
-The lab turns each speedscope profile into shares of samples per thread
-and category (``thread_shares``), from the innermost frame outwards: the
-categories say where each kind of thread spends its time.
+``thread_profiles`` turns a speedscope profile into each thread's sampled
+seconds by category (a wait, RocksDB, h11, socket I/O, other Python), from
+the innermost frame outwards, and keeps them beside the profile.
+docs/lab.md, "Profiles, and what they can show in CPython".
 """
 
 from __future__ import annotations

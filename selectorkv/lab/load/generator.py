@@ -1,48 +1,13 @@
 """``selectorkv load``: an open-loop load generator with constant arrival rate.
 
-# design
-
-Closed-loop tools (wrk, ab) send the next request when the previous answer
-arrives, so a server that stalls is simply sent less, and its stall shows
-in a handful of samples: coordinated omission. Here, as in wrk2, request i
-is *due* at ``t0 + i / rate`` whatever the server does, and its latency is
-counted from its due time. A one-second stall therefore shows in every
-request that was due during it, as a user would have felt it.
-
-One process runs one ``selectors`` loop over its keep-alive connections,
-one request in flight on each. A due request goes out on a free connection;
-when none is free it waits, and that wait is part of its latency. Each
-request's latency goes into an HdrHistogram (microseconds, 3 significant
-digits). Several processes (``--processes``) split the rate and the
-connections when one core cannot keep the schedule; their histograms are
-merged.
-
-The loop wakes for a due request by a timerfd (lab/load/due_timer.py), not by the
-selector's timeout: that is whole milliseconds, rounded up, and it made
-every request of a light load up to 1 ms late, counted as latency. Measured
-against a server of known latency (``selectorkv lab --calibrate``), the fix
-took this generator's p50 bias at 1,000 req/s from +0.8 ms to under 0.1 ms.
-
-Falling behind is reported, not hidden: a request that went out more than
-1 ms after its due time is late. Late because every connection was busy,
-the server (or ``--connections``) is the limit; late with a connection free,
-this generator's own loop is. Either way the summary says so on stderr and
-``--json`` carries ``behind_schedule``.
-
-Several servers (``--url`` with a comma-separated list: a cluster's
-nodes) are loaded the way a client library spreads over a cluster: request
-i goes to node ``i mod N`` (round-robin), and waits, if it must, for a free
-connection *to that node*; the connections are split evenly among the
-nodes. A node that stalls then delays its own share of the requests, not
-the others'. In the closed loop each connection simply sends again, so each
-node gets the same number of connections.
-
-A timeline (``timeline`` seconds per bucket, off by default) keeps each
-request's latency by its due time: the lab draws from it what a client saw
-second by second while a node hung.
-
-Responses are parsed by hand (status line, Content-Length), not with h11:
-the generator must be cheaper than the server it measures.
+Request i is due at ``t0 + i / rate`` whatever the server does, and its
+latency counts from its due time (no coordinated omission). One process runs
+one ``selectors`` loop over keep-alive connections (``PlanRun``), woken for
+a due request by a timerfd; several processes split the rate when one core
+cannot keep the schedule, and their histograms are merged. Falling behind
+is reported, not hidden. Several servers take the requests in turn, each
+waiting only for a connection to its own server. docs/lab.md, "The
+generator", explains each of these choices and what it measured.
 """
 
 from __future__ import annotations

@@ -1,32 +1,13 @@
-"""The load tools the lab can drive, behind one interface.
+"""The load tools the lab can drive, behind one interface: ``selectorkv``
+(this package's open-loop generator), ``wrk`` (Debian's, paced to a
+constant rate by wrk_scripts/paced.lua) and ``wrk2`` (the seed's tool, when
+it is on PATH or named by ``$WRK2``; its first seconds calibrate it and its
+runs are lengthened by its warm-up).
 
-# design
-
-The study needs two things from a load tool: the closed-loop maximum of a
-server (its capacity), and a run at a constant request rate whose latencies
-are counted from each request's due time, as an HdrHistogram. Three tools
-can give them:
-
-- ``selectorkv`` -- this package's open-loop generator (lab/load/generator.py), always
-  there;
-- ``wrk`` -- Debian's wrk 4, closed loop by design, paced to a constant rate
-  by wrk_scripts/paced.lua (one connection per wrk thread);
-- ``wrk2`` -- when it is on PATH (or named by ``$WRK2``): ``-R`` and ``-L``,
-  the seed's tool. Its percentile spectrum is read back into a histogram.
-
-Every run comes back as a ``Measurement``: the figures of
-``selectorkv load --json`` plus the histogram, so the rest of the lab never
-asks which tool made it; the figures name the tool, and so does the report.
-
-No tool is picked silently. The default (cli.py's ``DEFAULT_TOOL``) is the one that
-``selectorkv lab --calibrate`` found least biased against the known-latency
-target on the project's machine (docs/lab.md, "The instruments"); another is
-used only when asked for, and every report states its tool's measured bias.
-
-Warm-up. wrk2 measures its first 10 s (``CALIBRATE_DELAY_MS`` in its
-src/wrk.h, plus 1 ms per connection of a thread) only to calibrate, then
-starts its histogram afresh: a shorter run reports the calibration itself.
-Its runs are therefore lengthened by ``warmup_seconds``, and the lab says so.
+Every run comes back as a ``Measurement``: the figures of ``selectorkv load
+--json`` plus the histogram, so the rest of the lab never asks which tool
+made it. No tool is picked silently: the default is the one the calibration
+found least biased. docs/lab.md, "Load tools" and "The instruments".
 """
 
 from __future__ import annotations

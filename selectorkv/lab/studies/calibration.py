@@ -1,41 +1,13 @@
 """``selectorkv lab --calibrate``: each load tool against a known truth.
 
-# design
-
-The study judges latencies of a few hundred microseconds against a p99
-bound of 10 ms, so what a load tool adds to them decides what the report
-says. The calibration measures it. Each tool is pointed at the known-latency
-target (lab/calibration_target.py), whose latency is known by construction
-and measured on its own side, at a few constant rates and service times,
-and its *bias* is what it reported minus the truth, at p50, p99 and p99.9.
-
-The truth of a run, at percentile p, is
-
-    truth(p) = floor + hold(p)
-
-- ``hold`` is the target's own measurement of the run: from the kernel's
-  receive timestamp of each request to the moment its answer was handed to
-  the kernel (the service time, its timer's slack, and any queueing in the
-  target);
-- ``floor`` is the rest of a round trip: the two trips through loopback and
-  a minimal client's own send and receive. A one-connection ping loop
-  measures it before the runs, as its round trip minus the hold each answer
-  reports (``X-Hold-Us``), paced so that the target is idle between pings;
-  its median is used. The floor's own spread (tens of microseconds) is left
-  out of the truth: a bias smaller than that is noise.
-
-Rounds. The tools take turns within each round (rotated, so none always
-goes first), every service time and rate in each turn; the bias of a point
-is the median of its rounds with min-max. A bias is a difference within one
-run, so the machine's drift mostly cancels; the rounds show what is left.
-
-CPUs: the targets on the server CPU, the tools and the ping loop on the
-others, as in the study. One target per service time, all up at once; an
-idle one costs nothing.
-
-The main study (lab/studies/node.py) runs a short calibration of its own tool
-before it measures anything, so that its report can state that tool's bias
-beside every table (``for_study``).
+Each tool is pointed at the known-latency targets (calibration_target.py)
+at a few constant rates and service times, and its *bias* is what it
+reported minus the truth, ``floor + hold(p)``, at p50, p99 and p99.9: the
+hold measured by the target, the floor by a paced one-connection ping loop
+before the runs. The tools take turns within each round; a bias is the
+median of its rounds with min-max. The single-node study runs a short
+calibration of its own tool first (``for_study``), so that its report can
+state that tool's bias beside every table. docs/lab.md, "The instruments".
 """
 
 from __future__ import annotations

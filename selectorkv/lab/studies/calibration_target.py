@@ -1,33 +1,13 @@
 """The calibration target: a server whose latency is known by construction.
 
-# design
-
-A load tool reports what it saw; to know what it *adds*, it must be pointed
-at a server whose answer time is known. This one answers every request of
-the ``/v0/entity`` API after a fixed service time (``--service-ms``) and
-nothing else: no storage, no parsing beyond the request's length, so that
-its own cost stays a few tens of microseconds.
-
-"Known" is measured, not assumed, on the server side. Each request's *hold*
-runs from the moment the kernel received its last bytes to the moment its
-answer is handed back to the kernel:
-
-- the start is the kernel's receive timestamp (``SO_TIMESTAMPNS``, read with
-  ``recvmsg``), so the time a request waited in the socket while this loop
-  was busy with another is in the hold too;
-- the answer is due at start + service time. The loop waits with
-  ``select.select``, whose timeout has microsecond resolution; ``epoll``'s
-  has milliseconds, and a 1 ms service time would come out between 1 and
-  2 ms.
-
-Every hold goes into an HdrHistogram; ``GET /hold`` returns it (encoded) and
-starts a new one, so the lab reads the hold of each run it makes. Each
-answer also carries its own hold in ``X-Hold-Us``: a ping loop subtracts it
-from the round trip it measured and is left with the floor, the part of
-the latency that is neither the server's nor the tool's (docs/lab.md).
-
-One thread, one ``select`` loop: ``select`` limits it to file descriptors
-below 1024, which the lab's 64 connections are far from.
+It answers every request of the ``/v0/entity`` API after a fixed service
+time (``--service-ms``) and does nothing else, so its own cost stays a few
+tens of microseconds. Each request's *hold* runs from the kernel's receive
+timestamp (``SO_TIMESTAMPNS``) to the moment its answer is handed back to
+the kernel; the loop waits with ``select.select``, whose timeout has
+microsecond resolution. ``GET /hold`` returns the holds since the last one
+(an HdrHistogram), and each answer carries its own in ``X-Hold-Us``, so a
+ping loop can subtract it and keep the floor. docs/lab.md, "The instruments".
 """
 
 from __future__ import annotations

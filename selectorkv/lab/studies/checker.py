@@ -1,36 +1,16 @@
 """The verdict on a history (history.py): is every key a register that
 behaved as one, and if not, what went wrong?
 
-# design: linearizability, key by key
-
-A key is a register: a write sets it, a read returns its value. A history
-is linearizable when each operation can be given one instant between its
-invocation and its completion such that, in the order of those instants,
-every read returns the last write's value (Herlihy and Wing, 1990). Keys
-are independent, so each is checked alone (P-compositionality, as
-Porcupine does), which keeps the search small.
-
-The search is Wing and Gong's, with Lowe's improvements as Porcupine
-implements them: walk the invocations and completions in time order; at
-an invocation, try to linearize that operation now (a write always can, a
-read only if it returns the current value) and go on; at a completion of
-an operation not yet linearized, this path is dead: undo the last choice
-and try the next. A cache of (operations linearized, value) prunes paths
-already tried. A write whose outcome is unknown completes at infinity: it
-may be linearized anywhere after its invocation, or after everything,
-which is the same as never. Failed operations and failed reads are left
-out: they changed nothing.
-
-# design: what the report names
-
-Linearizability says *that* a key went wrong; a reader wants *how*. So the
-checker also counts, directly:
-
-- a read that returned a value nobody wrote (``unwritten``);
-- a stale read: it returned the value of write A although a write B of the
-  same key was acknowledged after A completed and before the read began
-  (``stale``); among the final reads, made after the faults are healed,
-  that is an acknowledged write lost (``lost``).
+Linearizability key by key (keys are independent: P-compositionality, as
+Porcupine does): Wing and Gong's search with Lowe's improvements. Walk the
+invocations and completions in time order; at an invocation, linearize that
+operation now if it can be (a write always, a read only if it returns the
+current value) and go on; at the completion of an operation not yet
+linearized, undo the last choice and try the next. A cache of (operations
+linearized, value) prunes paths already tried; a write of unknown outcome
+completes at infinity; failed operations are left out. The checker also
+counts, directly, reads of a value nobody wrote, stale reads and, among
+the final reads, acknowledged writes lost. docs/cluster.md, "Fault runs".
 """
 
 from __future__ import annotations

@@ -1,62 +1,15 @@
 """``selectorkv lab --cluster N``: blocking against asynchronous peer calls,
 on a local cluster, healthy and with a node down.
 
-# design
-
-The single-node study (node.py) found that on one node under the GIL the
-PayloadThreads buy little: nothing waits but the CPU. Between nodes there
-is real waiting, and that is where "threads must not block" should pay.
-This study measures it with the same method:
-
-1. a database filled once as a cluster node's (load/fill.py, ``records``: every
-   key of the key space, versioned) and copied for every node started, so
-   each node of each cluster starts on the same data, the whole key space;
-2. the server setup: each peer-call style (``--peer-calls blocking`` and
-   ``async``) is measured in sync mode, in async mode with the default
-   workers, and in async mode with a PayloadThread per load connection
-   (``async-w64``: the thread-per-request design that blocking calls
-   assume; with fewer threads than requests in flight, every thread of a
-   node can block on a peer whose threads all block on it, and nothing
-   moves until the peer timeout). Closed loop, healthy, the default
-   ack/from; the setup with the higher median capacity serves that style
-   for the rest of the workload: each is compared at its best;
-3. per replication (the default ack/from and 1/1) and scenario (healthy;
-   the last node stopped with SIGSTOP for the whole run): capacity in the
-   closed loop, then a ladder of constant rates at fractions of the larger
-   capacity, latency from each request's due time, then the step search
-   for the breaking point, by node.py's rule. Both styles' clusters are up
-   at once and take turns within each round, as the modes do there;
-4. the hang: one constant-rate run per style during which the last node is
-   stopped a third of the way in and resumed at two thirds, latency kept
-   per 100 ms of due time (the generator's timeline): what a client sees;
-5. profiles of the coordinating node (node 1), CPU and wait (py-spy
-   ``--idle``), under both styles at the same rate, healthy and with the
-   node stopped: where the threads wait;
-6. scale-out: one plain node against clusters of ``--scale`` nodes asked
-   ack=1&from=1 (pure sharding), capacity and a constant rate in rounds.
-
-The load. Requests go round-robin over the node URLs, as a client library
-spreads them (load/generator.py). With a node stopped, the load goes to the nodes
-that are up: the study measures what a coordinator does when a *replica*
-hangs, and a client whose entry node hangs waits for it whatever the peer
-calls are. A stopped node is therefore never an entry point, in the
-stopped scenario and in the hang alike (there from the start, so that the
-entry points do not change at the stop).
-
-A rate is held (``held_cluster``) by the single-node rule on the answers
-the cluster can give: with a node stopped at 1/1 the keys it holds cannot
-be read or written by anyone, so the served share expected is that of the
-keys whose replica is up, counted over the key space (``reachable_share``);
-the p99 is that of the answers below 500. The ladder's rates are fractions
-of the larger *healthy* capacity in both scenarios. Above a rate that a style did not
-hold in a round, it is not run in that round (it would only fill queues for
-the length of the drain); such a rate counts as not held.
-
-CPUs. Each node's Python threads are pinned (``--cpu``) to one of the
-server CPUs (harness/cpus.py, ``server_cpus``: the highest ones, at most half), in turn;
-the load and py-spy run on the others. On the 2-core machine every node of
-every cluster shares one CPU: the study there shows what the hops and the
-waits cost, not how a cluster scales (the report says so).
+The single-node study's method between nodes, where there is real waiting:
+the server setup each peer-call style serves best at (``choose_setups``);
+per replication and scenario (healthy, the last node stopped), capacity, a
+ladder and the step search of both styles in rounds (``StyleComparison``);
+a run during which a node hangs, the profiles of node 1 and the scale-out
+(``ClusterScenarios``). The load goes round-robin over the entry nodes, a
+stopped node never among them; a rate is held on the answers the cluster
+can give (``reachable_share``). Each node's Python threads are pinned to one
+of the server CPUs in turn. docs/lab.md, "The cluster study".
 """
 
 from __future__ import annotations

@@ -3,37 +3,15 @@ that record what they did, faults injected on a schedule, then healing,
 and the checker's verdict (``selectorkv lab --faults``, ``make
 test-faults``; a few short runs are tests/system/test_faults.py).
 
-# design: faults one machine can cause
-
-- **kill**: kill -9 a node, and start it again on its data after a while;
-- **stop**: SIGSTOP a node (the kernel still accepts connections to it,
-  nothing answers), then SIGCONT;
-- **partition**: cut both directions between one node and each of the
-  others (the node is isolated; clients still reach it);
-- **one-way**: drop what one node sends to another, not the reverse: its
-  requests are lost, and so are its answers to that node, so writes can be
-  applied on a replica whose coordinator sees a timeout.
-
-Partitions need every node on an address of its own: node i listens on
-127.0.0.(i+1) and sends its peer calls from there (server.source_address),
-so a rule on one pair of addresses cuts one link. The rules are iptables
-rules on the loopback interface, in a chain of this run's own
-(``Partitions``), removed when the run ends, also when it fails. iptables
-needs root; without it the partition faults are not run, and the report
-says so.
-
-# design: the run
-
-Clients (threads) each send a mix of writes (unique values), deletes and
-reads (the default quorum, 2 of 3, so R + W > N) to random nodes, and
-record each operation (history.py). A nemesis thread injects the faults
-in turn, each for ``hold`` seconds with ``hold`` between. Then everything
-is healed: rules flushed, stopped nodes continued, killed ones restarted.
-From that moment the run measures how long until every node's hints are
-delivered and every replica of every written key holds the same newest
-record (read with internal requests, which repair nothing). Last, each key
-is read through each node (the final reads), and the checker (checker.py)
-judges the whole history.
+The faults one machine can cause: kill -9 and a restart, SIGSTOP and
+SIGCONT, a node cut from the others both ways, and one way. For the
+partitions every node listens on an address of its own (127.0.0.2-4) and
+sends from it, and ``Partitions`` puts iptables rules on the loopback
+interface in a chain of the run's own, removed when the run ends, also when
+it fails (root only; otherwise those faults are skipped, and the report says
+so). After the faults everything is healed, the time to convergence is
+measured, each key is read through each node, and the checker judges the
+history. docs/cluster.md, "Fault runs".
 """
 
 from __future__ import annotations

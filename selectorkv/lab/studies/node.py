@@ -1,51 +1,15 @@
 """``selectorkv lab``: the seed's sync-versus-async study, in one command.
 
-# design
-
-The seed (the course's stage 5 report, docs/lab.md) compared two versions of one server under the
-same constant-rate load: latency by percentile side by side, the breaking
-point, and CPU, allocation and lock profiles that show which threads do the
-work. Here the two versions are the two modes of one server, and the study
-runs, per workload (PUT, GET):
-
-1. a database filled once (``selectorkv fill``: every key of the key space,
-   then filler up to the size) and copied for every server started, so each
-   server starts on the same data;
-2. capacity: the closed-loop maximum of each mode, each on a fresh server;
-3. the ladder: constant-rate runs at fractions of the larger capacity, the
-   same absolute rates for both modes, so that the two can be plotted side
-   by side as in the seed (half of capacity, the breaking point, above it);
-4. the step search: between the highest rate a mode held (p99 under the
-   bound, all of the rate served, no errors) and the next one that it did
-   not, the interval is halved ``refine`` times: the breaking point;
-5. profiles at half of capacity on the same server: py-spy CPU, waits
-   (``--idle``: the lock profile) and GIL; then a server under memray at a
-   tenth of capacity (memray's tracing slows every allocation) for the
-   allocation profile;
-6. the metrics (``GET /metrics``) sampled every 200 ms during every run: the
-   queue depth over time comes from there.
-
-Repeats. This machine's speed drifts 10-40 % from minute to minute, so one
-run per rate cannot tell a difference between the modes from drift. Every
-measurement of steps 2-4 is made ``repeat`` times, in rounds, and within a
-round the two modes take turns (sync, async; then async, sync: neither
-always goes first): a drift then hits both modes alike, and the spread of
-the rounds is the noise that a difference must exceed. Both modes' servers
-are up at once for the ladder and the search (an idle one takes no CPU), so
-the turns cost no restarts. A rate counts as held when the *median* of its
-rounds held; the report gives medians with their min-max. The profiles and
-the allocation run are made once: they show where time goes, not how much.
-
-Everything measured is written under the out directory as it comes (a
-``.json`` and an ``.hgrm`` per run, ``runs.json`` for the whole study), and
-the report (lab/reports/node_report.py) is computed from those files alone.
-
-CPUs. The server puts its Python threads on one CPU (``--cpu auto``: the
-highest-numbered). The load tool, py-spy and the sampler run on the others,
-so that on this 2-core machine the load generator does not steal the
-server's core. Affinity is per thread on Linux and inherited by the
-processes a thread starts: the lab's own main thread keeps every CPU, and
-the work meant for the other CPUs runs in a thread that pins itself first.
+Per workload: a database filled once and copied for every server, each
+mode's closed-loop capacity, a ladder of constant rates at fractions of the
+larger one (the same rates for both modes), the step search for the
+breaking point, profiles at half of capacity, allocations under memray,
+and ``/metrics`` sampled all along. Capacity, ladder and search are measured
+in rounds in which the modes take turns (the machine drifts); a rate is
+held when the median of its rounds held. Everything is saved as it comes,
+and the report is computed from the saved files alone. The load, py-spy
+and the sampler run on the CPUs the server does not use. docs/lab.md,
+"What it does", is the reference.
 """
 
 from __future__ import annotations
