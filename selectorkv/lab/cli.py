@@ -287,7 +287,6 @@ def load(args: argparse.Namespace) -> int:
 def lab(args: argparse.Namespace) -> int:
     try:
         from selectorkv.lab.load import tools
-        from selectorkv.lab.reports import calibration_report
         from selectorkv.lab.reports import node_report as report
         from selectorkv.lab.studies import calibration
         from selectorkv.lab.studies import node as study
@@ -320,10 +319,7 @@ def lab(args: argparse.Namespace) -> int:
         failed = run_study(calibrated_study, out)
         if failed:
             return failed
-    if (out / report.CALIBRATION / "calibration.json").exists():
-        calibration_report.write_report(out / report.CALIBRATION)
-    print(f"report: {report.write_report(out)}")
-    return 0
+    return write_reports(out, report.write_report)
 
 
 def lab_calibrate(args: argparse.Namespace) -> int:
@@ -351,6 +347,17 @@ def lab_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_reports(out: Path, write: Callable[[Path], Path]) -> int:
+    """The study's calibration report, when it made one, then its own."""
+    from selectorkv.lab.reports import calibration_report
+    from selectorkv.lab.reports.node_report import CALIBRATION
+
+    if (out / CALIBRATION / "calibration.json").exists():
+        calibration_report.write_report(out / CALIBRATION)
+    print(f"report: {write(out)}")
+    return 0
+
+
 def run_study(study: Callable[[], object], out: Path) -> int:
     """Run a study; 0, or the exit status of its failure (said on stderr)."""
     try:
@@ -368,7 +375,7 @@ def run_study(study: Callable[[], object], out: Path) -> int:
 def lab_cluster(args: argparse.Namespace) -> int:
     """``selectorkv lab --cluster N``: the cluster study (lab/studies/cluster.py)."""
     try:
-        from selectorkv.lab.reports import calibration_report, cluster_report
+        from selectorkv.lab.reports import cluster_report
         from selectorkv.lab.reports import node_report as report
         from selectorkv.lab.studies import calibration
         from selectorkv.lab.studies import cluster as cluster_study
@@ -398,10 +405,7 @@ def lab_cluster(args: argparse.Namespace) -> int:
         failed = run_study(calibrated_study, out)
         if failed:
             return failed
-    if (out / report.CALIBRATION / "calibration.json").exists():
-        calibration_report.write_report(out / report.CALIBRATION)
-    print(f"report: {cluster_report.write_report(out)}")
-    return 0
+    return write_reports(out, cluster_report.write_report)
 
 
 def lab_faults(args: argparse.Namespace) -> int:

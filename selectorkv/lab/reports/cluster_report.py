@@ -24,7 +24,7 @@ from selectorkv.config import DEFAULTS
 from selectorkv.lab.harness.profile import PEER_WAIT, ThreadProfile, thread_profiles
 from selectorkv.lab.harness.spread import Agreement, Comparison, Spread
 from selectorkv.lab.load.tools import served_rate
-from selectorkv.lab.reports import plots
+from selectorkv.lab.reports import markdown, plots
 from selectorkv.lab.reports.markdown import Page
 from selectorkv.lab.reports.node_report import CALIBRATION
 from selectorkv.lab.studies.calibration import bias_note
@@ -141,15 +141,7 @@ def verdict(agreement: Agreement) -> str:
     )
 
 
-class Section:
-    """One part of the report, written onto the shared page."""
-
-    def __init__(self, data: ClusterReportData, page: Page, tool_note: str) -> None:
-        self.data = data
-        self.page = page
-        self.tool_note = tool_note
-        self.add = page.add
-        self.table = page.table
+Section = markdown.Section[ClusterReportData, Page]
 
 
 class ClusterReportWriter(Section):

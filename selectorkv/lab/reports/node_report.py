@@ -27,7 +27,7 @@ from selectorkv.config import DEFAULTS
 from selectorkv.lab.harness.profile import ThreadProfile, thread_profiles
 from selectorkv.lab.harness.spread import Agreement, Comparison, Spread
 from selectorkv.lab.load.tools import SERVED_SHARE, served_rate
-from selectorkv.lab.reports import plots
+from selectorkv.lab.reports import markdown, plots
 from selectorkv.lab.reports.markdown import Page
 from selectorkv.lab.studies.calibration import bias_note
 from selectorkv.lab.studies.node import MODES, held
@@ -204,15 +204,12 @@ class NodePage(Page):
         self.seed: list[tuple[str, str, str]] = []  # (seed's finding, here, verdict)
 
 
-class Section:
-    """One part of the report, written onto the shared page."""
+class Section(markdown.Section[NodeReportData, NodePage]):
+    """A section of report.md: it also adds to the observations and the
+    seed table that close the report."""
 
     def __init__(self, data: NodeReportData, page: NodePage, tool_note: str) -> None:
-        self.data = data
-        self.page = page
-        self.tool_note = tool_note
-        self.add = page.add
-        self.table = page.table
+        super().__init__(data, page, tool_note)
         self.observations = page.observations
         self.seed = page.seed
 
