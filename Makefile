@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-system test-fast test-stress test-reliability test-faults lint bench bench-compare report report-cluster calibrate tutorial peers builds cluster clean
+.PHONY: serve test test-system test-fast test-stress test-reliability test-faults lint bench bench-compare report report-cluster calibrate tutorial peers builds instructions cluster clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -116,6 +116,11 @@ peers: $(VENV)/.installed-peers
 BASE ?= HEAD~1
 builds: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.builds --base $(BASE) $(ARGS)
+
+# The same comparison by the instructions a request costs (valgrind's
+# callgrind), which do not drift with the machine: about 2 minutes.
+instructions: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.instructions --base $(BASE) $(ARGS)
 
 # A local cluster of three nodes on ports 8080-8082 (docs/cluster.md).
 cluster: $(VENV)/.installed-base
