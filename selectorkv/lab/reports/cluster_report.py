@@ -26,8 +26,7 @@ from selectorkv.lab.harness.spread import Agreement, Comparison, Spread
 from selectorkv.lab.load.tools import served_rate
 from selectorkv.lab.reports import markdown, plots
 from selectorkv.lab.reports.markdown import Page
-from selectorkv.lab.reports.node_report import CALIBRATION
-from selectorkv.lab.studies.calibration import bias_note
+from selectorkv.lab.reports.node_report import tool_note
 
 STYLES = ("blocking", "async")
 SCENARIO_TEXT = {
@@ -146,11 +145,7 @@ Section = markdown.Section[ClusterReportData, Page]
 
 class ClusterReportWriter(Section):
     def __init__(self, data: ClusterReportData) -> None:
-        super().__init__(
-            data,
-            Page(),
-            bias_note(data.out / CALIBRATION, data.study["tool"], f"{CALIBRATION}/calibration.md"),
-        )
+        super().__init__(data, Page(), tool_note(data.out, data.study["tool"]))
 
     def write(self) -> str:
         d = self.data

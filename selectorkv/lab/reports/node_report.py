@@ -178,6 +178,13 @@ def pct(value: float) -> str:
 
 CALIBRATION = "calibration"  # the study's calibration of its tool, beside report.md
 
+
+def tool_note(out: Path, tool: str) -> str:
+    """What the study's calibration measured of its load tool: the sentence
+    that follows every latency table of a report in ``out``."""
+    return bias_note(out / CALIBRATION, tool, f"{CALIBRATION}/calibration.md")
+
+
 # Per mode, per server thread kind: category -> share (wall), or one share.
 Shares = dict[str, dict[str, dict[str, float]]]
 Shares2 = dict[str, dict[str, float]]
@@ -216,11 +223,7 @@ class Section(markdown.Section[NodeReportData, NodePage]):
 
 class NodeReportWriter(Section):
     def __init__(self, data: NodeReportData) -> None:
-        super().__init__(
-            data,
-            NodePage(),
-            bias_note(data.out / CALIBRATION, data.study["tool"], f"{CALIBRATION}/calibration.md"),
-        )
+        super().__init__(data, NodePage(), tool_note(data.out, data.study["tool"]))
 
     def write(self) -> str:
         d = self.data
