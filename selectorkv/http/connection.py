@@ -58,20 +58,20 @@ class Owner(enum.Enum):
 class Phase(enum.Enum):
     """Where a connection stands; ``_advance`` derives from it:
 
-    ==========  ============================  ==================  =======================
-    phase       h11 (theirs / ours)           watched for         timer
-    ==========  ============================  ==================  =======================
-    IDLE        IDLE / IDLE                   read (+write)       keep-alive timeout
-    HEAD        IDLE / IDLE, bytes here       read (+write)       header timeout, 408
-    BODY        SEND_BODY / IDLE              read (+write)       header timeout, 408
-    EXECUTING   DONE / IDLE                   unchanged (parked)  none: a thread owns it
-    AWAITING    DONE / IDLE                   unchanged (parked)  request timeout, 504
-    BACKPRESSURED     any / IDLE                    write               keep-alive timeout
-    STREAMING   DONE / SEND_BODY              write               keep-alive timeout
-    CLOSING     any / DONE or MUST_CLOSE      write               keep-alive timeout
-    LINGERING   any / any, our side shut      read (discarded)    LINGER_SECONDS
-    CLOSED      -                             -                   -
-    ==========  ============================  ==================  =======================
+    =============  ============================  ==================  =======================
+    phase          h11 (theirs / ours)           watched for         timer
+    =============  ============================  ==================  =======================
+    IDLE           IDLE / IDLE                   read (+write)       keep-alive timeout
+    HEAD           IDLE / IDLE, bytes here       read (+write)       header timeout, 408
+    BODY           SEND_BODY / IDLE              read (+write)       header timeout, 408
+    EXECUTING      DONE / IDLE                   unchanged (parked)  none: a thread owns it
+    AWAITING       DONE / IDLE                   unchanged (parked)  request timeout, 504
+    BACKPRESSURED  any / IDLE                    write               keep-alive timeout
+    STREAMING      DONE / SEND_BODY              write               keep-alive timeout
+    CLOSING        any / DONE or MUST_CLOSE      write               keep-alive timeout
+    LINGERING      any / any, our side shut      read (discarded)    LINGER_SECONDS
+    CLOSED         -                             -                   -
+    =============  ============================  ==================  =======================
 
     "+write" while response bytes wait for the socket; the timer is then
     the keep-alive timeout (a client that does not read).

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -50,8 +50,6 @@ SAMPLE_EVERY = 0.2  # seconds between two scrapes of /metrics
 PROFILE_FRACTION = 0.5  # profiles run at this fraction of capacity
 ALLOC_FRACTION = 0.1  # ... and the allocation profile at this one (memray is slow)
 SETTLE = 1.0  # seconds between runs: the previous run's queues drain
-
-T = TypeVar("T")
 
 
 @dataclass
