@@ -5,6 +5,7 @@ Every node is ``selectorkv serve --cluster ...`` in a child process."""
 from __future__ import annotations
 
 import http.client
+import os
 import select
 import signal
 import socket
@@ -242,21 +243,38 @@ def test_databases_of_the_other_format_are_refused(
     assert "holds a cluster node's data" in result.stderr
 
 
-def test_selectorkv_cluster_starts_the_nodes_and_stops_them_on_sigterm(tmp_path: Path) -> None:
-    base = free_port()  # the next two ports are assumed free as well
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "selectorkv", "cluster", "--nodes", "2", "--base-port", str(base),
-         "--data", str(tmp_path), "--mode", "sync", "--log-level", "warning"],
-        stdout=subprocess.PIPE, text=True,
+def launch(tmp_path: Path, nodes: int, base: int, *flags: str) -> subprocess.Popen[str]:
+    """``selectorkv cluster`` in a child process, its output to read."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "selectorkv", "cluster", "--nodes", str(nodes),
+         "--base-port", str(base), "--data", str(tmp_path), "--mode", "sync",
+         "--log-level", "warning", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def launcher_lines(launcher: subprocess.Popen[str], until: str) -> list[str]:
+    """The launcher's lines up to the first that contains ``until``."""
+    assert launcher.stdout is not None
+    lines = []
+    for line in launcher.stdout:
+        lines.append(line.strip())
+        if until in line:
+            return lines
+    raise AssertionError(f"the launcher ended without {until!r}: {lines}")
+
+
+def test_selectorkv_cluster_starts_the_nodes_and_stops_them_on_sigterm(tmp_path: Path) -> None:
+    base = free_port()  # the next port is assumed free as well
+    launcher = launch(tmp_path, 2, base)
     try:
-        assert launcher.stdout is not None
-        urls = launcher.stdout.readline().split(": ", 2)[2].split()
-        assert urls == [f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"]
-        assert "token" in launcher.stdout.readline()
+        lines = launcher_lines(launcher, "are up")
+        urls = [f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"]
+        assert f"selectorkv cluster: 2 nodes: {' '.join(urls)}" in lines
+        assert any("token" in line for line in lines)
         nodes = [Node(url, int(url.rsplit(":", 1)[1])) for url in urls]
         for node in nodes:
-            wait_until(node.answers, f"{node.url} answers", timeout=30)
+            assert node.answers()  # up, as the launcher said
         assert nodes[0].put("k", b"v") == 201
         assert nodes[1].get("k") == (200, b"v")
         launcher.terminate()
@@ -266,6 +284,73 @@ def test_selectorkv_cluster_starts_the_nodes_and_stops_them_on_sigterm(tmp_path:
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+def pinned_cpus(pid: int) -> set[str]:
+    """The CPU lists that the threads of process ``pid`` may run on."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                found.add(line.split()[1])
+    return found
+
+
+def node_pids(launcher: subprocess.Popen[str]) -> list[int]:
+    """The launcher's children, the nodes, in the order they were started."""
+    children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+    return sorted(int(pid) for pid in children)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_selectorkv_cluster_gives_each_node_its_own_cpu(tmp_path: Path) -> None:
+    allowed = sorted(os.sched_getaffinity(0), reverse=True)
+    launcher = launch(tmp_path, 2, free_port())
+    try:
+        lines = launcher_lines(launcher, "are up")
+        said = [line.rsplit("cpu=", 1)[1] for line in lines if " cpu=" in line]
+        assert said == [str(allowed[0]), str(allowed[1])]
+        first, second = (pinned_cpus(pid) for pid in node_pids(launcher))
+        # The server's own threads are pinned; RocksDB's are left to the OS.
+        assert str(allowed[0]) in first and str(allowed[0]) not in second
+        assert str(allowed[1]) in second and str(allowed[1]) not in first
+    finally:
+        launcher.terminate()
+        launcher.wait(30)
+
+
+def test_selectorkv_cluster_with_cpu_given_puts_every_node_there(tmp_path: Path) -> None:
+    cpu = str(min(os.sched_getaffinity(0)))
+    launcher = launch(tmp_path, 2, free_port(), "--cpu", cpu)
+    try:
+        launcher_lines(launcher, "are up")
+        for pid in node_pids(launcher):
+            assert cpu in pinned_cpus(pid)
+    finally:
+        launcher.terminate()
+        launcher.wait(30)
+
+
+def test_selectorkv_cluster_stops_at_once_when_a_node_cannot_start(tmp_path: Path) -> None:
+    """The second node's port is taken: the launcher says why, stops the
+    first node and exits 1, instead of leaving a cluster without it."""
+    base = free_port()
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", base + 1))
+        taken.listen()
+        launcher = launch(tmp_path, 3, base)
+        try:
+            out, err = launcher.communicate(timeout=60)
+        finally:
+            if launcher.poll() is None:
+                launcher.kill()
+    assert launcher.returncode == 1
+    assert f"http://127.0.0.1:{base + 1} could not start (exit 1)" in out
+    assert "Address already in use" in out
+    assert "Address already in use" in err  # the node's own log, passed on
+    for port in (base, base + 2):
+        assert not Node(f"http://127.0.0.1:{port}", port).answers()
 
 
 @pytest.mark.timing

@@ -18,7 +18,8 @@ from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from selectorkv.lab.harness.servers import ServerProcess, free_port, holds_port, selectorkv_serve
+from selectorkv.cluster.local import holds_port
+from selectorkv.lab.harness.servers import ServerProcess, free_port, selectorkv_serve
 
 # The cluster token of the nodes started here (they run on loopback only).
 TOKEN = "test-token"

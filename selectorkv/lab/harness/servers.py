@@ -41,30 +41,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def holds_port(pid: int, port: int) -> bool:
-    """Process ``pid`` holds the listening socket of ``port`` (and not some
-    other server that took the port first): /proc/net against its descriptors."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as lines:
-            for line in list(lines)[1:]:
-                fields = line.split()
-                local, state, inode = fields[1], fields[3], fields[9]
-                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{inode}]")
-    try:
-        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
-    except OSError:
-        return False
-    for descriptor in descriptors:
-        try:
-            if os.readlink(descriptor) in inodes:
-                return True
-        except OSError:
-            continue  # closed meanwhile
-    return False
-
-
 class ServerProcess:
     """A server in a child process.
 
