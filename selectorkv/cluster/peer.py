@@ -2,8 +2,9 @@
 sockets that a SelectorThread owns, like its client connections.
 
 A ``PeerConnection`` is the client side of what ``Connection`` is the
-server side of: the same ``Transport`` with h11 in the CLIENT role,
-registered with the same SelectorThread and driven by the same rounds. The
+server side of: the same ``Transport``, registered with the same
+SelectorThread and driven by the same rounds, with the lean client side of
+HTTP/1.1 that calls between nodes need (``http/client_wire.py``). The
 connect is non-blocking, every call has a deadline, a failed connection is
 closed and never reused, and addresses are resolved once at start. The
 result goes to a callback on the SelectorThread, exactly once.
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from selectors import EVENT_READ, EVENT_WRITE
 from typing import TYPE_CHECKING, NamedTuple
 
-from selectorkv.http.parser import h11
+from selectorkv.http.client_wire import BadReply, ReplyReader, header_lines, request_bytes
 from selectorkv.reactor.stats import TIMED_OUT
 from selectorkv.reactor.transport import Transport
 
@@ -99,14 +100,10 @@ class PeerConnection:
             sock.close()
             raise
         self._transport = Transport(sock, self._reactor, self)
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_REPLY_HEAD)
+        self._reader = ReplyReader(MAX_REPLY_HEAD, pool.max_reply_body)
         self._closed = False
         self._on_reply: OnReply | None = None
         self._deadline: Timer | None = None
-        self._status = 0
-        self._headers: dict[bytes, bytes] = {}
-        self._body: list[bytes] = []
-        self._body_size = 0
         self._connecting = code == errno.EINPROGRESS  # writable once connected
         self._connect_failed = (
             "" if code in (0, errno.EINPROGRESS) else errno.errorcode.get(code, str(code))
@@ -127,17 +124,12 @@ class PeerConnection:
         if self._connect_failed:
             self._fail(f"connect failed: {self._connect_failed}")
             return
-        headers = [(b"host", self._host), *request.headers]
-        headers.append((b"content-length", b"%d" % len(request.body)))
-        out = self._transport.out
-        for event in (
-            h11.Request(method=request.method, target=request.target, headers=headers),
-            h11.Data(data=request.body),
-            h11.EndOfMessage(),
-        ):
-            if type(event) is h11.Data and not request.body:
-                continue
-            out.append(b"".join(self._h11.send_with_data_passthrough(event) or []))
+        self._transport.out.append(
+            request_bytes(
+                request.method, request.target, self._host, header_lines(request.headers),
+                request.body,
+            )
+        )  # fmt: skip
         if not self._connecting:
             self._transport.write_at_round_end()
         self._advance()
@@ -156,8 +148,11 @@ class PeerConnection:
             transport.flush(self._reactor.stats)
         if mask & EVENT_READ:
             data = transport.read()
-            if data is not None:
-                self._h11.receive_data(data)
+            if data:
+                if not self.busy:  # bytes nobody asked for: not a peer to trust
+                    self._fail("an answer to no request")
+                    return
+                self._reader.feed(data)
                 self._parse()
         if transport.broken or transport.peer_eof:
             # Mid-call this fails the call; an idle connection the peer
@@ -195,50 +190,25 @@ class PeerConnection:
     # The answer
 
     def _parse(self) -> None:
-        while self._on_reply is not None:
-            try:
-                event = self._h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                if self._transport.peer_eof:  # closed before the answer was whole
-                    self._fail(CLOSED, closed=True)
-                else:
-                    self._fail(f"a malformed answer: {exc}")
-                return
-            kind = type(event)
-            if kind is h11.Response:
-                self._status = event.status_code  # type: ignore[union-attr]
-                self._headers = dict(event.headers.raw_items())  # type: ignore[union-attr]
-            elif kind is h11.Data:
-                self._body_size += len(event.data)  # type: ignore[union-attr]
-                if self._body_size > self._pool.max_reply_body:
-                    self._fail("the answer is too large")
-                    return
-                self._body.append(event.data)  # type: ignore[union-attr]
-            elif kind is h11.EndOfMessage:
-                self._succeed()
-                return
-            elif kind is h11.ConnectionClosed:
-                self._fail(CLOSED, closed=True)
-                return
-            else:  # NEED_DATA; an informational response is skipped by h11
-                return
-
-    def _succeed(self) -> None:
-        reply = PeerReply(self._status, self._headers, b"".join(self._body))
+        try:
+            reply = self._reader.next()
+        except BadReply as exc:
+            self._fail(f"a malformed answer: {exc}")
+            return
+        if reply is None:
+            return  # not all here yet
         on_reply = self._finish()
-        reusable = self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
-        if reusable:
-            self._h11.start_next_cycle()
+        if reply.keep_alive and not self._reader.started and not self._transport.out.size:
             self._pool.idle(self)
-        else:
+        else:  # the peer closes it, answered before it had the whole request, or said more
             self.close()
-        on_reply(reply)
+        on_reply(PeerReply(reply.status, reply.headers, reply.body))
 
     def _fail(self, why: str, closed: bool = False) -> None:
         """Fail the call in progress, if any, and close. ``closed``: the
         connection broke or the peer closed it (not a deadline, not a bad
         answer)."""
-        unanswered = closed and self._status == 0 and not self._body_size
+        unanswered = closed and not self._reader.started
         on_reply = self._finish() if self._on_reply is not None else None
         if on_reply is not None:
             log.debug("%r: %s", self, why)
@@ -252,7 +222,6 @@ class PeerConnection:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        self._status, self._headers, self._body, self._body_size = 0, {}, [], 0
         return on_reply
 
     def _on_deadline(self) -> None:

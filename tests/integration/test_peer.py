@@ -151,3 +151,43 @@ def test_a_kept_alive_connection_closed_by_the_peer_is_retried_once_on_a_new_one
         assert served == [0, 1]
     finally:
         peer.close()
+
+
+def test_an_answer_outside_the_nodes_subset_fails_the_call_and_the_connection(
+    reactor: SelectorThread, listener: socket.socket
+) -> None:
+    """A chunked answer (nodes frame theirs by Content-Length): a failed
+    call, a closed connection, never a guess at the body."""
+    address = listener.getsockname()[:2]
+    pool = PeerPool(reactor, max_in_flight=4, timeout=10)
+    replies = Replies()
+    on_reactor(reactor, lambda: pool.call(address, STATUS, replies))
+    peer, _ = listener.accept()
+    with peer:
+        peer.recv(65536)
+        peer.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+        reply = replies.next()
+        assert reply.status == 0
+        assert "malformed answer" in reply.error and "chunked" in reply.error
+        assert on_reactor(reactor, lambda: pool.idle_count(address)) == 0
+        assert peer.recv(65536) == b""  # closed by the pool
+
+
+def test_bytes_on_an_idle_connection_close_it(
+    reactor: SelectorThread, listener: socket.socket
+) -> None:
+    """An answer to no request (two answers to one call, say) is not kept
+    for the next call: the connection is closed, not reused."""
+    address = listener.getsockname()[:2]
+    pool = PeerPool(reactor, max_in_flight=4, timeout=10)
+    replies = Replies()
+    on_reactor(reactor, lambda: pool.call(address, STATUS, replies))
+    peer, _ = listener.accept()
+    with peer:
+        peer.recv(65536)
+        peer.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        assert replies.next().status == 200
+        assert on_reactor(reactor, lambda: pool.idle_count(address)) == 1
+        peer.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")  # unasked
+        assert peer.recv(65536) == b""  # closed by the pool
+    assert on_reactor(reactor, lambda: pool.idle_count(address)) == 0
