@@ -59,10 +59,17 @@ def node_cpus(count: int, allowed: set[int]) -> list[int]:
     return [order[i % len(order)] for i in range(count)]
 
 
-def cpu_overridden(serve_flags: Sequence[str]) -> bool:
-    """Did the caller choose the nodes' CPU (``--cpu`` for every node)?"""
-    given = any(flag == "--cpu" or flag.startswith("--cpu=") for flag in serve_flags)
-    return given or "SELECTORKV_CPU" in os.environ
+def cpu_override(serve_flags: Sequence[str]) -> str | None:
+    """The ``--cpu`` the caller gave every node (a flag for the nodes, or
+    SELECTORKV_CPU), as it was given; None when there is none."""
+    for i, flag in enumerate(serve_flags):
+        if flag == "--cpu" and i + 1 < len(serve_flags):
+            return f"{serve_flags[i + 1]} (--cpu)"
+        if flag.startswith("--cpu="):
+            return f"{flag.removeprefix('--cpu=')} (--cpu)"
+    if "SELECTORKV_CPU" in os.environ:
+        return f"{os.environ['SELECTORKV_CPU']} (SELECTORKV_CPU)"
+    return None
 
 
 class NodeLog:
@@ -123,8 +130,9 @@ def run(count: int, base_port: int, data: str, serve_flags: Sequence[str]) -> in
     urls = node_urls(count, base_port)
     token = os.environ.get("SELECTORKV_CLUSTER_TOKEN") or secrets.token_hex(16)
     env = {**os.environ, "SELECTORKV_CLUSTER_TOKEN": token}
+    override = cpu_override(serve_flags)
     cpus: list[str | None]
-    if cpu_overridden(serve_flags) or not hasattr(os, "sched_getaffinity"):
+    if override is not None or not hasattr(os, "sched_getaffinity"):
         cpus = [None] * count
     else:
         cpus = [str(cpu) for cpu in node_cpus(count, os.sched_getaffinity(0))]
@@ -145,7 +153,7 @@ def run(count: int, base_port: int, data: str, serve_flags: Sequence[str]) -> in
         assert node.stderr is not None
         nodes.append(node)
         logs.append(NodeLog(node.stderr))
-        say(f"node {i} {url} cpu={cpu if cpu is not None else 'as --cpu says'}")
+        say(f"node {i} {url} cpu={cpu if cpu is not None else override or 'any'}")
     say(f"{count} nodes: {' '.join(urls)}")
     say(f"token {token} (SELECTORKV_CLUSTER_TOKEN)")
     running = set(range(count))

@@ -323,7 +323,10 @@ def test_selectorkv_cluster_with_cpu_given_puts_every_node_there(tmp_path: Path)
     cpu = str(min(os.sched_getaffinity(0)))
     launcher = launch(tmp_path, 2, free_port(), "--cpu", cpu)
     try:
-        launcher_lines(launcher, "are up")
+        lines = launcher_lines(launcher, "are up")
+        assert [line.rsplit(" ", 2)[1:] for line in lines if " cpu=" in line] == [
+            [f"cpu={cpu}", "(--cpu)"]
+        ] * 2
         for pid in node_pids(launcher):
             assert cpu in pinned_cpus(pid)
     finally:
