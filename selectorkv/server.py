@@ -37,7 +37,6 @@ from selectorkv.cluster.replication import (
     Cluster,
     Coordinator,
     claim_directory,
-    internal_target,
 )
 from selectorkv.config import ServerConfig
 from selectorkv.execution.commit import GroupCommit, RoundCommit
@@ -52,6 +51,7 @@ from selectorkv.kv.api import (
     RECORD_OVERHEAD,
     Api,
     ReplicaApi,
+    internal_target,
 )
 from selectorkv.kv.records import ReplicaStore, check_format
 from selectorkv.kv.storage import MAX_OPEN_FILES, RocksStorage, Storage, StorageError

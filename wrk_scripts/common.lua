@@ -10,11 +10,22 @@ local ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 common.ID_LENGTH = 3
 common.BODY_LENGTH = 300
 
--- Two knobs from the environment, for benchmarks/cluster.py: a smaller key
--- space (SELECTORKV_ID_LENGTH=2: 3,844 keys, quick to fill over HTTP) and a
--- query suffix for every request (SELECTORKV_QUERY="&ack=1&from=1").
+-- Knobs from the environment, for benchmarks/cluster.py and benchmarks/hop.py:
+-- a smaller key space (SELECTORKV_ID_LENGTH=2: 3,844 keys, quick to fill
+-- over HTTP), a query suffix for every request (SELECTORKV_QUERY="&ack=1&from=1"),
+-- and keys chosen from a file, one per line (SELECTORKV_KEYS_FILE: the keys
+-- whose replica is a given node, for one).
 common.ID_LENGTH = tonumber(os.getenv("SELECTORKV_ID_LENGTH") or "") or common.ID_LENGTH
 local QUERY = os.getenv("SELECTORKV_QUERY") or ""
+local KEYS = nil
+local KEYS_FILE = os.getenv("SELECTORKV_KEYS_FILE")
+if KEYS_FILE and KEYS_FILE ~= "" then
+  KEYS = {}
+  for line in io.lines(KEYS_FILE) do
+    if line ~= "" then KEYS[#KEYS + 1] = line end
+  end
+  assert(#KEYS > 0, "SELECTORKV_KEYS_FILE names a file without keys")
+end
 
 function common.random_string(length)
   local letters = {}
@@ -26,7 +37,13 @@ function common.random_string(length)
 end
 
 function common.entity_path()
-  return "/v0/entity?id=" .. common.random_string(common.ID_LENGTH) .. QUERY
+  local id
+  if KEYS then
+    id = KEYS[math.random(#KEYS)]
+  else
+    id = common.random_string(common.ID_LENGTH)
+  end
+  return "/v0/entity?id=" .. id .. QUERY
 end
 
 -- Give every wrk thread its own random sequence: each thread has its own

@@ -27,25 +27,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
-from urllib.parse import quote_from_bytes
 
+from selectorkv.cluster.batching import PeerBatches
 from selectorkv.cluster.clock import HybridClock
-from selectorkv.cluster.peer import PeerPool, PeerRequest
+from selectorkv.cluster.peer import PeerPool
 from selectorkv.cluster.placement import Address, Topology
 from selectorkv.http.exchange import Executor, Request, Responder, Response
+from selectorkv.kv import batch
 from selectorkv.kv.api import (
     ACCEPTED,
     BAD_ID,
     CLUSTER_HEADER,
     CREATED,
     ENTITY_METHODS,
-    INTERNAL_ENTITY,
     NOT_ENOUGH_REPLICAS,
     NOT_FOUND,
     RECORD_OVERHEAD,
     TOKEN_HEADER,
     BadQuery,
     entity_id,
+    internal_target,
     query_param,
 )
 from selectorkv.kv.records import Record, decode, rank
@@ -84,9 +85,15 @@ class Cluster:
 
     def peer_pool(self, reactor: SelectorThread) -> PeerPool:
         """A pool of peer connections for ``reactor``, with this cluster's
-        timeout, source address and largest record."""
-        return PeerPool(
-            reactor, MAX_IN_FLIGHT, self.peer_timeout, self.source, self.max_body + RECORD_OVERHEAD
+        timeout and source address, reading answers as large as a batch's
+        (each of its calls may answer with a record of the largest size)."""
+        largest = batch.MAX_CALLS * (self.max_body + RECORD_OVERHEAD + batch.ANSWER_LINE)
+        return PeerPool(reactor, MAX_IN_FLIGHT, self.peer_timeout, self.source, largest)
+
+    def peer_batches(self, reactor: SelectorThread) -> PeerBatches:
+        """The calls of ``reactor`` to the peers, gathered per round."""
+        return PeerBatches(
+            self.peer_pool(reactor), self.headers, self.max_body + RECORD_OVERHEAD, MAX_IN_FLIGHT
         )
 
 
@@ -111,18 +118,6 @@ def replica_counts(query: bytes, nodes: int) -> tuple[int, int] | None:
 def coordinated(request: Request) -> bool:
     """Requests for ``/v0/entity`` are; the rest is served as on a single node."""
     return request.target.partition(b"?")[0] == b"/v0/entity"
-
-
-# The bytes of a key that an internal target carries as they are: all that
-# h11 accepts in a request target but the two that the query syntax gives a
-# meaning ("%" escapes, "&" separates). A byte a client sent unescaped thus
-# stays one byte, and the internal target is never longer than the client's
-# own: a key that a client was allowed to send can always be replicated.
-_KEPT = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%&")
-
-
-def internal_target(key: bytes) -> bytes:
-    return INTERNAL_ENTITY + b"?id=" + quote_from_bytes(key, safe=_KEPT).encode("ascii")
 
 
 class Plan(NamedTuple):
@@ -368,7 +363,7 @@ class Coordinator:
         self._local = local
         self._cluster = cluster
         self._self_url = cluster.topology.self_url
-        self._pools: dict[SelectorThread, PeerPool] = {}
+        self._batches: dict[SelectorThread, PeerBatches] = {}
 
     def is_full(self) -> bool:
         return self._local.is_full()
@@ -385,11 +380,11 @@ class Coordinator:
             cycle.respond(planned)
             return
         reactor = SelectorThread.current()
-        target = planned.internal.target
+        key, target = planned.key, planned.internal.target
 
         def repair(node: str, record: Record, on_reply: OnReply) -> None:
             log.debug("read repair: %s gets version %d", node, record.version)
-            self._ask(reactor, node, Request(b"PUT", target, record.encode()), on_reply)
+            self._ask(reactor, node, key, Request(b"PUT", target, record.encode()), on_reply)
 
         quorum = Quorum(
             cycle,
@@ -401,28 +396,29 @@ class Coordinator:
             missed_writes(self._cluster, planned),
         )
         for node in planned.replicas:
-            self._ask(reactor, node, planned.internal, quorum.on_reply)
+            self._ask(reactor, node, key, planned.internal, quorum.on_reply)
 
     def _ask(
-        self, reactor: SelectorThread, node: str, internal: Request, on_reply: OnReply
+        self, reactor: SelectorThread, node: str, key: bytes, internal: Request, on_reply: OnReply
     ) -> None:
-        """Send an internal request to one replica: this node's own through
-        its executor (a call into its storage), another through the peer
-        pool of this SelectorThread. ``on_reply`` runs on this thread."""
+        """Send an internal request for ``key`` to one replica: this node's
+        own through its executor (a call into its storage), another's with
+        this SelectorThread's calls of the round (batching.py).
+        ``on_reply`` runs on this thread."""
         cluster = self._cluster
         if node == self._self_url:
             request = internal._replace(headers=cluster.headers)
             respond = LocalCall(reactor, lambda r: on_reply(node, r.status, r.body, ""))
             self._local.execute(request, respond)
             return
-        pool = self._pools.get(reactor)
-        if pool is None:
-            pool = self._pools[reactor] = cluster.peer_pool(reactor)
-        peer_request = PeerRequest(internal.method, internal.target, cluster.headers, internal.body)
-        pool.call(
+        batches = self._batches.get(reactor)
+        if batches is None:
+            batches = self._batches[reactor] = cluster.peer_batches(reactor)
+        record = internal.body if internal.method == b"PUT" else None
+        batches.call(
             cluster.addresses[node],
-            peer_request,
-            lambda r: on_reply(node, r.status, r.body, r.error),
+            batch.Call(key, record),
+            lambda status, body, error: on_reply(node, status, body, error),
         )
 
 

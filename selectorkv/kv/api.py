@@ -18,9 +18,11 @@ import hmac
 import logging
 from collections.abc import Callable, Generator
 from typing import NamedTuple
+from urllib.parse import quote_from_bytes
 
 from selectorkv.http.exchange import Request, Response
-from selectorkv.kv.records import ReplicaStore, decode
+from selectorkv.kv import batch
+from selectorkv.kv.records import Record, ReplicaStore, decode
 from selectorkv.kv.storage import Cursor, Storage, StorageError
 from selectorkv.reactor.stats import count
 
@@ -31,6 +33,7 @@ log = logging.getLogger("selectorkv.kv.api")
 # its own, the shared token in a header, a versioned record as the body.
 INTERNAL_PREFIX = b"/v0/internal/"
 INTERNAL_ENTITY = b"/v0/internal/entity"
+INTERNAL_BATCH = b"/v0/internal/batch"  # several calls in one request (kv/batch.py)
 TOKEN_HEADER = b"x-selectorkv-token"
 CLUSTER_HEADER = b"x-selectorkv-cluster"
 # An internal request carries what a client sent plus a little: the record's
@@ -75,6 +78,18 @@ BAD_RECORD = Response(400, b"the body is not a versioned record\n")
 OTHER_TOPOLOGY = Response(409, b"the sender has another node list (cluster id)\n")
 
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+# The bytes of a key that an internal target carries as they are: all that
+# h11 accepts in a request target but the two that the query syntax gives a
+# meaning ("%" escapes, "&" separates). A byte a client sent unescaped thus
+# stays one byte, and the internal target is never longer than the client's
+# own: a key that a client was allowed to send can always be replicated.
+_KEPT = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%&")
+
+
+def internal_target(key: bytes) -> bytes:
+    """The target of the internal request for ``key``'s record."""
+    return INTERNAL_ENTITY + b"?id=" + quote_from_bytes(key, safe=_KEPT).encode("ascii")
 
 
 def percent_decode(raw: bytes) -> bytes | None:
@@ -241,7 +256,9 @@ class ReplicaApi(Api):
 
     def _route(self, path: bytes, query: bytes, request: Request) -> Response:
         if path == INTERNAL_ENTITY:
-            return self._internal(request, query)
+            return self._refused(request) or self._internal(request, query)
+        if path == INTERNAL_BATCH:
+            return self._refused(request) or self._batch(request)
         return self._shared(path, query, request.method)
 
     def _values(self, start: bytes, end: bytes | None) -> Cursor:
@@ -250,10 +267,9 @@ class ReplicaApi(Api):
     def write_of(self, request: Request) -> Write | None:
         return None  # a node stores records, applied one by one (ReplicaStore.apply)
 
-    def _internal(self, request: Request, query: bytes) -> Response:
-        """A node's request for this node's replica of a key: GET answers
-        the stored record (404: none); PUT applies one and answers 201 when
-        it is stored, or 200 with the newer record the replica kept."""
+    def _refused(self, request: Request) -> Response | None:
+        """Why an internal request is refused (no token, another node
+        list), or None when it is served."""
         if not self._token or not hmac.compare_digest(request.header(TOKEN_HEADER), self._token):
             return FORBIDDEN
         cluster = request.header(CLUSTER_HEADER)
@@ -262,20 +278,62 @@ class ReplicaApi(Api):
             # operator's (curl with the token), who asks for no placement.
             self._stranger(cluster)
             return OTHER_TOPOLOGY
+        return None
+
+    def _internal(self, request: Request, query: bytes) -> Response:
+        """A node's request for this node's replica of a key: GET answers
+        the stored record (404: none); PUT applies one and answers 201 when
+        it is stored, or 200 with the newer record the replica kept."""
         key = entity_id(query)
         if key is None:
             return BAD_ID
         if request.method == b"GET":
-            record = self._replica.get(key)
-            return NOT_FOUND if record is None else Response(200, record.encode(), RECORD_TYPE)
+            return self._record_of(key)
         if request.method != b"PUT":
             return Response(405, headers=((b"allow", b"GET, PUT"),))
         try:
             record = decode(request.body)
         except ValueError:
             return BAD_RECORD
-        kept = self._replica.apply(key, record)
-        if kept is record:
+        return self._stored(record, self._replica.apply(key, record))
+
+    def _batch(self, request: Request) -> Response:
+        """Several internal calls in one request (kv/batch.py): each is
+        answered as ``_internal`` would answer it alone, and the records
+        the calls store are written to the storage together."""
+        if request.method != b"POST":
+            return Response(405, headers=((b"allow", b"POST"),))
+        try:
+            calls = batch.decode_calls(request.body)
+        except ValueError as exc:
+            return Response(400, f"a malformed batch: {exc}\n".encode())
+        records: dict[int, Record] = {}
+        for index, call in enumerate(calls):
+            if call.record is not None:
+                try:
+                    records[index] = decode(call.record)
+                except ValueError:
+                    continue  # answered BAD_RECORD below
+        kept = iter(self._replica.apply_all([(calls[i].key, r) for i, r in records.items()]))
+        answers = []
+        for index, call in enumerate(calls):
+            if call.record is None:
+                response = self._record_of(call.key)
+            elif index in records:
+                response = self._stored(records[index], next(kept))
+            else:
+                response = BAD_RECORD
+            answers.append(batch.Answer(response.status, response.body))
+        return Response(200, batch.encode_answers(answers), RECORD_TYPE)
+
+    def _record_of(self, key: bytes) -> Response:
+        record = self._replica.get(key)
+        return NOT_FOUND if record is None else Response(200, record.encode(), RECORD_TYPE)
+
+    def _stored(self, sent: Record, kept: Record) -> Response:
+        """The answer to a record sent: 201 when it was stored, else 200
+        with the newer record the replica kept."""
+        if kept is sent:
             return CREATED
         count("writes_superseded")
         return Response(200, kept.encode(), RECORD_TYPE)

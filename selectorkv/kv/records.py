@@ -17,7 +17,7 @@ node's plain values or a cluster node's records. docs/cluster.md,
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -92,13 +92,30 @@ class ReplicaStore:
     def apply(self, key: bytes, record: Record) -> Record:
         """Store ``record`` unless a newer one is there; the record the
         replica holds afterwards (``record`` itself, or the newer one)."""
-        self._observe(record.version)
+        return self.apply_all(((key, record),))[0]
+
+    def apply_all(self, writes: Sequence[tuple[bytes, Record]]) -> list[Record]:
+        """``apply`` for each write in turn (a key may come more than once),
+        with one write to the storage for all that are stored (one append
+        to its write-ahead log: an internal batch's group commit)."""
+        for _, record in writes:
+            self._observe(record.version)
+        kept: list[Record] = []
+        stored: dict[bytes, Record] = {}
         with self._lock:
-            mine = self.get(key)
-            if mine is not None and not newer(mine, record):
-                return mine
-            self._storage.put(key, record.encode())
-            return record
+            for key, record in writes:
+                mine = stored.get(key) or self.get(key)
+                if mine is not None and not newer(mine, record):
+                    kept.append(mine)
+                    continue
+                stored[key] = record
+                kept.append(record)
+            if len(stored) == 1:
+                ((key, record),) = stored.items()
+                self._storage.put(key, record.encode())
+            elif stored:
+                self._storage.apply_batch([(key, r.encode()) for key, r in stored.items()])
+        return kept
 
     def values(self, start: bytes, end: bytes | None) -> Generator[tuple[bytes, bytes], None, None]:
         """The node's live entries in ``[start, end)`` without their

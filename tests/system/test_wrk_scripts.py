@@ -71,6 +71,30 @@ def test_put_script_stores_300_byte_values_under_3_letter_ids(make_server: Serve
 
 
 @needs_wrk
+def test_put_script_with_a_keys_file_writes_only_those_keys(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("first\nsecond\n\nthird\n")  # an empty line is skipped
+    server = make_server("sync")
+    host, port = server.address
+    result = subprocess.run(
+        ["wrk", "-t1", "-c2", "-d1s", "-s", str(SCRIPTS / "put.lua"), f"http://{host}:{port}"],
+        capture_output=True, text=True, timeout=30,
+        env={"SELECTORKV_KEYS_FILE": str(keys), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert requests_done(result.stdout) > 10
+    server.stop()
+    db = rocksdict.Rdict(server.config.data, rocksdict.Options(raw_mode=True))
+    try:
+        stored = set(db.keys())
+    finally:
+        db.close()
+    assert stored == {b"first", b"second", b"third"}
+
+
+@needs_wrk
 def test_get_and_delete_scripts_hit_the_same_key_space(make_server: ServerFactory) -> None:
     server = make_server("async")
     client = RawClient(server.address)
