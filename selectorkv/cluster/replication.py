@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from selectorkv.cluster.batching import PeerBatches
+from selectorkv.cluster.batching import OnAnswer, RoundCalls, Send, over_http
 from selectorkv.cluster.clock import HybridClock
 from selectorkv.cluster.peer import PeerPool
 from selectorkv.cluster.placement import Address, Topology
@@ -89,12 +89,6 @@ class Cluster:
         (each of its calls may answer with a record of the largest size)."""
         largest = batch.MAX_CALLS * (self.max_body + RECORD_OVERHEAD + batch.ANSWER_LINE)
         return PeerPool(reactor, MAX_IN_FLIGHT, self.peer_timeout, self.source, largest)
-
-    def peer_batches(self, reactor: SelectorThread) -> PeerBatches:
-        """The calls of ``reactor`` to the peers, gathered per round."""
-        return PeerBatches(
-            self.peer_pool(reactor), self.headers, self.max_body + RECORD_OVERHEAD, MAX_IN_FLIGHT
-        )
 
 
 def replica_counts(query: bytes, nodes: int) -> tuple[int, int] | None:
@@ -363,7 +357,7 @@ class Coordinator:
         self._local = local
         self._cluster = cluster
         self._self_url = cluster.topology.self_url
-        self._batches: dict[SelectorThread, PeerBatches] = {}
+        self._calls: dict[SelectorThread, RoundCalls] = {}
 
     def is_full(self) -> bool:
         return self._local.is_full()
@@ -401,25 +395,44 @@ class Coordinator:
     def _ask(
         self, reactor: SelectorThread, node: str, key: bytes, internal: Request, on_reply: OnReply
     ) -> None:
-        """Send an internal request for ``key`` to one replica: this node's
-        own through its executor (a call into its storage), another's with
-        this SelectorThread's calls of the round (batching.py).
-        ``on_reply`` runs on this thread."""
-        cluster = self._cluster
-        if node == self._self_url:
-            request = internal._replace(headers=cluster.headers)
-            respond = LocalCall(reactor, lambda r: on_reply(node, r.status, r.body, ""))
-            self._local.execute(request, respond)
-            return
-        batches = self._batches.get(reactor)
-        if batches is None:
-            batches = self._batches[reactor] = cluster.peer_batches(reactor)
+        """Send an internal request for ``key`` to one replica, with this
+        SelectorThread's other calls of the round (batching.py): this
+        node's own through its executor (a call into its storage), another
+        over HTTP. ``on_reply`` runs on this thread."""
+        calls = self._calls.get(reactor)
+        if calls is None:
+            calls = self._calls[reactor] = self._round_calls(reactor)
         record = internal.body if internal.method == b"PUT" else None
-        batches.call(
-            cluster.addresses[node],
+        calls.call(
+            node,
             batch.Call(key, record),
             lambda status, body, error: on_reply(node, status, body, error),
         )
+
+    def _round_calls(self, reactor: SelectorThread) -> RoundCalls:
+        """The calls of ``reactor`` to every replica, gathered per round."""
+        cluster = self._cluster
+        pool = cluster.peer_pool(reactor)
+        senders = {
+            node: over_http(pool, address, cluster.headers)
+            for node, address in cluster.addresses.items()
+            if node != self._self_url
+        }
+        senders[self._self_url] = self._own_replica(reactor)
+        return RoundCalls(
+            reactor.at_round_end, senders, cluster.max_body + RECORD_OVERHEAD, MAX_IN_FLIGHT
+        )
+
+    def _own_replica(self, reactor: SelectorThread) -> Send:
+        """How ``reactor`` calls this node's own replica: the internal
+        request through the node's executor, the answer back on ``reactor``."""
+        headers = self._cluster.headers
+
+        def send(method: bytes, target: bytes, body: bytes, on_answer: OnAnswer) -> None:
+            respond = LocalCall(reactor, lambda r: on_answer(r.status, r.body, ""))
+            self._local.execute(Request(method, target, body, headers), respond)
+
+        return send
 
 
 class Captured:

@@ -8,7 +8,7 @@ import queue
 import socket
 from collections.abc import Callable
 
-from selectorkv.cluster.batching import PeerBatches
+from selectorkv.cluster.batching import RoundCalls, over_http
 from selectorkv.cluster.peer import PeerPool
 from selectorkv.kv import batch
 from selectorkv.kv.records import Record, decode
@@ -24,15 +24,13 @@ def collect(answers: Answers, number: int) -> Callable[[int, bytes, str], None]:
     return lambda status, body, error: answers.put((number, status, body, error))
 
 
-def make_calls(
-    reactor: SelectorThread, batches: PeerBatches, address: tuple[str, int], calls: list[batch.Call]
-) -> Answers:
-    """Make ``calls`` in one round of the reactor."""
+def make_calls(reactor: SelectorThread, batches: RoundCalls, calls: list[batch.Call]) -> Answers:
+    """Make ``calls`` to the peer in one round of the reactor."""
     answers: Answers = queue.SimpleQueue()
 
     def in_one_round() -> None:
         for number, call in enumerate(calls):
-            batches.call(address, call, collect(answers, number))
+            batches.call("peer", call, collect(answers, number))
 
     on_reactor(reactor, in_one_round)
     return answers
@@ -50,17 +48,24 @@ def read_request(conn: socket.socket) -> tuple[bytes, bytes]:
     return head.split(b"\r\n")[0], body
 
 
-def batches_for(reactor: SelectorThread, max_body: int = 1 << 20) -> PeerBatches:
+def batches_for(
+    reactor: SelectorThread,
+    address: tuple[str, int],
+    max_body: int = 1 << 20,
+    max_in_flight: int = 100,
+) -> RoundCalls:
+    """Calls to one peer, "peer", at ``address``."""
     pool = PeerPool(reactor, max_in_flight=16, timeout=10, max_reply_body=1 << 24)
-    return PeerBatches(pool, HEADERS, max_body=max_body, max_in_flight=100)
+    send = over_http(pool, address, HEADERS)
+    return RoundCalls(reactor.at_round_end, {"peer": send}, max_body, max_in_flight)
 
 
 def test_the_calls_of_one_round_go_in_one_request(reactor: SelectorThread) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         address = listener.getsockname()[:2]
-        batches = batches_for(reactor)
+        batches = batches_for(reactor, address)
         calls = [batch.Call(b"a", None), batch.Call(b"b", b"record"), batch.Call(b"c", None)]
-        answers = make_calls(reactor, batches, address, calls)
+        answers = make_calls(reactor, batches, calls)
         conn, _ = listener.accept()
         with conn:
             line, body = read_request(conn)
@@ -80,9 +85,8 @@ def test_the_calls_of_one_round_go_in_one_request(reactor: SelectorThread) -> No
 
 def test_a_lone_call_is_the_plain_internal_request(reactor: SelectorThread) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        batches = batches_for(reactor)
-        answers = make_calls(reactor, batches, listener.getsockname()[:2],
-                             [batch.Call(b"a key", b"rec")])  # fmt: skip
+        batches = batches_for(reactor, listener.getsockname()[:2])
+        answers = make_calls(reactor, batches, [batch.Call(b"a key", b"rec")])
         conn, _ = listener.accept()
         with conn:
             line, body = read_request(conn)
@@ -93,9 +97,9 @@ def test_a_lone_call_is_the_plain_internal_request(reactor: SelectorThread) -> N
 
 def test_a_failed_batch_fails_each_of_its_calls(reactor: SelectorThread) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        batches = batches_for(reactor)
+        batches = batches_for(reactor, listener.getsockname()[:2])
         calls = [batch.Call(b"a", None), batch.Call(b"b", None)]
-        answers = make_calls(reactor, batches, listener.getsockname()[:2], calls)
+        answers = make_calls(reactor, batches, calls)
         conn, _ = listener.accept()
         with conn:
             read_request(conn)
@@ -108,10 +112,9 @@ def test_a_failed_batch_fails_each_of_its_calls(reactor: SelectorThread) -> None
 
 def test_calls_over_the_bound_fail_at_once(reactor: SelectorThread) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        pool = PeerPool(reactor, max_in_flight=16, timeout=10)
-        batches = PeerBatches(pool, HEADERS, max_body=1 << 20, max_in_flight=2)
+        batches = batches_for(reactor, listener.getsockname()[:2], max_in_flight=2)
         calls = [batch.Call(b"%d" % i, None) for i in range(3)]
-        answers = make_calls(reactor, batches, listener.getsockname()[:2], calls)
+        answers = make_calls(reactor, batches, calls)
         assert answers.get(timeout=10) == (2, 0, b"", "too many calls in flight to this peer")
 
 
@@ -122,11 +125,11 @@ def test_against_a_real_node_every_call_is_answered_as_if_alone(
     too large to share a batch within the body limit: each answered, and
     the records stored."""
     node = make_cluster(1, "async")[0]
-    batches = batches_for(reactor, max_body=1000)
+    batches = batches_for(reactor, ("127.0.0.1", node.port), max_body=1000)
     big = Record(7, b"B" * 900).encode()
     calls = [batch.Call(b"key-%d" % i, Record(5, b"value-%d" % i).encode()) for i in range(68)]
     calls += [batch.Call(b"big", big), batch.Call(b"key-3", None)]
-    answers = make_calls(reactor, batches, ("127.0.0.1", node.port), calls)
+    answers = make_calls(reactor, batches, calls)
     got = dict((number, (status, body, error)) for number, status, body, error in
                (answers.get(timeout=30) for _ in calls))  # fmt: skip
     assert [got[i][0] for i in range(69)] == [201] * 69, got
