@@ -43,12 +43,13 @@ def normalise(url: str) -> str:
     return f"http://{host}:{port}"
 
 
-def score(node: bytes, key: bytes) -> int:
-    """The node's weight for the key: 64 bits of BLAKE2b over both. The
-    node URL is length-prefixed so that no (node, key) pair can collide
-    with another by moving bytes from one to the other."""
-    digest = hashlib.blake2b(b"%d:" % len(node) + node + key, digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+def node_hasher(node: str) -> hashlib.blake2b:
+    """BLAKE2b (64 bits) fed with the node's part of every score: its URL,
+    length-prefixed so that no (node, key) pair can collide with another by
+    moving bytes from one to the other. A key's score is a copy of it fed
+    the key: the node's part is hashed once, not once per key."""
+    node_bytes = node.encode()
+    return hashlib.blake2b(b"%d:" % len(node_bytes) + node_bytes, digest_size=8)
 
 
 @dataclass(frozen=True)
@@ -85,12 +86,25 @@ class Topology:
         joined = "\n".join(sorted(self.nodes)).encode()
         return hashlib.blake2b(joined, digest_size=8).hexdigest()
 
+    @functools.cached_property
+    def _hashers(self) -> tuple[tuple[str, hashlib.blake2b], ...]:
+        return tuple((node, node_hasher(node)) for node in self.nodes)
+
     def replicas(self, key: bytes, count: int) -> list[str]:
-        """The ``count`` nodes that hold ``key``, best first."""
+        """The ``count`` nodes that hold ``key``, best first: the highest
+        scores, a score being the 8 bytes of BLAKE2b over the node and the
+        key (compared as bytes: the same order as the big-endian number)."""
         if not 1 <= count <= len(self.nodes):
             raise ValueError(f"count must be 1..{len(self.nodes)}, not {count}")
-        ranked = sorted(self.nodes, key=lambda node: score(node.encode(), key), reverse=True)
-        return ranked[:count]
+        scored = []
+        for node, hasher in self._hashers:
+            digest = hasher.copy()
+            digest.update(key)
+            scored.append((digest.digest(), node))
+        if count == 1:
+            return [max(scored)[1]]
+        scored.sort(reverse=True)
+        return [node for _, node in scored[:count]]
 
 
 Address = tuple[str, int]
