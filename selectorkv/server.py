@@ -86,6 +86,7 @@ class Server:
                 config.cluster_token.encode(),
                 node.cluster.topology.cluster_id.encode(),
                 self.metrics,
+                node.cluster.topology.describe(),
             )
             if node is not None
             else Api(storage, self.metrics)

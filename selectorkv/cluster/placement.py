@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -89,6 +90,12 @@ class Topology:
     @functools.cached_property
     def _hashers(self) -> tuple[tuple[str, hashlib.blake2b], ...]:
         return tuple((node, node_hasher(node)) for node in self.nodes)
+
+    def describe(self) -> bytes:
+        """What a node tells a client at ``GET /v0/cluster`` (JSON): the
+        sorted node list, its cluster id, and which node this is."""
+        about = {"cluster_id": self.cluster_id, "nodes": sorted(self.nodes), "self": self.self_url}
+        return json.dumps(about).encode()
 
     def replicas(self, key: bytes, count: int) -> list[str]:
         """The ``count`` nodes that hold ``key``, best first: the highest

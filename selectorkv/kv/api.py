@@ -44,6 +44,10 @@ CLUSTER_HEADER = b"x-selectorkv-cluster"
 RECORD_OVERHEAD = 17
 INTERNAL_HEAD_ALLOWANCE = 1024
 RECORD_TYPE = ((b"content-type", b"application/octet-stream"),)
+# What a client needs to place keys as the nodes do: the node list, its id,
+# and which node answered (JSON; selectorkv.client checks it).
+CLUSTER_PATH = b"/v0/cluster"
+JSON_TYPE = ((b"content-type", b"application/json"),)
 
 
 class Write(NamedTuple):
@@ -247,11 +251,13 @@ class ReplicaApi(Api):
         token: bytes,
         cluster_id: bytes,
         metrics: Callable[[], bytes] | None = None,
+        topology: bytes = b"{}",
     ) -> None:
         super().__init__(storage, metrics)
         self._replica = replica
         self._token = token
         self._cluster_id = cluster_id
+        self._topology = Response(200, topology, JSON_TYPE)  # GET /v0/cluster
         self._strangers: set[bytes] = set()  # cluster ids already logged
 
     def _route(self, path: bytes, query: bytes, request: Request) -> Response:
@@ -259,6 +265,8 @@ class ReplicaApi(Api):
             return self._refused(request) or self._internal(request, query)
         if path == INTERNAL_BATCH:
             return self._refused(request) or self._batch(request)
+        if path == CLUSTER_PATH:
+            return self._topology if request.method == b"GET" else GET_ONLY
         return self._shared(path, query, request.method)
 
     def _values(self, start: bytes, end: bytes | None) -> Cursor:

@@ -20,7 +20,7 @@ LAYERS = [
     ("selectorkv.kv",),
     ("selectorkv.execution",),
     ("selectorkv.cluster",),
-    ("selectorkv.config", "selectorkv.metrics", "selectorkv.server"),
+    ("selectorkv.config", "selectorkv.metrics", "selectorkv.server", "selectorkv.client"),
     ("selectorkv.lab", "selectorkv.lab.harness"),
     ("selectorkv.lab.load",),
     ("selectorkv.lab.studies",),
