@@ -141,6 +141,14 @@ class Client:
             conn.close()
         self._connections.clear()
 
+    def verify(self) -> None:
+        """Ask every node now whether it places keys as this client does:
+        TopologyMismatch if one does not, NoNodeAvailable naming those that
+        cannot be reached (else each node is asked on first use)."""
+        unreachable = [node for node in self.topology.nodes if self._connection(node) is None]
+        if unreachable:
+            raise NoNodeAvailable(f"cannot reach {', '.join(unreachable)}")
+
     def replicas(self, key: bytes | str, count: int | None = None) -> list[str]:
         """The nodes that hold ``key`` with ``from`` = ``count`` (default:
         every node), in the nodes' own order: the first is where requests go."""

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from selectorkv.client import ClusterError
 from selectorkv.config import DEFAULTS, byte_size, positive_float, positive_int
 from selectorkv.kv.storage import StorageError
 from selectorkv.lab.load.keyspace import WORKLOADS
@@ -73,6 +74,13 @@ def add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default="http://127.0.0.1:8080",
         help="server to load; several, comma-separated (a cluster's nodes), take the requests "
         "in turn",
+    )
+    load.add_argument(
+        "--route",
+        choices=("round-robin", "placement"),
+        default="round-robin",
+        help="with several servers: in turn, or each request to its key's first replica (the "
+        "nodes' placement, as selectorkv.client does; the URLs must be the nodes' --cluster list)",
     )
     load.add_argument("--workload", choices=WORKLOADS, default="get")
     load.add_argument("--rate", type=positive_float, required=True, help="requests per second")
@@ -270,9 +278,10 @@ def load(args: argparse.Namespace) -> int:
         return needs_lab_extra("load", exc)
     try:
         report = generator.generate(
-            args.url, args.workload, args.rate, args.connections, args.duration, args.processes
-        )
-    except ValueError as exc:
+            args.url, args.workload, args.rate, args.connections, args.duration, args.processes,
+            route=args.route,
+        )  # fmt: skip
+    except (ValueError, ClusterError) as exc:
         print(f"selectorkv load: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

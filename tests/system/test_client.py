@@ -125,3 +125,37 @@ def test_a_node_refusal_is_raised_with_its_reason(make_server: ServerFactory) ->
         with pytest.raises(RequestFailed) as found:
             kv.put("k", b"far too large for the node")
     assert found.value.status == 413 and "larger than 10 bytes" in str(found.value)
+
+
+@pytest.mark.parametrize("closed_loop", [False, True])
+def test_the_load_generator_routes_by_placement_too(
+    make_cluster: ClusterFactory, closed_loop: bool
+) -> None:
+    from selectorkv.lab.load import generator  # the lab extra
+
+    nodes = make_cluster(3, "sync")
+    urls = [node.url for node in nodes]
+    report = generator.generate(
+        urls[0] + "?ack=1&from=1," + ",".join(urls[1:]), "put", rate=300, connections=6,
+        duration=1.0, closed_loop=closed_loop, route="placement",
+    )  # fmt: skip
+    assert report.status_counts[201] > 100 and set(report.status_counts) == {201}
+    assert peer_calls(nodes) == 0  # each request entered at its key's replica
+    assert all(
+        node.metric("selectorkv_responses_total", method="PUT", status="201") > 10 for node in nodes
+    )
+    round_robin = generator.generate(
+        urls[0] + "?ack=1&from=1," + ",".join(urls[1:]), "put", rate=300, connections=6,
+        duration=0.5,
+    )  # fmt: skip
+    assert set(round_robin.status_counts) == {201}
+    assert peer_calls(nodes) > 0  # two requests in three miss their replica
+
+
+def test_the_load_generator_refuses_another_node_list(make_cluster: ClusterFactory) -> None:
+    from selectorkv.lab.load import generator
+
+    nodes = make_cluster(3, "sync")
+    with pytest.raises(TopologyMismatch):
+        generator.generate(",".join(node.url for node in nodes[:2]), "get", rate=10,
+                           connections=2, duration=0.2, route="placement")  # fmt: skip

@@ -5,9 +5,11 @@ latency counts from its due time (no coordinated omission). One process runs
 one ``selectors`` loop over keep-alive connections (``PlanRun``), woken for
 a due request by a timerfd; several processes split the rate when one core
 cannot keep the schedule, and their histograms are merged. Falling behind
-is reported, not hidden. Several servers take the requests in turn, each
-waiting only for a connection to its own server. docs/lab.md, "The
-generator", explains each of these choices and what it measured.
+is reported, not hidden. Several servers (a cluster's nodes) take the
+requests in turn, or, with ``route="placement"``, each request goes to its
+key's first replica, as ``selectorkv.client`` sends it; each waits only for
+a connection to its own server. docs/lab.md, "The generator", explains each
+of these choices and what it measured.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from urllib.parse import urlsplit
 
 from hdrh.histogram import HdrHistogram
 
+from selectorkv.client import Client
 from selectorkv.lab.load.due_timer import DueTimer
 from selectorkv.lab.load.keyspace import ALPHABET, BODY_LENGTH, ID_LENGTH
 
+ROUTES = ("round-robin", "placement")  # how requests are shared among several servers
 LATE_AFTER = 0.001  # seconds after its due time that make a request late
 LATE_SHARE = 0.01  # the share of late requests that is reported as falling behind
 HIGHEST_US = 3_600_000_000  # an hour, in microseconds
@@ -57,6 +61,10 @@ class Plan:
     timeline: float = 0.0  # seconds per timeline bucket; 0: no timeline
     query: str = ""  # appended to every request's query (the first URL's)
     drain: float = DRAIN_SECONDS  # how long to wait for answers after the last request
+    # "round-robin": the servers in turn; "placement": each key's first
+    # replica, among ``nodes`` (the cluster's URLs, in the targets' order)
+    route: str = "round-robin"
+    nodes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -98,12 +106,16 @@ class Workload:
         start = self._random.randrange(BODY_POOL - BODY_LENGTH)
         return self._pool[start : start + BODY_LENGTH]
 
-    def next_request(self, host: bytes) -> bytes:
-        """The next request, ``host`` its Host header line."""
+    def next_key(self) -> bytes:
+        return self._text(ID_LENGTH)
+
+    def next_request(self, host: bytes, key: bytes | None = None) -> bytes:
+        """The next request, ``host`` its Host header line; for ``key``, or
+        a random one."""
         method = self._name
         if method == "mixed":
             method = "get" if self._random.random() < 0.5 else "put"
-        target = b"/v0/entity?id=" + self._text(ID_LENGTH) + self._query
+        target = b"/v0/entity?id=" + (key or self.next_key()) + self._query
         if method == "put":
             body = self._body()
             return b"PUT %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
@@ -214,9 +226,14 @@ class PlanRun:
         self.selector.register(self.timer, selectors.EVENT_READ, self.timer)
         self.count = count = len(plan.targets)
         # Per server: its free connections (first freed, first reused: all stay
-        # warm), and the due times of the requests that wait for one of them.
+        # warm), and the requests that wait for one of them: (due time, key;
+        # None when any key will do).
         self.free: list[deque[ClientConnection]] = [deque() for _ in plan.targets]
-        self.waiting: list[deque[float]] = [deque() for _ in plan.targets]
+        self.waiting: list[deque[tuple[float, bytes | None]]] = [deque() for _ in plan.targets]
+        self.placement: Client | None = None
+        if plan.route == "placement":
+            self.placement = Client(plan.nodes)
+            self.home = {node: i for i, node in enumerate(self.placement.topology.nodes)}
         for i in range(plan.connections):
             conn = ClientConnection(i % count, *plan.targets[i % count])
             self.selector.register(conn.sock, selectors.EVENT_READ, conn)
@@ -255,17 +272,23 @@ class PlanRun:
                         self.requests = self.next_index
                         break
                     self.next_index += 1
-                    self.send(conns.popleft(), now, now)  # latency from the send, as in wrk
+                    conn = conns.popleft()  # latency from the send, as in wrk:
+                    self.send(conn, now, self.key_for(conn.target), now=now)
         elif not plan.closed_loop:
             start, interval, count = plan.start, self.interval, self.count
             while self.next_index < self.requests and start + self.next_index * interval <= now:
-                self.waiting[self.next_index % count].append(start + self.next_index * interval)
+                due = start + self.next_index * interval
+                if self.placement is None:
+                    self.waiting[self.next_index % count].append((due, None))
+                else:
+                    key = self.workload.next_key()
+                    self.waiting[self.home_of(key)].append((due, key))
                 self.next_index += 1
                 self.queued += 1
             for target, dues in enumerate(self.waiting):
                 while dues and free[target]:
                     self.queued -= 1
-                    self.send(free[target].popleft(), dues.popleft(), now)
+                    self.send(free[target].popleft(), *dues.popleft(), now=now)
 
     def timeout(self, now: float) -> float | None:
         """How long the selector may wait: until the next request is due
@@ -280,7 +303,24 @@ class PlanRun:
             return max(0.0, plan.start - now)
         return 0.1
 
-    def send(self, conn: ClientConnection, due: float, now: float) -> None:
+    def home_of(self, key: bytes) -> int:
+        """The target that is ``key``'s first replica."""
+        assert self.placement is not None
+        return self.home[self.placement.replicas(key, 1)[0]]
+
+    def key_for(self, target: int) -> bytes | None:
+        """A key for a request to ``target``: with placement, one of the keys
+        whose first replica it is (drawn until one is), else any key."""
+        if self.placement is None:
+            return None
+        while True:
+            key = self.workload.next_key()
+            if self.home_of(key) == target:
+                return key
+
+    def send(
+        self, conn: ClientConnection, due: float, key: bytes | None = None, *, now: float
+    ) -> None:
         result = self.result
         lag = now - due
         if lag > LATE_AFTER:
@@ -289,7 +329,7 @@ class PlanRun:
             result.max_lag = max(result.max_lag, lag)
         conn.due = due
         try:
-            conn.send(self.workload.next_request(conn.host))
+            conn.send(self.workload.next_request(conn.host, key))
         except OSError:
             result.errors += 1
             self.free[conn.target].append(reconnect(self.selector, conn, self.plan))
@@ -466,6 +506,7 @@ def generate(
     timeline: float = 0.0,
     drain: float = DRAIN_SECONDS,
     separate: bool = False,
+    route: str = "round-robin",
 ) -> Report:
     """Run the load and return the merged report. ``url`` may be several,
     comma-separated: the requests go to them in turn.
@@ -485,6 +526,12 @@ def generate(
     target (docs/lab.md, "The instruments").
     """
     targets = [target(one) for one in url.split(",")]
+    nodes = [one.strip().split("?")[0] for one in url.split(",")]
+    if route not in ROUTES:
+        raise ValueError(f"route: {' or '.join(ROUTES)}, not {route!r}")
+    if route == "placement":
+        with Client(nodes) as client:
+            client.verify()  # the nodes place keys with this very list
     count = 1 if closed_loop else plan_processes(rate, processes)
     if connections < len(targets):
         raise ValueError(f"{connections} connections cannot reach {len(targets)} servers")
@@ -506,6 +553,8 @@ def generate(
                 timeline=timeline,
                 query=urlsplit(url.split(",")[0]).query,
                 drain=drain,
+                route=route,
+                nodes=nodes,
             )
             for i in range(count)
         ]
