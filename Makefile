@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-system test-fast test-stress test-reliability test-faults lint bench bench-compare report report-cluster calibrate tutorial peers builds instructions cluster clean
+.PHONY: serve test test-system test-fast test-stress test-reliability test-faults lint bench bench-compare report report-cluster scale calibrate tutorial peers builds instructions cluster clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -121,6 +121,14 @@ builds: $(VENV)/.installed-dev
 # callgrind), which do not drift with the machine: about 2 minutes.
 instructions: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.instructions --base $(BASE) $(ARGS)
+
+# The scale-out study (selectorkv lab --scale-out): 1, 2 and 4 nodes, each
+# limited to the same share of one CPU (cgroup quota: root), placement-aware
+# against round-robin routing. About 10 minutes; `make scale ARGS=--quick` for
+# two. On a machine with more cores, `make scale ARGS="--scale-out 1,2,4,8
+# --quota none"` gives each node a real CPU. Writes reports/scale/report-scale.md.
+scale: $(VENV)/.installed-dev
+	$(BIN)/selectorkv lab --scale-out --out reports/scale $(ARGS)
 
 # A local cluster of three nodes on ports 8080-8082 (docs/cluster.md).
 cluster: $(VENV)/.installed-base

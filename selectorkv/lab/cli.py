@@ -10,6 +10,7 @@ nothing of the lab, and a command that needs the ``lab`` extra says so.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add_load(commands)
     lab = add_lab(commands)
     add_cluster_study(lab)
+    add_scale_study(lab)
     add_fault_runs(lab)
 
 
@@ -201,6 +203,39 @@ def add_cluster_study(lab: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def add_scale_study(lab: argparse.ArgumentParser) -> None:
+    study = lab.add_argument_group(
+        "the scale-out study (--scale-out)",
+        "Clusters of 1, 2 and 4 nodes up at once, each node limited to the same share of one "
+        "CPU with a cgroup quota (root), the load on the other CPUs: capacity (closed loop, "
+        "wrk per node) and p50/p99 at half of it, with placement-aware and round-robin "
+        "routing, 1/1 and 2 of 3, PUT and GET; capacity against N times one node's and CPU "
+        "per answer. Writes report-scale.md (default --out reports/scale). About 10 minutes "
+        "on 2 cores; --quick: about two.",
+    )
+    study.add_argument(
+        "--scale-out", type=node_counts, nargs="?", const=(1, 2, 4), metavar="COUNTS",
+        help="run the scale-out study with these node counts (1,2,4 when left out)",
+    )  # fmt: skip
+    study.add_argument(
+        "--quota", type=quota_share, default="auto",
+        help="each node's share of one CPU (auto: 1 / (most nodes + 1)); none: a CPU of its "
+        "own per node and no quota, on a machine with more cores",
+    )  # fmt: skip
+
+
+def quota_share(text: str) -> str | float:
+    if text in ("auto", "none"):
+        return text
+    try:
+        share = float(text)
+    except ValueError:
+        share = 0.0
+    if not 0 < share <= 64:
+        raise argparse.ArgumentTypeError("auto, none, or a share of one CPU such as 0.25")
+    return share
+
+
 def add_fault_runs(lab: argparse.ArgumentParser) -> None:
     faults = lab.add_argument_group(
         "fault runs (--faults)",
@@ -307,6 +342,8 @@ def lab(args: argparse.Namespace) -> int:
         return lab_cluster(args)
     if args.faults:
         return lab_faults(args)
+    if args.scale_out:
+        return lab_scale(args)
     out = Path(args.out)
     tool = args.tool or DEFAULT_TOOL
     if not args.report_only:
@@ -415,6 +452,39 @@ def lab_cluster(args: argparse.Namespace) -> int:
         if failed:
             return failed
     return write_reports(out, cluster_report.write_report)
+
+
+def lab_scale(args: argparse.Namespace) -> int:
+    """``selectorkv lab --scale-out``: the scale-out study (lab/studies/scale.py)."""
+    from selectorkv.lab.harness.cgroups import QuotaError, Quotas
+    from selectorkv.lab.reports import scale_report
+    from selectorkv.lab.studies import scale
+
+    out = Path("reports/scale" if args.out == SINGLE_OUT else args.out)
+    if not args.report_only:
+        preset = scale.QUICK if args.quick else scale.FULL
+        given = {key: getattr(args, key) for key in preset if getattr(args, key, None) is not None}
+        counts = args.scale_out
+        share = {"auto": scale.default_share(counts), "none": None}.get(args.quota, args.quota)
+        settings = scale.ScaleSettings(
+            out=out, counts=counts, share=share, connections=args.connections,
+            workloads=args.workloads, quick=args.quick, **{**preset, **given},
+        )  # fmt: skip
+        if shutil.which("wrk") is None:
+            print("selectorkv lab --scale-out needs wrk (apt-get install wrk)", file=sys.stderr)
+            return 2
+        try:
+            if share is not None:
+                with Quotas("selectorkv-scale-probe"):
+                    pass  # can quotas be set here at all? (before minutes of work)
+        except QuotaError as exc:
+            print(f"selectorkv lab: {exc}; --quota none runs without quotas", file=sys.stderr)
+            return 2
+        failed = run_study(lambda: scale.ScaleLab(settings, sys.stderr).run(), out)
+        if failed:
+            return failed
+    print(f"report: {scale_report.write_report(out)}")
+    return 0
 
 
 def lab_faults(args: argparse.Namespace) -> int:

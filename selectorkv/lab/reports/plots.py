@@ -16,6 +16,9 @@ is only as real as the gap between their bands.
 - Latency over time (the cluster study's hang): per 100 ms of due time, the
   p99 and the maximum of the requests due then, one colour per peer-call
   style, the node's stop and resume marked.
+- Capacity against the number of nodes (the scale-out study): one line per
+  routing and replication, and N times one node's as the line of perfect
+  scaling.
 """
 
 from __future__ import annotations
@@ -156,6 +159,26 @@ def latency_over_time(
     axes.set_yscale("log")
     axes.grid(True, which="both", alpha=0.3)
     _finish(figure, axes, "seconds into the run (due time)", "latency, ms", title, out)
+
+
+def capacity_by_nodes(
+    series: dict[str, list[tuple[int, Spread]]], one_node: float, title: str, out: Path
+) -> None:
+    """series: label -> [(nodes, capacity)]; ``one_node``: the capacity
+    that N nodes would multiply if they scaled perfectly."""
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    counts = sorted({n for points in series.values() for n, _ in points})
+    axes.plot(counts, [n * one_node for n in counts], color="grey", linestyle="--",
+              linewidth=1, label="N x one node")  # fmt: skip
+    for label, points in series.items():
+        xs = [n for n, _ in points]
+        line = axes.plot(xs, [c.median for _, c in points], marker="o", label=label)[0]
+        axes.vlines(xs, [c.low for _, c in points], [c.high for _, c in points],
+                    color=line.get_color(), linewidth=1)  # fmt: skip
+    axes.set_xticks(counts)
+    axes.set_ylim(bottom=0)
+    axes.grid(True, alpha=0.3)
+    _finish(figure, axes, "nodes", "capacity, answers/s", title, out)
 
 
 def _finish(figure: Any, axes: Any, xlabel: str, ylabel: str, title: str, out: Path) -> None:
