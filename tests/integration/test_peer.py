@@ -135,8 +135,8 @@ def test_a_kept_alive_connection_closed_by_the_peer_is_retried_once_on_a_new_one
             conn, _ = peer.accept()
             with conn:
                 conn.recv(65536)
+                served.append(number)  # before the answer: the caller may read it at once
                 conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                served.append(number)
                 conn.recv(65536)  # the second request: closed unanswered
 
     thread = threading.Thread(target=serve, daemon=True)
