@@ -57,6 +57,11 @@ SERVERS = {
                         "--data", "{db}", "--log-level", "warning"],
     "selectorkv-async": [PY, "-m", "selectorkv", "serve", "--mode", "async", "--port", "{port}",
                          "--data", "{db}", "--log-level", "warning"],
+    # The same sync server with the compiled parser (the fast extra): env(1)
+    # sets the variable and execs Python, so the process is the server's own.
+    "selectorkv-sync-mypyc": ["env", "SELECTORKV_HTTP_PARSER=h11-mypyc", PY, "-m", "selectorkv",
+                              "serve", "--mode", "sync", "--port", "{port}", "--data", "{db}",
+                              "--log-level", "warning"],
     "uvicorn-h11": [PY, "-m", "uvicorn", "benchmarks.peer_apps:asgi_app", "--http", "h11",
                     "--loop", "asyncio", "--port", "{port}", "--no-access-log",
                     "--log-level", "warning"],
@@ -202,9 +207,10 @@ def wrk_missing(prog: str) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.peers",
-        description="selectorkv (sync, async), uvicorn + h11, uvicorn + httptools + uvloop and "
-        "gunicorn gthread, all up at once and loaded in interleaved rounds with wrk; prints "
-        "medians with min-max and the ratios to uvicorn + h11 taken within each round.",
+        description="selectorkv (sync, async, sync with h11-mypyc), uvicorn + h11, uvicorn + "
+        "httptools + uvloop and gunicorn gthread, all up at once and loaded in interleaved "
+        "rounds with wrk; prints medians with min-max and the ratios to uvicorn + h11 taken "
+        "within each round.",
     )
     add_round_arguments(parser, rounds=5)
     args = parser.parse_args()
