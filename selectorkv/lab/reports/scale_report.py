@@ -86,7 +86,9 @@ def write_report(out: Path) -> Path:
                 f"{_spread((r.p50_ms for r in fixed), '.2f')} / "
                 f"{_spread((r.p99_ms for r in fixed), '.2f')}",
             ])  # fmt: skip
-            label = f"{replication} {route}" if n > 1 or replication != "1/1" else None
+            # The majority of three is 2 of 2 on two nodes: one line for both.
+            quorum = "1/1" if replication == "1/1" else "majority (2/2, 2/3)"
+            label = f"{quorum} {route}" if n > 1 else None
             for name in [label] if label else [f"1/1 {r}" for r in ("placement", "round-robin")]:
                 series.setdefault(name, []).append(
                     (n, Spread.of(r.answered_per_s for r in capacity))
