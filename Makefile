@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-system test-fast test-stress test-reliability test-faults lint bench bench-compare report report-cluster scale calibrate tutorial peers builds instructions cluster clean
+.PHONY: serve test test-system test-fast test-stress test-reliability test-faults lint bench bench-compare report report-cluster scale hop calibrate tutorial peers builds instructions cluster clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -129,6 +129,12 @@ instructions: $(VENV)/.installed-dev
 # --quota none"` gives each node a real CPU. Writes reports/scale/report-scale.md.
 scale: $(VENV)/.installed-dev
 	$(BIN)/selectorkv lab --scale-out --out reports/scale $(ARGS)
+
+# What a hop costs (benchmarks/hop.py): the server CPU per request of one
+# node, a 3-node cluster's local and proxied 1/1 requests, and 2 of 3, in
+# interleaved rounds; `make hop ARGS="--base REV"` runs an earlier commit beside.
+hop: $(VENV)/.installed-dev
+	$(BIN)/python -m benchmarks.hop $(ARGS)
 
 # A local cluster of three nodes on ports 8080-8082 (docs/cluster.md).
 cluster: $(VENV)/.installed-base

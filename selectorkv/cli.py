@@ -68,9 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Start N nodes (selectorkv serve) on 127.0.0.1, ports BASE-PORT .. BASE-PORT+N-1, "
             "each with its own RocksDB directory DATA/node-<i>, the same --cluster list and a "
-            "generated token (or SELECTORKV_CLUSTER_TOKEN); print their URLs; forward SIGINT "
-            "and SIGTERM to all of them and exit when they have stopped. Flags after the "
-            "known ones go to every node's serve (for example --mode sync)."
+            "generated token (or SELECTORKV_CLUSTER_TOKEN), and a CPU of its own (round-robin "
+            "over the CPUs this process may use, from the highest; --cpu among the node flags "
+            "overrides); print their URLs; forward SIGINT and SIGTERM to all of them and exit "
+            "when they have stopped. A node that cannot start stops the others: exit 1 with "
+            "its reason. Flags after the known ones go to every node's serve (for example "
+            "--mode sync)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

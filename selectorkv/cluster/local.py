@@ -11,7 +11,7 @@ their command lines, where ``ps`` would show it), and printed once, for
 whoever wants to start another client of the internal protocol by hand.
 
 **A node per core.** The GIL gives one process one core's worth of Python,
-so N nodes are how a GIL-bound server uses N cores, if each has its own:
+so N nodes are how selectorkv uses N cores (docs/cluster.md, "Scaling"), if each has its own:
 node i is given ``--cpu`` of the i-th CPU this process may use, counted
 from the highest (the one ``--cpu auto`` picks for a single node) and
 round-robin when there are more nodes than CPUs. A ``--cpu`` among the

@@ -3,9 +3,10 @@ its key and answers once enough of them have.
 
 ``Coordinator`` is the executor in front of the node's own: a request for
 ``/v0/entity`` gets its ``ack``/``from`` checked, its replicas placed, a
-version from the node's clock for a write, and is sent to every replica at
-once (the node's own through its executor, a ``LocalCall``; the others
-through the SelectorThread's ``PeerPool``). A ``Quorum`` counts the answers
+version from the node's clock for a write, and is sent to every replica
+with the SelectorThread's other calls of the round (``RoundCalls``,
+batching.py: the node's own through its executor, a ``LocalCall``; the
+others through the SelectorThread's ``PeerPool``). A ``Quorum`` counts the answers
 on the SelectorThread: the client is answered once ``ack`` replicas have
 succeeded, or 504 once ``ack`` cannot be reached; no thread waits for a
 replica. A read returns the freshest record of the first ``ack`` answers,
