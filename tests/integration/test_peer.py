@@ -8,6 +8,7 @@ import queue
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -153,6 +154,21 @@ def test_a_kept_alive_connection_closed_by_the_peer_is_retried_once_on_a_new_one
         peer.close()
 
 
+@contextmanager
+def answered(
+    reactor: SelectorThread, listener: socket.socket, pool: PeerPool, answer: bytes
+) -> Iterator[tuple[PeerReply, socket.socket]]:
+    """A call to the raw peer behind ``listener``, which answers with
+    ``answer``: the reply, and the peer's side of the connection."""
+    replies = Replies()
+    on_reactor(reactor, lambda: pool.call(listener.getsockname()[:2], STATUS, replies))
+    peer, _ = listener.accept()
+    with peer:
+        peer.recv(65536)
+        peer.sendall(answer)
+        yield replies.next(), peer
+
+
 def test_an_answer_outside_the_nodes_subset_fails_the_call_and_the_connection(
     reactor: SelectorThread, listener: socket.socket
 ) -> None:
@@ -160,13 +176,8 @@ def test_an_answer_outside_the_nodes_subset_fails_the_call_and_the_connection(
     call, a closed connection, never a guess at the body."""
     address = listener.getsockname()[:2]
     pool = PeerPool(reactor, max_in_flight=4, timeout=10)
-    replies = Replies()
-    on_reactor(reactor, lambda: pool.call(address, STATUS, replies))
-    peer, _ = listener.accept()
-    with peer:
-        peer.recv(65536)
-        peer.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
-        reply = replies.next()
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    with answered(reactor, listener, pool, chunked) as (reply, peer):
         assert reply.status == 0
         assert "malformed answer" in reply.error and "chunked" in reply.error
         assert on_reactor(reactor, lambda: pool.idle_count(address)) == 0
@@ -180,14 +191,10 @@ def test_bytes_on_an_idle_connection_close_it(
     for the next call: the connection is closed, not reused."""
     address = listener.getsockname()[:2]
     pool = PeerPool(reactor, max_in_flight=4, timeout=10)
-    replies = Replies()
-    on_reactor(reactor, lambda: pool.call(address, STATUS, replies))
-    peer, _ = listener.accept()
-    with peer:
-        peer.recv(65536)
-        peer.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-        assert replies.next().status == 200
+    empty = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+    with answered(reactor, listener, pool, empty) as (reply, peer):
+        assert reply.status == 200
         assert on_reactor(reactor, lambda: pool.idle_count(address)) == 1
-        peer.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")  # unasked
+        peer.sendall(empty)  # unasked
         assert peer.recv(65536) == b""  # closed by the pool
     assert on_reactor(reactor, lambda: pool.idle_count(address)) == 0

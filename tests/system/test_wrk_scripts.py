@@ -7,6 +7,7 @@ of the server.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -32,16 +33,26 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "wrk_scripts"
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 
 
-def run_wrk(server: Server, script: str) -> str:
+def run_wrk(server: Server, script: str, env: dict[str, str] | None = None) -> str:
     host, port = server.address
     result = subprocess.run(
         ["wrk", "-t2", "-c4", "-d1s", "-s", str(SCRIPTS / script), f"http://{host}:{port}"],
         capture_output=True,
         text=True,
         timeout=30,
+        env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def stored_items(server: Server) -> list[tuple[bytes, bytes]]:
+    """What a stopped server stored, read straight from its RocksDB."""
+    db = rocksdict.Rdict(server.config.data, rocksdict.Options(raw_mode=True))
+    try:
+        return list(db.items())
+    finally:
+        db.close()
 
 
 def requests_done(output: str) -> int:
@@ -57,13 +68,7 @@ def test_put_script_stores_300_byte_values_under_3_letter_ids(make_server: Serve
     assert requests_done(output) > 100
     assert "Non-2xx" not in output  # every PUT was answered 201
     server.stop()
-    # Read what was stored straight from RocksDB: the seed's key space and
-    # value size.
-    db = rocksdict.Rdict(server.config.data, rocksdict.Options(raw_mode=True))
-    try:
-        items = list(db.items())
-    finally:
-        db.close()
+    items = stored_items(server)  # the seed's key space and value size
     assert len(items) > 50
     for key, value in items:
         assert re.fullmatch(rb"[a-zA-Z0-9]{3}", key), key
@@ -77,21 +82,10 @@ def test_put_script_with_a_keys_file_writes_only_those_keys(
     keys = tmp_path / "keys"
     keys.write_text("first\nsecond\n\nthird\n")  # an empty line is skipped
     server = make_server("sync")
-    host, port = server.address
-    result = subprocess.run(
-        ["wrk", "-t1", "-c2", "-d1s", "-s", str(SCRIPTS / "put.lua"), f"http://{host}:{port}"],
-        capture_output=True, text=True, timeout=30,
-        env={"SELECTORKV_KEYS_FILE": str(keys), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert requests_done(result.stdout) > 10
+    output = run_wrk(server, "put.lua", {"SELECTORKV_KEYS_FILE": str(keys)})
+    assert requests_done(output) > 10
     server.stop()
-    db = rocksdict.Rdict(server.config.data, rocksdict.Options(raw_mode=True))
-    try:
-        stored = set(db.keys())
-    finally:
-        db.close()
-    assert stored == {b"first", b"second", b"third"}
+    assert {key for key, _ in stored_items(server)} == {b"first", b"second", b"third"}
 
 
 @needs_wrk
