@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,30 +48,13 @@ from pathlib import Path
 from benchmarks.peers import PY, ROOT, cpus, wrk, wrk_missing
 from selectorkv.lab.harness.cpus import cpu_seconds
 from selectorkv.lab.harness.rounds import rotated
-from selectorkv.lab.harness.servers import ServerProcess, free_port
+from selectorkv.lab.harness.servers import ServerProcess, free_port, free_ports
 from selectorkv.lab.harness.spread import Spread
 from selectorkv.lab.load.tools import WrkPaced
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 KEYS = [a + b for a in ALPHABET for b in ALPHABET]
 PEER_TIMEOUT = "0.2"  # part 2: a stopped node costs each blocking call this long
-
-
-def free_ports(count: int) -> int:
-    """A base port whose next ``count - 1`` ports are free too (probed)."""
-    while True:
-        base = free_port()
-        if base + count < 65536 and all(_free(base + i) for i in range(1, count)):
-            return base
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @contextmanager

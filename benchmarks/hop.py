@@ -31,11 +31,11 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from benchmarks.cluster import KEYS, answers, fill, free_ports, loaded, server
+from benchmarks.cluster import KEYS, answers, fill, loaded, server
 from benchmarks.peers import PY, ROOT, cpus, wrk_missing
 from selectorkv.cluster.placement import Topology
 from selectorkv.lab.harness.rounds import rotated
-from selectorkv.lab.harness.servers import free_port
+from selectorkv.lab.harness.servers import free_port, free_ports
 from selectorkv.lab.harness.spread import Spread
 
 NODES = 3

@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from selectorkv.lab.harness.nodes import ClusterFactory, Node, serve_once
-from selectorkv.lab.harness.servers import free_port
+from selectorkv.lab.harness.servers import free_ports
 from tests.support import MODES, wait_until
 
 KINDS = [(mode, calls) for calls in ("async", "blocking") for mode in MODES]
@@ -253,22 +254,43 @@ def launch(tmp_path: Path, nodes: int, base: int, *flags: str) -> subprocess.Pop
     )  # fmt: skip
 
 
-def launcher_lines(launcher: subprocess.Popen[str], until: str) -> list[str]:
-    """The launcher's lines up to the first that contains ``until``."""
+def launcher_lines(launcher: subprocess.Popen[str], *until: str) -> list[str]:
+    """The launcher's lines up to the first that contains one of ``until``."""
     assert launcher.stdout is not None
     lines = []
     for line in launcher.stdout:
         lines.append(line.strip())
-        if until in line:
+        if any(text in line for text in until):
             return lines
     raise AssertionError(f"the launcher ended without {until!r}: {lines}")
 
 
+class Launched(NamedTuple):
+    launcher: subprocess.Popen[str]
+    base: int  # the first node's port
+    lines: list[str]  # the launcher's output up to "all N nodes are up"
+    data: Path
+
+
+def launched(tmp_path: Path, nodes: int, *flags: str) -> Launched:
+    """``selectorkv cluster`` with all its nodes up. Its ports are probed
+    free, but one may be taken before a node binds it (another server, the
+    source port of a connection): the launcher then stops, as it must, and
+    the cluster is started again on other ports."""
+    for attempt in range(3):
+        base, data = free_ports(nodes), tmp_path / f"attempt-{attempt}"
+        launcher = launch(data, nodes, base, *flags)
+        lines = launcher_lines(launcher, "are up", "could not start")
+        if "are up" in lines[-1]:
+            return Launched(launcher, base, lines, data)
+        launcher.wait(30)
+        assert "Address already in use" in lines[-1], lines
+    raise AssertionError("three launches in a row met a port taken meanwhile")
+
+
 def test_selectorkv_cluster_starts_the_nodes_and_stops_them_on_sigterm(tmp_path: Path) -> None:
-    base = free_port()  # the next port is assumed free as well
-    launcher = launch(tmp_path, 2, base)
+    launcher, base, lines, data = launched(tmp_path, 2)
     try:
-        lines = launcher_lines(launcher, "are up")
         urls = [f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"]
         assert f"selectorkv cluster: 2 nodes: {' '.join(urls)}" in lines
         assert any("token" in line for line in lines)
@@ -279,7 +301,7 @@ def test_selectorkv_cluster_starts_the_nodes_and_stops_them_on_sigterm(tmp_path:
         assert nodes[1].get("k") == (200, b"v")
         launcher.terminate()
         assert launcher.wait(30) == 0
-        assert (tmp_path / "node-1").is_dir() and (tmp_path / "node-2").is_dir()
+        assert (data / "node-1").is_dir() and (data / "node-2").is_dir()
         assert not any(node.answers() for node in nodes)
     finally:
         if launcher.poll() is None:
@@ -305,9 +327,8 @@ def node_pids(launcher: subprocess.Popen[str]) -> list[int]:
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_selectorkv_cluster_gives_each_node_its_own_cpu(tmp_path: Path) -> None:
     allowed = sorted(os.sched_getaffinity(0), reverse=True)
-    launcher = launch(tmp_path, 2, free_port())
+    launcher, _, lines, _ = launched(tmp_path, 2)
     try:
-        lines = launcher_lines(launcher, "are up")
         said = [line.rsplit("cpu=", 1)[1] for line in lines if " cpu=" in line]
         assert said == [str(allowed[0]), str(allowed[1])]
         first, second = (pinned_cpus(pid) for pid in node_pids(launcher))
@@ -321,9 +342,8 @@ def test_selectorkv_cluster_gives_each_node_its_own_cpu(tmp_path: Path) -> None:
 
 def test_selectorkv_cluster_with_cpu_given_puts_every_node_there(tmp_path: Path) -> None:
     cpu = str(min(os.sched_getaffinity(0)))
-    launcher = launch(tmp_path, 2, free_port(), "--cpu", cpu)
+    launcher, _, lines, _ = launched(tmp_path, 2, "--cpu", cpu)
     try:
-        lines = launcher_lines(launcher, "are up")
         assert [line.rsplit(" ", 2)[1:] for line in lines if " cpu=" in line] == [
             [f"cpu={cpu}", "(--cpu)"]
         ] * 2
@@ -337,7 +357,7 @@ def test_selectorkv_cluster_with_cpu_given_puts_every_node_there(tmp_path: Path)
 def test_selectorkv_cluster_stops_at_once_when_a_node_cannot_start(tmp_path: Path) -> None:
     """The second node's port is taken: the launcher says why, stops the
     first node and exits 1, instead of leaving a cluster without it."""
-    base = free_port()
+    base = free_ports(3)
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", base + 1))

@@ -41,6 +41,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def free_ports(count: int) -> int:
+    """A base port whose next ``count - 1`` ports are free too (probed; a
+    port may still be taken between the probe and the bind, by another
+    server or as the source port of a connection)."""
+    while True:
+        base = free_port()
+        if base + count < 65536 and all(_free(base + i) for i in range(1, count)):
+            return base
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class ServerProcess:
     """A server in a child process.
 
