@@ -245,13 +245,31 @@ def test_databases_of_the_other_format_are_refused(
 
 
 def launch(tmp_path: Path, nodes: int, base: int, *flags: str) -> subprocess.Popen[str]:
-    """``selectorkv cluster`` in a child process, its output to read."""
+    """``selectorkv cluster`` in a child process, its output to read; in a
+    session of its own, so that ``stop_launcher`` can reach its nodes too."""
     return subprocess.Popen(
         [sys.executable, "-m", "selectorkv", "cluster", "--nodes", str(nodes),
          "--base-port", str(base), "--data", str(tmp_path), "--mode", "sync",
          "--log-level", "warning", *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
+
+
+def stop_launcher(launcher: subprocess.Popen[str]) -> None:
+    """SIGTERM (the launcher stops its nodes), then SIGKILL to the whole
+    session for whatever is left: a launcher killed alone would leave its
+    nodes running."""
+    if launcher.poll() is None:
+        launcher.terminate()
+        try:
+            launcher.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(launcher.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # nothing left
+    launcher.wait(30)
 
 
 def launcher_lines(launcher: subprocess.Popen[str], *until: str) -> list[str]:
@@ -283,7 +301,7 @@ def launched(tmp_path: Path, nodes: int, *flags: str) -> Launched:
         lines = launcher_lines(launcher, "are up", "could not start")
         if "are up" in lines[-1]:
             return Launched(launcher, base, lines, data)
-        launcher.wait(30)
+        stop_launcher(launcher)
         assert "Address already in use" in lines[-1], lines
     raise AssertionError("three launches in a row met a port taken meanwhile")
 
@@ -304,8 +322,7 @@ def test_selectorkv_cluster_starts_the_nodes_and_stops_them_on_sigterm(tmp_path:
         assert (data / "node-1").is_dir() and (data / "node-2").is_dir()
         assert not any(node.answers() for node in nodes)
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
+        stop_launcher(launcher)
 
 
 def pinned_cpus(pid: int) -> set[str]:
@@ -336,8 +353,7 @@ def test_selectorkv_cluster_gives_each_node_its_own_cpu(tmp_path: Path) -> None:
         assert str(allowed[0]) in first and str(allowed[0]) not in second
         assert str(allowed[1]) in second and str(allowed[1]) not in first
     finally:
-        launcher.terminate()
-        launcher.wait(30)
+        stop_launcher(launcher)
 
 
 def test_selectorkv_cluster_with_cpu_given_puts_every_node_there(tmp_path: Path) -> None:
@@ -350,8 +366,7 @@ def test_selectorkv_cluster_with_cpu_given_puts_every_node_there(tmp_path: Path)
         for pid in node_pids(launcher):
             assert cpu in pinned_cpus(pid)
     finally:
-        launcher.terminate()
-        launcher.wait(30)
+        stop_launcher(launcher)
 
 
 def test_selectorkv_cluster_stops_at_once_when_a_node_cannot_start(tmp_path: Path) -> None:
@@ -366,8 +381,7 @@ def test_selectorkv_cluster_stops_at_once_when_a_node_cannot_start(tmp_path: Pat
         try:
             out, err = launcher.communicate(timeout=60)
         finally:
-            if launcher.poll() is None:
-                launcher.kill()
+            stop_launcher(launcher)
     assert launcher.returncode == 1
     assert f"http://127.0.0.1:{base + 1} could not start (exit 1)" in out
     assert "Address already in use" in out
