@@ -50,7 +50,7 @@ from collections.abc import Iterator, Sequence
 from types import TracebackType
 from urllib.parse import quote
 
-from selectorkv.cluster.placement import Topology, TopologyError, normalise
+from selectorkv.cluster.placement import Topology, TopologyError, host_and_port, normalise
 
 DEFAULT_TIMEOUT = 10.0  # seconds per request; a node's own request timeout is 10 s
 MAX_RANGE_LINE = 64  # bytes of a chunk-size line in a range's body
@@ -264,8 +264,7 @@ class Client:
         conn = self._connections.get(node)
         if conn is not None:
             return conn
-        host, _, port = node.removeprefix("http://").rpartition(":")
-        conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=self.timeout)
+        conn = http.client.HTTPConnection(*host_and_port(node), timeout=self.timeout)
         self._connections[node] = conn
         if node not in self._checked:
             try:
@@ -310,9 +309,9 @@ class Client:
 def _range_of(node: str, query: str, timeout: float) -> Iterator[tuple[bytes, bytes]]:
     """The entries of one node's ``/v0/entities``, as they stream in: each
     chunk of the body is one ``<key>\\n<value>`` (a node's own format)."""
-    host, _, port = node.removeprefix("http://").rpartition(":")
+    host, port = host_and_port(node)
     try:
-        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         raise NoNodeAvailable(f"range: {node} cannot be reached ({exc})") from None
     with sock, sock.makefile("rb") as stream:

@@ -117,13 +117,19 @@ class Topology:
 Address = tuple[str, int]
 
 
+def host_and_port(url: str) -> tuple[str, int]:
+    """The host (an IPv6 address without its brackets) and the port of a
+    normalised node URL, not looked up."""
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def resolve(url: str) -> Address:
     """(IP address, port) of a normalised node URL, looked up now;
     TopologyError naming the host when it does not resolve."""
-    host, _, port = url.removeprefix("http://").rpartition(":")
-    host = host.strip("[]")
+    host, port = host_and_port(url)
     try:
-        found = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise TopologyError(f"--cluster: {host!r} does not resolve ({exc})") from None
     address = found[0][4]

@@ -375,11 +375,11 @@ class Coordinator:
             cycle.respond(planned)
             return
         reactor = SelectorThread.current()
-        key, target = planned.key, planned.internal.target
+        key = planned.key
 
         def repair(node: str, record: Record, on_reply: OnReply) -> None:
             log.debug("read repair: %s gets version %d", node, record.version)
-            self._ask(reactor, node, key, Request(b"PUT", target, record.encode()), on_reply)
+            self._ask(reactor, node, batch.Call(key, record.encode()), on_reply)
 
         quorum = Quorum(
             cycle,
@@ -390,25 +390,20 @@ class Coordinator:
             self._cluster.clock.observe,
             missed_writes(self._cluster, planned),
         )
+        internal = planned.internal  # a GET, or a PUT of the write's record
+        call = batch.Call(key, internal.body if internal.method == b"PUT" else None)
         for node in planned.replicas:
-            self._ask(reactor, node, key, planned.internal, quorum.on_reply)
+            self._ask(reactor, node, call, quorum.on_reply)
 
-    def _ask(
-        self, reactor: SelectorThread, node: str, key: bytes, internal: Request, on_reply: OnReply
-    ) -> None:
-        """Send an internal request for ``key`` to one replica, with this
-        SelectorThread's other calls of the round (batching.py): this
-        node's own through its executor (a call into its storage), another
-        over HTTP. ``on_reply`` runs on this thread."""
+    def _ask(self, reactor: SelectorThread, node: str, call: batch.Call, on_reply: OnReply) -> None:
+        """Make ``call`` to one replica, with this SelectorThread's other
+        calls of the round (batching.py): this node's own through its
+        executor (a call into its storage), another over HTTP. ``on_reply``
+        runs on this thread."""
         calls = self._calls.get(reactor)
         if calls is None:
             calls = self._calls[reactor] = self._round_calls(reactor)
-        record = internal.body if internal.method == b"PUT" else None
-        calls.call(
-            node,
-            batch.Call(key, record),
-            lambda status, body, error: on_reply(node, status, body, error),
-        )
+        calls.call(node, call, lambda status, body, error: on_reply(node, status, body, error))
 
     def _round_calls(self, reactor: SelectorThread) -> RoundCalls:
         """The calls of ``reactor`` to every replica, gathered per round."""
