@@ -214,6 +214,8 @@ class Server:
                 reactor.join()
         if self._pool is not None:
             self._pool.stop()
+        for reactor in self._reactors:
+            reactor.close_cut_sockets()
         if self._hints is not None:
             self._hints.close()  # after every thread that keeps hints is gone
         clean = True

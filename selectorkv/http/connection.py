@@ -227,7 +227,9 @@ class Connection:
             self.close()
 
     def abort(self) -> None:
-        """Cut the connection whoever owns it (grace period over, or a bug)."""
+        """Cut the connection whoever owns it (grace period over, or a bug):
+        a reset, and what was not sent yet is dropped."""
+        self._transport.discard_unsent()
         if self.owner is SELECTOR:
             self.close()
         else:

@@ -104,6 +104,9 @@ class SelectorThread(StatsThread):
         self._round_end_calls: list[Callable[[], None]] = []
         self._timer_seq = itertools.count()
         self._shutdown_deadline: float | None = None
+        # Sockets cut while a PayloadThread owned them: its hand-back closes
+        # them, unless this reactor has ended by then (``close_cut_sockets``).
+        self.cut_sockets: set[socket.socket] = set()
         # Set once, on this thread, when shutdown begins. PayloadThreads read
         # it (docs/architecture.md, "The ownership rule", says why that is safe).
         self.draining = False
@@ -136,6 +139,15 @@ class SelectorThread(StatsThread):
         """Drain every handler now; at ``deadline`` (time.monotonic) abort
         whatever still holds the shutdown, and exit."""
         self.call_soon(lambda: self._on_shut_down(deadline))
+
+    def close_cut_sockets(self) -> None:
+        """Once this reactor and every PayloadThread have ended (nobody can
+        write to them any more): close the sockets cut under a PayloadThread
+        whose hand-back came too late to be run, sending their reset now."""
+        assert not self.is_alive()
+        for sock in self.cut_sockets:
+            sock.close()
+        self.cut_sockets.clear()
 
     @property
     def connection_count(self) -> int:

@@ -9,13 +9,15 @@ one call per read and one per flush, and reads ``out.size`` and the flags
 while the client may still send is a lingering close (``start_lingering``).
 ``close`` is for the connection's owner; ``cut`` stops a connection that
 another thread may be writing to, leaving the descriptor open until that
-writer lets go. docs/architecture.md, "Closing", says why.
+writer lets go; ``discard_unsent`` makes the close that follows a reset.
+docs/architecture.md, "Closing", says why.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -34,6 +36,8 @@ RECV_SIZE = 64 * 1024
 HIGH_WATER = 256 * 1024
 # How long a lingering close waits for the peer to finish sending.
 LINGER_SECONDS = 2.0
+# SO_LINGER on, with a zero timeout: close() sends a reset at once.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class Transport:
@@ -105,6 +109,17 @@ class Transport:
         self.lingering_until = until
         return True
 
+    def discard_unsent(self) -> None:
+        """Make the close to come abortive: the kernel drops the bytes it still
+        holds for the peer and sends a reset. Without it, a cut response of
+        megabytes would still trickle out to a slow reader long after the
+        server let go of it (through a zero window, at the pace of the
+        kernel's probes), and the peer would learn of the cut only at its end."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        except OSError:
+            pass
+
     def close(self) -> None:
         """Unregister and close the socket (by its owner only)."""
         if self.reactor.unregister(self.registration):
@@ -112,6 +127,7 @@ class Transport:
             self._closed()
         elif self.sock.fileno() >= 0:
             self.sock.close()  # cut earlier; the writer is done with it now
+            self.reactor.cut_sockets.discard(self.sock)
 
     def cut(self) -> None:
         """Stop the connection under a thread that may be writing to it now
@@ -121,6 +137,7 @@ class Transport:
         except OSError:
             pass
         if self.reactor.unregister(self.registration):
+            self.reactor.cut_sockets.add(self.sock)
             self._closed()
 
     def _closed(self) -> None:
