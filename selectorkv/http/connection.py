@@ -1,6 +1,7 @@
 """A client connection: the HTTP server protocol on top of a transport. h11
-in the SERVER role, the request cycle, the phase the connection is in, and
-the rule that says which thread may touch it.
+in the SERVER role (a plain request skips it: ``_serve_plain``), the request
+cycle, the phase the connection is in, and the rule that says which thread
+may touch it.
 
 docs/architecture.md is where the design is explained; the sections that
 are about this module:
@@ -14,6 +15,8 @@ are about this module:
   ``BACKPRESSURED`` above ``HIGH_WATER``, a stream produced a slice at a
   time as the socket drains.
 - "Closing": when we close, and why a close is a lingering one.
+- "Plain requests": which requests skip h11, and how the two paths are
+  kept one server.
 """
 
 from __future__ import annotations
@@ -168,6 +171,10 @@ class Connection:
         self._head_since: float | None = clock()  # when the head in HEAD began
         self._cycle: RequestCycle | None = None  # the request being read or answered
         self._stream: Generator[bytes, None, None] | None = None  # a response still producing
+        # This cycle's request was read without h11 (``_serve_plain``): its
+        # response is framed here too, and h11 stays idle throughout.
+        self._plain = False
+        self._chunked = False  # a plain cycle's response is a chunked stream
         self._advance()
 
     def __repr__(self) -> str:
@@ -258,9 +265,15 @@ class Connection:
         if data is None or self._phase is LINGERING:
             return  # nothing, or discarded: a lingering close reads only to see the end
         self.reactor.stats.bytes_in += len(data)
-        if data and self._executor.is_full() and self._between_requests():
-            data = self._shed(data)
-            if not data:
+        if data and self._between_requests():
+            if self._executor.is_full():
+                data = self._shed(data)
+                if not data:
+                    return
+            elif (
+                plain := framing.plain_request(data, self._head_limit(data))
+            ) is not None and plain[4] <= self._body_limit(plain[2]):
+                self._serve_plain(plain, data)  # a body too large is h11's to refuse
                 return
         self._h11.receive_data(data)  # b"" tells h11 about the end of input
         self._process()
@@ -283,7 +296,7 @@ class Connection:
         cost nearly a whole request (measured: at 30k req/s offered, 17k
         answered and the accepted requests' p99 was 2.9 s). So while the
         queue is full, a request that is plainly framed
-        (``framing.plain_request_size``) is answered from its bytes alone,
+        (``framing.plain_request``) is answered from its bytes alone,
         and h11 never sees it; the connection stays at h11's IDLE, keep-alive
         intact. Anything less plain goes to h11 as usual.
         """
@@ -291,9 +304,9 @@ class Connection:
         responses = self.reactor.stats.responses
         max_head = self._limits.max_header_size
         out = self._transport.out
-        while (size := framing.plain_request_size(data, max_head)) is not None:
-            responses[(data[: data.find(b" ")], 503)] += 1
-            data = data[size:]
+        while (plain := framing.plain_request(data, max_head)) is not None:
+            responses[(plain[1], 503)] += 1
+            data = data[plain[0] :]
             out.append(framing.SHED_RESPONSE)
             shed += 1
         if shed:
@@ -301,6 +314,21 @@ class Connection:
             self._head_since = None
             self._transport.write_at_round_end()
         return data
+
+    def _serve_plain(self, plain: framing.PlainRequest, data: bytes) -> None:
+        """A whole, plainly framed request came in a read of its own, between
+        requests: dispatch it without h11, whose parse and state machine
+        cost as much as the rest of a PUT (docs/architecture.md, "Plain
+        requests"). h11 stays at IDLE; whatever came after the request waits
+        in h11's buffer and is parsed by h11 once this one is answered."""
+        size, method, target, headers, length = plain
+        self._plain = True
+        self._head_since = None
+        if len(data) > size:
+            self._h11.receive_data(data[size:])
+        self._cycle = RequestCycle(self, method, target, headers)
+        self._dispatch(data[size - length : size])
+        self._process()
 
     def _process(self) -> None:
         """Turn buffered bytes into events until h11 needs more data, the
@@ -334,7 +362,8 @@ class Connection:
             if kind is h11.Data:
                 self._on_body_data(event.data)  # type: ignore[union-attr]
             elif kind is h11.EndOfMessage:
-                self._dispatch()
+                assert self._cycle is not None
+                self._dispatch(b"".join(self._cycle.body))
             elif kind is h11.Request:
                 self._on_request_head(event)  # type: ignore[arg-type]
             elif kind is h11.ConnectionClosed:
@@ -401,13 +430,13 @@ class Connection:
             return
         cycle.body.append(data)
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, body: bytes) -> None:
         """The request is complete: give it to the executor with its cycle."""
         cycle = self._cycle
         assert cycle is not None
         self.reactor.stats.requests += 1
         self._phase = EXECUTING
-        request = Request(cycle.method, cycle.target, b"".join(cycle.body), cycle.headers)
+        request = Request(cycle.method, cycle.target, body, cycle.headers)
         self._executor.execute(request, cycle)
         # From here a PayloadThread may own the connection: look at nothing
         # but ``owner``, which only this thread sets back.
@@ -417,7 +446,11 @@ class Connection:
 
     def _reject(self, status: int, message: bytes) -> None:
         """Answer a client's mistake with ``status`` and close."""
-        if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+        if self._plain:  # nothing of its response is written before the answer
+            unanswered = self._phase is AWAITING or self._phase is EXECUTING
+        else:
+            unanswered = self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE)
+        if unanswered:
             self._respond(Response(status, message, ((b"connection", b"close"),)))
         self._phase = CLOSING
 
@@ -493,7 +526,7 @@ class Connection:
         if response.stream is None:
             self._send_head(response.status, response.headers, len(response.body))
             if response.body:
-                self._send(h11.Data(data=response.body))
+                self._send_data(response.body)
             self._end_response()
             return
         self._send_head(response.status, response.headers, None)  # chunked
@@ -523,7 +556,7 @@ class Connection:
                     self._end_response()  # the terminating zero-length chunk
                     return
                 if piece:
-                    self._send(h11.Data(data=piece))
+                    self._send_data(piece)
         except Exception:
             # The storage failed mid-body. The status line has gone, so the
             # only honest answer left is a cut connection: the client sees
@@ -543,26 +576,56 @@ class Connection:
         content_length: int | None,
     ) -> None:
         """Start a response. With ``content_length`` None, h11 frames the body
-        as chunked (HTTP/1.1) or by closing (HTTP/1.0): a streamed response."""
-        self._send(framing.response_head(status, headers, content_length, self.reactor.draining))
+        as chunked (HTTP/1.1) or by closing (HTTP/1.0): a streamed response.
+        A plain cycle's head is the same bytes, framed here."""
+        close = self.reactor.draining
+        if not self._plain:
+            self._send(framing.response_head(status, headers, content_length, close))
+        elif not self._transport.broken:
+            self._chunked = content_length is None
+            self._transport.out.append(
+                framing.plain_response_head(status, headers, content_length, close)
+            )
+
+    def _send_data(self, data: bytes) -> None:
+        """Add a piece of the body: as it is, or as one chunk of a stream."""
+        if not self._plain:
+            self._send(h11.Data(data=data))
+            return
+        out = self._transport.out
+        if self._transport.broken:
+            return
+        if self._chunked:
+            out.append(b"%x\r\n" % len(data))
+            out.append(data)
+            out.append(b"\r\n")
+        else:
+            out.append(data)
 
     def _end_response(self) -> None:
         """Finish the response and, if the connection goes on, the cycle."""
-        self._send(framing.END_OF_MESSAGE)
+        if self._plain:
+            self._plain = False
+            if self._chunked and not self._transport.broken:
+                self._transport.out.append(framing.LAST_CHUNK)
+            self._chunked = False
+            keep_alive = not self.reactor.draining  # HTTP/1.1, no Connection header
+        else:
+            self._send(framing.END_OF_MESSAGE)
+            conn = self._h11
+            keep_alive = (
+                conn.our_state is h11.DONE
+                and conn.their_state is h11.DONE
+                and not self.reactor.draining
+            )
+            if keep_alive:
+                conn.start_next_cycle()  # the next request may be parsed
         if self.owner is SELECTOR:
             self._transport.write_at_round_end()  # reads first, writes last
         else:
             self._flush()  # a PayloadThread writes at once
-        conn = self._h11
-        if (
-            conn.our_state is h11.DONE
-            and conn.their_state is h11.DONE
-            and not self.reactor.draining
-        ):
-            conn.start_next_cycle()  # keep-alive: the next request may be parsed
-            self._phase = IDLE
-        else:
-            self._phase = CLOSING  # HTTP/1.0, Connection: close, an early error, shutdown
+        # CLOSING: HTTP/1.0, Connection: close, an early error, shutdown
+        self._phase = IDLE if keep_alive else CLOSING
         self._cycle = None
 
     def _send(self, event: h11.Event) -> None:

@@ -1,15 +1,17 @@
 """HTTP/1.1 framing on raw bytes: where a request head ends, what in it we
-refuse before h11 sees it, a request plain enough to answer without h11,
-and the response heads built once and reused.
+refuse before h11 sees it, a request plain enough to serve without h11, and
+the response heads built once and reused, as h11 events and as bytes.
 
-The connection's checks of a new head and the shed path's 503s read the
-same bytes through one scanner (``scan_head``), so that they cannot
-disagree on where a head ends (a request smuggled past one of them). h11
-events are immutable, so the common response heads are built once
-(``response_head``). No sockets and no h11 state here: everything is a
-function of bytes, unit-tested as such (tests/unit/test_framing.py).
-docs/reliability.md and docs/architecture.md ("Performance") give the
-reasons and the figures.
+A head that h11 reads is checked first by ``scan_head``; a request that
+skips h11 (served plain, or shed with a 503) is read by ``plain_request``,
+whose grammar is a subset of h11's and which ends a request where h11 and
+``scan_head`` do, so that no two readers disagree on where a request ends
+(a request smuggled past one of them). h11 events are immutable, so the
+common response heads are built once (``response_head``), and once more as
+the bytes h11 writes for them (``plain_response_head``). No sockets and
+no h11 state here: everything is a function of bytes, unit-tested as such
+(tests/unit/test_framing.py). docs/reliability.md and docs/architecture.md
+("Plain requests", "Performance") give the reasons and the figures.
 """
 
 from __future__ import annotations
@@ -71,41 +73,68 @@ def scan_head(buffered: bytes, max_head: int) -> HeadScan:
     return end, 0, b"", lengths[0]
 
 
-def plain_request_size(data: bytes, max_head: int) -> int | None:
-    """The size of the request at the start of ``data`` if it is complete and
-    plainly framed; None for anything else.
+# A plain request, in the terms of h11's own grammar (RFC 9110/9112): one of
+# the methods the server serves, a target of visible ASCII, HTTP/1.1, then
+# header fields of a token, a colon and a value of visible bytes, spaces and
+# tabs (no control bytes), every line ended by CRLF, and the empty line.
+# Each part matches a subset of what h11 accepts, and none can backtrack
+# beyond its own line: a long head costs one pass.
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+_FIELD_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]*"
+_PLAIN_HEAD = re.compile(
+    rb"(GET|PUT|POST|DELETE) ([\x21-\x7e]+) HTTP/1\.1\r\n((?:"
+    + _TOKEN + rb":" + _FIELD_VALUE + rb"\r\n)*)\r\n"
+)  # fmt: skip
+_PLAIN_FIELD = re.compile(rb"(" + _TOKEN + rb"):(" + _FIELD_VALUE + rb")\r\n")
+# Headers that give h11's state machine a say in the exchange: a chunked
+# body, 100-continue, the end of keep-alive, a protocol switch.
+_NOT_PLAIN = frozenset((b"transfer-encoding", b"connection", b"expect", b"upgrade"))
 
-    Plain: an HTTP/1.1 head with CRLF line ends that ``scan_head`` accepts,
-    with a Host header, no Transfer-Encoding, Connection or Expect header, no space
-    before a Content-Length colon (h11 refuses that), and its Content-Length
-    body (if any) all present. Such a request can be answered 503 from its
-    bytes alone: h11 would frame it the same way.
+# What ``plain_request`` found, as a plain tuple (it runs on every request):
+#   size     the request's bytes, head and body
+#   method, target
+#   headers  (lower-case name, value without surrounding blanks), as h11 gives them
+#   length   the body's, the last ``length`` of ``size`` bytes
+PlainRequest = tuple[int, bytes, bytes, list[tuple[bytes, bytes]], int]
+
+
+def plain_request(data: bytes, max_head: int) -> PlainRequest | None:
+    """The request at the start of ``data`` if it is complete and plainly
+    framed; None for anything else, which h11 is left to judge.
+
+    Plain: ``_PLAIN_HEAD`` within ``max_head`` bytes; exactly one Host header
+    (h11 refuses none or two for HTTP/1.1); none of ``_NOT_PLAIN``; at most
+    one Content-Length, of digits only; and its body all here. h11 would
+    read such a request the same way, to the byte (tests/unit/test_framing.py
+    holds the two side by side), and would have nothing to add to the
+    exchange: the connection serves it without h11 (``Connection._read``),
+    and the shed path answers it 503 from its bytes alone.
     """
-    end, status, _, content_length = scan_head(data, max_head)
-    if end < 4 or status or not data.startswith(b"\r\n\r\n", end - 4):
+    head = _PLAIN_HEAD.match(data, 0, max_head)
+    if head is None:
         return None
-    lowered = data[:end].lower()
-    first_line_end = lowered.find(b"\r\n")
-    if (
-        first_line_end < 9
-        or not data.startswith(b" HTTP/1.1", first_line_end - 9)
-        or lowered.count(b"\n") != lowered.count(b"\r\n")  # a bare LF: leave it to h11
-        or b"\nhost:" not in lowered  # h11 refuses an HTTP/1.1 request without Host
-        or b"\ntransfer-encoding" in lowered
-        or b"\nconnection:" in lowered
-        or b"\nexpect:" in lowered
-        or b"\ncontent-length " in lowered
-        or b"\ncontent-length\t" in lowered
-    ):
-        return None
-    length = 0
-    if content_length is not None:
-        value = content_length.strip()
-        if not value.isdigit():
+    headers = []
+    hosts = 0
+    length = -1
+    for raw_name, raw_value in _PLAIN_FIELD.findall(head.group(3)):
+        name = raw_name.lower()
+        value = raw_value.strip(b" \t")
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            if length >= 0 or not value.isdigit():
+                return None  # a repeated or odd length: scan_head and h11 refuse it
+            length = int(value)
+        elif name in _NOT_PLAIN:
             return None
-        length = int(value)
-    size = end + length
-    return size if len(data) >= size else None
+        headers.append((name, value))
+    if hosts != 1:
+        return None
+    length = max(length, 0)
+    size = head.end() + length
+    if len(data) < size:
+        return None
+    return size, head.group(1), head.group(2), headers, length
 
 
 def body_length(head: h11.Request) -> tuple[int | None, bytes]:
@@ -143,6 +172,7 @@ def too_large(limit: int) -> bytes:
 
 
 END_OF_MESSAGE = h11.EndOfMessage()
+LAST_CHUNK = b"0\r\n\r\n"  # a chunked body's end, as h11 writes it
 CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
 # The shed path's answer, already bytes: h11 never sees a shed request.
 SHED_RESPONSE = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
@@ -167,3 +197,22 @@ def response_head(
         headers=[*framing, *headers],
         reason=HTTPStatus(status).phrase.encode("ascii"),
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def plain_response_head(
+    status: int,
+    headers: tuple[tuple[bytes, bytes], ...],
+    content_length: int | None,
+    close: bool,
+) -> bytes:
+    """The bytes h11 writes for ``response_head`` in answer to an HTTP/1.1
+    request, for a request served without h11 (``plain_request``). Built
+    from h11's own event, so its fields are checked as h11 checks them."""
+    event = response_head(status, headers, content_length, close)
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, event.reason)]
+    lines += [name + b": " + value + b"\r\n" for name, value in event.headers.raw_items()]
+    if content_length is None:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)

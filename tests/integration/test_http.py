@@ -318,3 +318,46 @@ def test_client_that_pipelines_without_reading_holds_bounded_memory(
         assert all(r.status == 200 and r.body == value for r in replies)
     finally:
         assert proc.stop() == 0
+
+
+CLOSING_STATUS = b"GET /v0/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def raw_exchange(server: Server, request: bytes) -> bytes:
+    """Send ``request`` and a status request that asks to close, in one
+    write; everything the server sends until it closes."""
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(request + CLOSING_STATUS)
+        received = b""
+        while piece := sock.recv(65536):
+            received += piece
+        return received
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"PUT /v0/entity?id=p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nvalue",
+        b"GET /v0/entity?id=p HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /v0/entity?id=absent HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /v0/entities?start=a HTTP/1.1\r\nHost: x\r\n\r\n",  # chunked
+        b"POST /v0/entity?id=p HTTP/1.1\r\nHost: x\r\n\r\n",  # 405
+        b"DELETE /v0/entity?id=p HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_a_plain_request_is_answered_with_the_bytes_h11_writes(
+    server: Server, request_line: bytes
+) -> None:
+    """The same request served without h11 (plain) and through h11 (made
+    not plain by a Connection: keep-alive header, which changes nothing
+    else), on real sockets: the same response, byte for byte."""
+    for key in ("a", "b"):
+        assert raw_exchange(server, request_bytes("PUT", f"/v0/entity?id={key}", b"v")).startswith(
+            b"HTTP/1.1 201"
+        )
+    plain = raw_exchange(server, request_line)
+    through_h11 = raw_exchange(
+        server, request_line.replace(b"Host: x\r\n", b"Host: x\r\nConnection: keep-alive\r\n")
+    )
+    assert plain.count(b"HTTP/1.1 ") == 2  # the request's answer, then the status
+    assert plain == through_h11
