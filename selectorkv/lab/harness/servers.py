@@ -10,6 +10,7 @@ prefix (cpus.py)."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -32,29 +33,57 @@ def selectorkv_serve(*args: str) -> list[str]:
     return [sys.executable, "-m", "selectorkv", "serve", *args]
 
 
+# Where the kernel takes the source ports of outgoing connections (Linux).
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# The lowest port handed out below that range.
+LOWEST_PORT = 10_000
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free now (probed). Another process may take it before the
-    server binds it: ``holds_port`` tells whether the server got it."""
+    """A port free now (probed), below the kernel's range of source ports.
+
+    A port the kernel picks (a bind to port 0) comes from that range, the
+    one it also takes the source ports of outgoing connections from: a node
+    killed and restarted on such a port found it taken meanwhile, by a
+    connection's source port (a peer's call to the dead node itself can
+    connect to itself there, a TCP self-connect). Below the range, only a
+    server can take it. Another process may still bind it before the server
+    does: ``holds_port`` tells whether the server got it."""
+    below = _ephemeral_low()
+    for _ in range(100):
+        if below <= LOWEST_PORT:
+            break  # no room below the range: let the kernel pick
+        port = random.randrange(LOWEST_PORT, below)
+        if _free(port, host):
+            return port
     with socket.socket() as probe:
         probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
+        picked: int = probe.getsockname()[1]
+        return picked
 
 
 def free_ports(count: int) -> int:
-    """A base port whose next ``count - 1`` ports are free too (probed; a
-    port may still be taken between the probe and the bind, by another
-    server or as the source port of a connection)."""
+    """A base port whose next ``count - 1`` ports are free too (probed, below
+    the kernel's range of source ports; another server may still take one
+    between the probe and the bind)."""
     while True:
         base = free_port()
         if base + count < 65536 and all(_free(base + i) for i in range(1, count)):
             return base
 
 
-def _free(port: int) -> bool:
+def _ephemeral_low() -> int:
+    """The first port of the kernel's source-port range (32768 if unknown)."""
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as probe:
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError:
             return False
     return True
