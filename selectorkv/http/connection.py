@@ -581,11 +581,13 @@ class Connection:
         close = self.reactor.draining
         if not self._plain:
             self._send(framing.response_head(status, headers, content_length, close))
-        elif not self._transport.broken:
-            self._chunked = content_length is None
-            self._transport.out.append(
-                framing.plain_response_head(status, headers, content_length, close)
-            )
+            return
+        # A broken socket's buffer is never flushed (the reactor closes it):
+        # a plain cycle, with no h11 state to keep, writes on regardless.
+        self._chunked = content_length is None
+        self._transport.out.append(
+            framing.plain_response_head(status, headers, content_length, close)
+        )
 
     def _send_data(self, data: bytes) -> None:
         """Add a piece of the body: as it is, or as one chunk of a stream."""
@@ -593,8 +595,6 @@ class Connection:
             self._send(h11.Data(data=data))
             return
         out = self._transport.out
-        if self._transport.broken:
-            return
         if self._chunked:
             out.append(b"%x\r\n" % len(data))
             out.append(data)
@@ -606,7 +606,7 @@ class Connection:
         """Finish the response and, if the connection goes on, the cycle."""
         if self._plain:
             self._plain = False
-            if self._chunked and not self._transport.broken:
+            if self._chunked:
                 self._transport.out.append(framing.LAST_CHUNK)
             self._chunked = False
             keep_alive = not self.reactor.draining  # HTTP/1.1, no Connection header
