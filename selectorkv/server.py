@@ -298,7 +298,8 @@ def build_executor(
     elif executor is None:
         executor = InlineExecutor(handle, RoundCommit(group) if group is not None else None)
     if cluster is not None and not blocking:
-        executor = Coordinator(executor, cluster)
+        assert isinstance(api, ReplicaApi)  # a cluster node's
+        executor = Coordinator(executor, api.answer, cluster)
     return executor, pool
 
 

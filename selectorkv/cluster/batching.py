@@ -10,9 +10,10 @@ format, send and parse: the peer's whole per-request cost, paid again for
 every call (docs/cluster.md, "What a hop costs"). Gathered, the calls of a
 round to one peer go in one ``POST /v0/internal/batch`` (kv/batch.py), and
 the peer stores their records with one write. The node's own replica is
-called the same way, through its executor instead of a socket: one task
-for a PayloadThread and one write for the round's local calls, instead of
-one of each per call. A lone call goes as the plain
+called the same way, through its executor instead of a socket, and
+without HTTP: the round's calls go to the replica's API as they are (no
+request to format and parse), one task for a PayloadThread and one write
+for all of them, instead of one of each per call. A lone call goes as the plain
 internal request, as it would without batching, so a lightly loaded
 cluster looks the same on the wire; a call too large to share a batch
 within the peer's body limit goes alone too.
@@ -26,24 +27,51 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from selectorkv.cluster.peer import TOO_MANY, PeerPool, PeerRequest
+from selectorkv.cluster.peer import TOO_MANY, PeerPool, PeerReply, PeerRequest
 from selectorkv.cluster.placement import Address
 from selectorkv.kv import batch
 from selectorkv.kv.api import INTERNAL_BATCH, internal_target
 
 # A call's answer: (status, body, error); status 0 when the call failed.
 OnAnswer = Callable[[int, bytes, str], None]
-# Sends an internal request (method, target, body) to one replica; its
-# answer to the callback, on the SelectorThread.
-Send = Callable[[bytes, bytes, bytes, OnAnswer], None]
+# The answers to a group of calls, one per call in order, and why the
+# group failed ("" when it did not; when it did, every answer is the
+# failure: status 0, or the status of the request that carried them).
+OnAnswers = Callable[[list[batch.Answer], str], None]
+# Makes a group of calls to one replica; the answers to the callback, on
+# the SelectorThread.
+Send = Callable[[list[batch.Call], OnAnswers], None]
 
 
 def over_http(pool: PeerPool, address: Address, headers: tuple[tuple[bytes, bytes], ...]) -> Send:
-    """How a SelectorThread sends to the peer at ``address``: through its pool."""
+    """How a SelectorThread calls the peer at ``address``, through its pool:
+    a lone call as the plain internal request, several as one batch."""
 
-    def send(method: bytes, target: bytes, body: bytes, on_answer: OnAnswer) -> None:
-        request = PeerRequest(method, target, headers, body)
-        pool.call(address, request, lambda reply: on_answer(reply.status, reply.body, reply.error))
+    def send(calls: list[batch.Call], on_answers: OnAnswers) -> None:
+        if len(calls) == 1:
+            key, record = calls[0]
+            method, body = (b"GET", b"") if record is None else (b"PUT", record)
+            pool.call(
+                address,
+                PeerRequest(method, internal_target(key), headers, body),
+                lambda reply: on_answers([batch.Answer(reply.status, reply.body)], reply.error),
+            )
+            return
+
+        def answered(reply: PeerReply) -> None:
+            if reply.status != 200:
+                failed = batch.Answer(reply.status, reply.body)
+                on_answers([failed] * len(calls), reply.error)
+                return
+            try:
+                answers = batch.decode_answers(reply.body, len(calls))
+            except ValueError as exc:
+                on_answers([batch.Answer(0, b"")] * len(calls), f"a malformed batch answer: {exc}")
+                return
+            on_answers(answers, "")
+
+        body = batch.encode_calls(calls)
+        pool.call(address, PeerRequest(b"POST", INTERNAL_BATCH, headers, body), answered)
 
     return send
 
@@ -52,7 +80,8 @@ class RoundCalls:
     """The calls one SelectorThread makes to the replicas in the current round.
 
     ``senders``: how to reach each node (its URL to a ``Send``: another
-    node over HTTP, this node's own replica through its executor);
+    node over HTTP, this node's own replica through its executor, without
+    HTTP);
     ``max_body``: the largest body a node accepts on an internal request (a
     batch stays within it); ``max_in_flight``: calls to one node not yet
     answered, beyond which a call fails at once (the overload rule: no
@@ -110,36 +139,9 @@ class RoundCalls:
         return groups
 
     def _send(self, node: str, group: list[tuple[batch.Call, OnAnswer]]) -> None:
-        def answered(status: int, body: bytes, error: str) -> None:
-            self._answered(node, group, status, body, error)
+        def answered(answers: list[batch.Answer], error: str) -> None:
+            self._in_flight[node] -= len(group)
+            for (_, on_answer), answer in zip(group, answers, strict=True):
+                on_answer(answer.status, answer.body, error)
 
-        if len(group) == 1:
-            key, record = group[0][0]
-            method, body = (b"GET", b"") if record is None else (b"PUT", record)
-            self._senders[node](method, internal_target(key), body, answered)
-        else:
-            body = batch.encode_calls([call for call, _ in group])
-            self._senders[node](b"POST", INTERNAL_BATCH, body, answered)
-
-    def _answered(
-        self,
-        node: str,
-        group: list[tuple[batch.Call, OnAnswer]],
-        status: int,
-        body: bytes,
-        error: str,
-    ) -> None:
-        self._in_flight[node] -= len(group)
-        if len(group) == 1 or status != 200:
-            # A lone call's own answer, or the batch's failure for each call.
-            for _, on_answer in group:
-                on_answer(status, body, error)
-            return
-        try:
-            answers = batch.decode_answers(body, len(group))
-        except ValueError as exc:
-            for _, on_answer in group:
-                on_answer(0, b"", f"a malformed batch answer: {exc}")
-            return
-        for (_, on_answer), answer in zip(group, answers, strict=True):
-            on_answer(answer.status, answer.body, "")
+        self._senders[node]([call for call, _ in group], answered)

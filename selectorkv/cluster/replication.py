@@ -5,12 +5,13 @@ its key and answers once enough of them have.
 ``/v0/entity`` gets its ``ack``/``from`` checked, its replicas placed, a
 version from the node's clock for a write, and is sent to every replica
 with the SelectorThread's other calls of the round (``RoundCalls``,
-batching.py: the node's own through its executor, a ``LocalCall``; the
-others through the SelectorThread's ``PeerPool``). A ``Quorum`` counts the answers
-on the SelectorThread: the client is answered once ``ack`` replicas have
-succeeded, or 504 once ``ack`` cannot be reached; no thread waits for a
-replica. A read returns the freshest record of the first ``ack`` answers,
-after a blocking read repair of the replicas that returned an older one.
+batching.py: the node's own through its executor, straight to the
+replica's API; the others through the SelectorThread's ``PeerPool``). A
+``Quorum`` counts the answers on the SelectorThread: the client is
+answered once ``ack`` replicas have succeeded, or 504 once ``ack`` cannot
+be reached; no thread waits for a replica. A read returns the freshest
+record of the first ``ack`` answers, after a blocking read repair of the
+replicas that returned an older one.
 ``BlockingCoordinator`` does the same with blocking calls, for comparison.
 
 docs/cluster.md, "One replicated request" and "What is guaranteed", is
@@ -29,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from selectorkv.cluster.batching import OnAnswer, RoundCalls, Send, over_http
+from selectorkv.cluster.batching import OnAnswers, RoundCalls, Send, over_http
 from selectorkv.cluster.clock import HybridClock
 from selectorkv.cluster.peer import PeerPool
 from selectorkv.cluster.placement import Address, Topology
-from selectorkv.http.exchange import Executor, Request, Responder, Response
+from selectorkv.http.exchange import Executor, Request, Responder, Response, Task
 from selectorkv.kv import batch
 from selectorkv.kv.api import (
     ACCEPTED,
@@ -165,28 +166,8 @@ def missed_writes(cluster: Cluster, planned: Plan) -> Missed | None:
     return missed
 
 
-class LocalCall:
-    """The responder of an internal request that a coordinator runs on its
-    own node: the answer goes to a callback on the SelectorThread."""
-
-    def __init__(self, reactor: SelectorThread, on_response: Callable[[Response], None]) -> None:
-        self._reactor = reactor
-        self._on_response = on_response
-
-    def respond(self, response: Response) -> bool:
-        if threading.get_ident() == self._reactor.thread_id:
-            self._on_response(response)
-        else:  # a PayloadThread ran it
-            self._reactor.call_soon(lambda: self._on_response(response))
-        return True
-
-    def hand_off(self) -> None:
-        """No connection to give away: the PayloadThread only answers."""
-
-    def continue_stream(self) -> None:
-        raise RuntimeError("an internal request is never streamed")
-
-
+# This node's replica answering a group of calls (ReplicaApi.answer).
+OwnReplica = Callable[[list[batch.Call]], list[batch.Answer]]
 # One replica's answer, as the coordinator's callbacks see it:
 # (node, status, body, error); status 0 when the call failed.
 OnReply = Callable[[str, int, bytes, str], None]
@@ -354,8 +335,9 @@ def ignore(node: str, status: int, body: bytes, error: str) -> None:
 class Coordinator:
     """The executor of a cluster node (the module's docstring)."""
 
-    def __init__(self, local: Executor, cluster: Cluster) -> None:
+    def __init__(self, local: Executor, own: OwnReplica, cluster: Cluster) -> None:
         self._local = local
+        self._own = own
         self._cluster = cluster
         self._self_url = cluster.topology.self_url
         self._calls: dict[SelectorThread, RoundCalls] = {}
@@ -365,6 +347,9 @@ class Coordinator:
 
     def resume(self, cycle: Responder) -> None:
         self._local.resume(cycle)
+
+    def run(self, task: Task) -> None:
+        self._local.run(task)
 
     def execute(self, request: Request, cycle: Responder) -> None:
         if not coordinated(request):
@@ -420,13 +405,21 @@ class Coordinator:
         )
 
     def _own_replica(self, reactor: SelectorThread) -> Send:
-        """How ``reactor`` calls this node's own replica: the internal
-        request through the node's executor, the answer back on ``reactor``."""
-        headers = self._cluster.headers
+        """How ``reactor`` calls this node's own replica: the calls, as they
+        are, to the replica's API where the executor runs requests (this
+        thread in sync mode, a PayloadThread in async); the answers back on
+        ``reactor``."""
+        own = self._own
 
-        def send(method: bytes, target: bytes, body: bytes, on_answer: OnAnswer) -> None:
-            respond = LocalCall(reactor, lambda r: on_answer(r.status, r.body, ""))
-            self._local.execute(Request(method, target, body, headers), respond)
+        def send(calls: list[batch.Call], on_answers: OnAnswers) -> None:
+            def task() -> None:
+                answers = own(calls)
+                if threading.get_ident() == reactor.thread_id:
+                    on_answers(answers, "")
+                else:  # a PayloadThread ran it
+                    reactor.call_soon(lambda: on_answers(answers, ""))
+
+            self._local.run(task)
 
         return send
 

@@ -11,7 +11,7 @@ hand-over. Async mode's executor is the PayloadThread pool (pool.py).
 from __future__ import annotations
 
 from selectorkv.execution.commit import RoundCommit
-from selectorkv.http.exchange import Application, Request, Responder
+from selectorkv.http.exchange import Application, Request, Responder, Task
 
 
 class InlineExecutor:
@@ -35,6 +35,9 @@ class InlineExecutor:
 
     def resume(self, cycle: Responder) -> None:
         cycle.continue_stream()
+
+    def run(self, task: Task) -> None:
+        task()
 
     def is_full(self) -> bool:
         return False

@@ -29,11 +29,14 @@ import threading
 import time
 
 from selectorkv.execution.commit import GroupCommit
-from selectorkv.http.exchange import Application, Request, Responder
+from selectorkv.http.exchange import Application, Request, Responder, Task
 from selectorkv.kv.api import INTERNAL_ERROR, SERVICE_UNAVAILABLE, Write
 from selectorkv.reactor.stats import StatsThread, current
 
 log = logging.getLogger("selectorkv.execution.pool")
+
+# What the queue holds: a request with the cycle it answers, or a task.
+Item = tuple[Responder, Request] | Task
 
 
 class PayloadPool:
@@ -49,11 +52,10 @@ class PayloadPool:
         # check in ``execute``, made atomic with the put by ``_admission``
         # (several SelectorThreads submit at once). queue.Queue would bound it
         # for us, at several times the cost per request in Python locking.
-        # An item is a request to execute, or (cycle, None): the next slice
-        # of that cycle's streamed response.
-        self._queue: queue.SimpleQueue[tuple[Responder, Request | None] | None] = (
-            queue.SimpleQueue()
-        )
+        # An item is a request to execute with its cycle, or a task to run
+        # (the next slice of a streamed response, a coordinator's calls to
+        # this node's own replica).
+        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         self._admission = threading.Lock()
         self.threads = [
             StatsThread(target=self._work, name=f"PayloadThread-{i}", daemon=True)
@@ -82,7 +84,13 @@ class PayloadPool:
         of a streamed response. Not bounded by the queue size: the request
         was admitted already, and each stream has at most one slice queued."""
         cycle.hand_off()
-        self._queue.put((cycle, None))
+        self._queue.put(cycle.continue_stream)
+
+    def run(self, task: Task) -> None:
+        """On the SelectorThread: have a PayloadThread run ``task``. Not
+        bounded by the queue size: the caller bounds what it asks (a
+        coordinator's calls in flight to its own replica)."""
+        self._queue.put(task)
 
     def stop(self) -> None:
         """Let the queued requests finish, then end the threads."""
@@ -113,9 +121,7 @@ class PayloadPool:
                 stats.tasks += len(batch)
                 stats.busy_seconds += time.perf_counter() - started
 
-    def _take_more(
-        self, first: tuple[Responder, Request | None]
-    ) -> tuple[list[tuple[Responder, Request | None]], bool]:
+    def _take_more(self, first: Item) -> tuple[list[Item], bool]:
         """``first`` and what else is queued now, up to the group-commit
         bound (never waiting for more); False if the stop sign came too."""
         batch = [first]
@@ -130,16 +136,17 @@ class PayloadPool:
             batch.append(item)
         return batch, True
 
-    def _run(self, batch: list[tuple[Responder, Request | None]]) -> None:
-        """Answer the reads and slices at once; store the writes as one
-        group, then answer them (commit.py)."""
+    def _run(self, batch: list[Item]) -> None:
+        """Answer the reads and run the tasks at once; store the writes as
+        one group, then answer them (commit.py)."""
         group = self._group
         writes: list[tuple[Write, Responder]] = []
         size = 0
-        for cycle, request in batch:
-            if request is None:
-                cycle.continue_stream()
+        for item in batch:
+            if not isinstance(item, tuple):
+                item()
                 continue
+            cycle, request = item
             write = None
             if group is not None and request.method != b"GET":
                 write = group.write_of(request)

@@ -47,6 +47,8 @@ class Response(NamedTuple):
 
 # What executes a request in the end: the API's handle (selectorkv/kv/api.py).
 Application = Callable[[Request], Response]
+# Work an executor runs where it runs requests, for no client's request.
+Task = Callable[[], None]
 
 
 class Responder(Protocol):
@@ -72,6 +74,11 @@ class Executor(Protocol):
 
     def resume(self, cycle: Responder) -> None:
         """Have ``cycle.continue_stream`` called by a thread that may write."""
+
+    def run(self, task: Task) -> None:
+        """Run ``task`` where requests run: now on this thread (sync), or on
+        a PayloadThread (async). A coordinator's calls to its own node's
+        replica go this way, without an HTTP request."""
 
     def is_full(self) -> bool:
         """True when a new request would be answered 503 (async, queue full)."""

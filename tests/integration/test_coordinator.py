@@ -1,7 +1,8 @@
 """The coordinator on a real SelectorThread, with the node's executor handed
-in (an in-process stand-in that records what it is asked and answers as a
-replica's API over a real RocksDB would): the calls that one round of
-client requests makes to this node's own replica go as one batch."""
+in (an in-process stand-in that runs its tasks at once, as the inline
+executor does) and a replica's API over a real RocksDB that records the
+calls it is given: the calls that one round of client requests makes to
+this node's own replica go to it as one group, without HTTP."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import pytest
 from selectorkv.cluster.clock import HybridClock
 from selectorkv.cluster.placement import Topology
 from selectorkv.cluster.replication import Cluster, Coordinator
-from selectorkv.http.exchange import Request, Responder, Response
-from selectorkv.kv.api import INTERNAL_BATCH, ReplicaApi
+from selectorkv.http.exchange import Request, Responder, Response, Task
+from selectorkv.kv import batch
+from selectorkv.kv.api import ReplicaApi
 from selectorkv.kv.records import ReplicaStore
 from selectorkv.kv.storage import RocksStorage
 from selectorkv.reactor.selector_thread import SelectorThread
@@ -25,23 +27,33 @@ ME = "http://127.0.0.1:1"
 TOPOLOGY = Topology((ME,), ME)
 
 
-class RecordingExecutor:
-    """Runs each request at once through a replica's API (the inline
-    executor's way) and records it."""
-
-    def __init__(self, api: ReplicaApi) -> None:
-        self.api = api
-        self.seen: list[Request] = []
+class InlineTasks:
+    """Runs each task at once (the inline executor's way); no client
+    request of these tests reaches it."""
 
     def execute(self, request: Request, cycle: Responder) -> None:
-        self.seen.append(request)
-        cycle.respond(self.api.handle(request))
+        raise AssertionError(f"a request went to the executor: {request!r}")
+
+    def run(self, task: Task) -> None:
+        task()
 
     def is_full(self) -> bool:
         return False
 
     def resume(self, cycle: Responder) -> None:
         raise AssertionError("nothing is parked")
+
+
+class RecordingReplica:
+    """A replica's API; records each group of calls it answers."""
+
+    def __init__(self, api: ReplicaApi) -> None:
+        self.api = api
+        self.seen: list[list[batch.Call]] = []
+
+    def answer(self, calls: list[batch.Call]) -> list[batch.Answer]:
+        self.seen.append(list(calls))
+        return self.api.answer(calls)
 
 
 class Answered:
@@ -62,10 +74,10 @@ class Answered:
 
 
 @pytest.fixture
-def executor(tmp_path: Path) -> Iterator[RecordingExecutor]:
+def replica(tmp_path: Path) -> Iterator[RecordingReplica]:
     storage = RocksStorage(str(tmp_path / "db"))
     clock = HybridClock(0)
-    yield RecordingExecutor(
+    yield RecordingReplica(
         ReplicaApi(
             storage, ReplicaStore(storage, clock.observe), b"t", TOPOLOGY.cluster_id.encode()
         )
@@ -73,17 +85,17 @@ def executor(tmp_path: Path) -> Iterator[RecordingExecutor]:
     storage.close()
 
 
-def coordinator(executor: RecordingExecutor) -> Coordinator:
+def coordinator(replica: RecordingReplica) -> Coordinator:
     cluster = Cluster(
         TOPOLOGY, {ME: ("127.0.0.1", 1)}, b"t", HybridClock(0), peer_timeout=1.0, max_body=1 << 20
     )
-    return Coordinator(executor, cluster)
+    return Coordinator(InlineTasks(), replica.answer, cluster)
 
 
-def test_one_rounds_calls_to_the_own_replica_go_as_one_batch(
-    reactor: SelectorThread, executor: RecordingExecutor
+def test_one_rounds_calls_to_the_own_replica_go_as_one_group(
+    reactor: SelectorThread, replica: RecordingReplica
 ) -> None:
-    node = coordinator(executor)
+    node = coordinator(replica)
     answers: queue.SimpleQueue[tuple[bytes, Response]] = queue.SimpleQueue()
     keys = [b"a", b"b", b"c"]
 
@@ -96,8 +108,8 @@ def test_one_rounds_calls_to_the_own_replica_go_as_one_batch(
     assert sorted((key, r.status) for key, r in (answers.get(timeout=10) for _ in keys)) == [
         (b"a", 201), (b"b", 201), (b"c", 201),
     ]  # fmt: skip
-    assert [request.target for request in executor.seen] == [INTERNAL_BATCH]
+    assert [[call.key for call in calls] for calls in replica.seen] == [keys]
     on_reactor(reactor, lambda: node.execute(Request(b"GET", b"/v0/entity?id=b"),
                                              Answered(answers, b"b")))  # fmt: skip
     assert answers.get(timeout=10) == (b"b", Response(200, b"value-b"))
-    assert executor.seen[-1].target == b"/v0/internal/entity?id=b"  # a lone call, plain
+    assert replica.seen[-1] == [batch.Call(b"b", None)]

@@ -10,7 +10,7 @@ import queue
 import pytest
 
 from selectorkv.http.cycle import RequestCycle
-from selectorkv.http.exchange import Request, Response
+from selectorkv.http.exchange import Request, Response, Task
 from tests.support import RawClient, ServerFactory, request_bytes, wait_until
 
 
@@ -26,6 +26,9 @@ class LaterExecutor:
 
     def resume(self, cycle: RequestCycle) -> None:
         cycle.continue_stream()
+
+    def run(self, task: Task) -> None:
+        task()
 
     def is_full(self) -> bool:
         return False

@@ -15,7 +15,7 @@ import h11
 import pytest
 
 from selectorkv.http.connection import Connection, Limits
-from selectorkv.http.exchange import Request, Responder, Response
+from selectorkv.http.exchange import Request, Responder, Response, Task
 from selectorkv.reactor.outbound import OutboundBuffer
 from selectorkv.reactor.selector_thread import Handler, Timer
 from selectorkv.reactor.stats import ThreadStats
@@ -178,6 +178,9 @@ class Echo:
 
     def resume(self, cycle: Responder) -> None:
         cycle.continue_stream()
+
+    def run(self, task: Task) -> None:
+        task()
 
     def is_full(self) -> bool:
         return self.full

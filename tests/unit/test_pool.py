@@ -5,6 +5,7 @@ batch stored together."""
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Sequence
 
@@ -141,5 +142,16 @@ def test_a_stream_slice_is_produced_on_a_payload_thread() -> None:
         pool.resume(cycle)
         assert cycle.answered.wait(10)
         assert cycle.events == ["hand_off", "continue_stream"]
+    finally:
+        pool.stop()
+
+
+def test_a_task_runs_on_a_payload_thread() -> None:
+    pool = PayloadPool(lambda r: Response(200), workers=1, queue_size=1)
+    pool.start()
+    try:
+        ran: queue.SimpleQueue[str] = queue.SimpleQueue()
+        pool.run(lambda: ran.put(threading.current_thread().name))
+        assert ran.get(timeout=10) == "PayloadThread-1"
     finally:
         pool.stop()
