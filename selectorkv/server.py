@@ -255,7 +255,7 @@ def join_cluster(config: ServerConfig, storage: Storage) -> ClusterNode:
         max_body=config.max_body,
         source=source_address(config.host),
     )
-    replica = ReplicaStore(storage, cluster.clock.observe)
+    replica = ReplicaStore(storage, cluster.clock.observe, cluster.clock.ceiling())
     if not config.hinted_handoff:
         return ClusterNode(cluster, replica, None, None)
     hints = open_hints(config)

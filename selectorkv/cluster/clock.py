@@ -109,6 +109,14 @@ class HybridClock:
             self._last = stamp
             return stamp << NODE_BITS | self._node
 
+    def ceiling(self) -> int | None:
+        """A version above every one this node has issued or seen, in this
+        run or (through the reservation) before it; None when it knows of
+        none (no reservation was found). Every version a replica stores is
+        seen first, so none of them exceeds it (kv/records.py, "The ceiling")."""
+        with self._lock:
+            return None if self._last == 0 else (self._last + 1) << NODE_BITS
+
     def observe(self, version: int) -> None:
         """A version this node has seen: later ones will be higher."""
         stamp = version >> NODE_BITS

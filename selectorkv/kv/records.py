@@ -16,12 +16,16 @@ node's plain values or a cluster node's records. docs/cluster.md,
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from selectorkv.kv.storage import Storage
+
+log = logging.getLogger("selectorkv.kv.records")
 
 VERSION_BYTES = 16
 VALUE = b"v"
@@ -74,12 +78,28 @@ class ReplicaStore:
     to the same key. Every version read or stored here is shown to
     ``observe`` (the node's clock), so that the node's next version is
     higher than any it holds.
+
+    **The ceiling.** The read costs as much as the write it guards (a
+    RocksDB get, a record to decode: a quarter of a replica's CPU per
+    call, docs/cluster.md, "What a hop costs"), and most writes do not need
+    it: a version is a timestamp, and a fresh write's is above every
+    version the node holds. So the store keeps its ceiling, a version that
+    no stored record exceeds, and a record above it is stored without
+    reading what is there: it is newer than anything that can be. Only a
+    record at or below it (a late write from another coordinator, a read
+    repair, a hint) is compared with the stored one. ``ceiling`` is where
+    it starts: the clock's, which reserved every stored version before it
+    was stored (cluster/clock.py); None when nothing tells, and then the
+    storage is scanned for it once, here.
     """
 
-    def __init__(self, storage: Storage, observe: Callable[[int], None]) -> None:
+    def __init__(
+        self, storage: Storage, observe: Callable[[int], None], ceiling: int | None = None
+    ) -> None:
         self._storage = storage
         self._observe = observe
         self._lock = threading.Lock()
+        self._ceiling = highest_version(storage) if ceiling is None else ceiling
 
     def get(self, key: bytes) -> Record | None:
         raw = self._storage.get(key)
@@ -103,13 +123,20 @@ class ReplicaStore:
         kept: list[Record] = []
         stored: dict[bytes, Record] = {}
         with self._lock:
+            ceiling = self._ceiling
             for key, record in writes:
-                mine = stored.get(key) or self.get(key)
-                if mine is not None and not newer(mine, record):
-                    kept.append(mine)
-                    continue
+                if record.version > ceiling:
+                    ceiling = record.version  # above all there is: no read
+                else:
+                    mine = stored.get(key) or self.get(key)
+                    if mine is not None and not newer(mine, record):
+                        kept.append(mine)
+                        continue
                 stored[key] = record
                 kept.append(record)
+            # Raised before the write: a write that fails leaves it higher
+            # than it need be, which costs reads, never a lost record.
+            self._ceiling = ceiling
             if len(stored) == 1:
                 ((key, record),) = stored.items()
                 self._storage.put(key, record.encode())
@@ -128,6 +155,27 @@ class ReplicaStore:
                     yield key, record.value
         finally:
             cursor.close()
+
+
+def highest_version(storage: Storage) -> int:
+    """The highest version stored (0 for none): a scan of every record,
+    logged when there are any."""
+    started = time.monotonic()
+    highest = records = 0
+    cursor = storage.range(b"", None)
+    try:
+        for _, raw in cursor:
+            highest = max(highest, decode(raw).version)
+            records += 1
+    finally:
+        cursor.close()
+    if records:
+        log.info(
+            "read the versions of %d records for the highest (%.1f s): no clock file told it",
+            records,
+            time.monotonic() - started,
+        )
+    return highest
 
 
 # The storage format of a cluster node: a file in the data directory.

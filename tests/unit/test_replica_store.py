@@ -1,0 +1,91 @@
+"""A replica's records over a real RocksDB in a temporary directory
+(ReplicaStore): the newer record kept, and the read before a write left
+out only where it cannot matter, above the store's ceiling. The reads are
+counted through a seam of the storage; the clock's wall clock is a fake
+one handed in, where the test says so."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from selectorkv.cluster.clock import NODE_BITS, HybridClock, Reservation
+from selectorkv.kv.records import Record, ReplicaStore
+from selectorkv.kv.storage import RocksStorage
+
+
+class ReadCountingStorage(RocksStorage):
+    """A real RocksDB, with a seam that counts the reads made of it."""
+
+    reads = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        self.reads += 1
+        return super().get(key)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Iterator[ReadCountingStorage]:
+    storage = ReadCountingStorage(str(tmp_path / "db"))
+    yield storage
+    storage.close()
+
+
+def ignore(version: int) -> None:
+    """No clock to show the versions to."""
+
+
+def test_writes_above_the_ceiling_are_stored_without_a_read_read_counting_storage(
+    storage: ReadCountingStorage,
+) -> None:
+    store = ReplicaStore(storage, ignore)
+    writes = [(b"a", Record(10, b"ten")), (b"b", Record(11, b"x")), (b"a", Record(12, None))]
+    assert store.apply_all(writes) == [record for _, record in writes]
+    assert store.apply(b"a", Record(20, b"twenty")) == Record(20, b"twenty")
+    assert storage.reads == 0
+    assert store.get(b"a") == Record(20, b"twenty")
+    assert store.get(b"b") == Record(11, b"x")
+
+
+def test_a_write_below_the_ceiling_is_compared_with_the_stored_record_read_counting_storage(
+    storage: ReadCountingStorage,
+) -> None:
+    store = ReplicaStore(storage, ignore)
+    store.apply(b"a", Record(20, b"twenty"))
+    assert store.apply(b"a", Record(15, b"late")) == Record(20, b"twenty")  # older: kept
+    assert store.apply(b"b", Record(15, b"late")) == Record(15, b"late")  # nothing there
+    assert storage.reads == 2
+    assert store.get(b"a") == Record(20, b"twenty")
+
+
+def test_without_a_ceiling_the_storage_is_scanned_for_it(storage: ReadCountingStorage) -> None:
+    """A store opened over records and told no ceiling must not take an
+    older write for the newest."""
+    ReplicaStore(storage, ignore).apply_all([(b"a", Record(100, b"new")), (b"b", Record(7, b"x"))])
+    reopened = ReplicaStore(storage, ignore)
+    assert reopened.apply(b"a", Record(50, b"old")) == Record(100, b"new")
+    assert reopened.get(b"a") == Record(100, b"new")
+
+
+def test_the_clocks_ceiling_covers_what_was_stored_before_a_restart_fake_clock(
+    tmp_path: Path, storage: ReadCountingStorage
+) -> None:
+    """A record from a node whose clock is far ahead, stored before a
+    restart, is still above the restarted clock's ceiling: an older write
+    after the restart is compared with it, and loses."""
+    clock = HybridClock(0, Reservation(tmp_path), now=lambda: 1_000)
+    assert clock.ceiling() is None  # a new node: nothing reserved yet
+    store = ReplicaStore(storage, clock.observe, clock.ceiling())
+    far_ahead = Record((50_000_000_000 << NODE_BITS) | 1, b"ahead")
+    store.apply(b"a", far_ahead)
+    restarted = HybridClock(0, Reservation(tmp_path), now=lambda: 2_000, sleep=lambda _: None)
+    ceiling = restarted.ceiling()
+    assert ceiling is not None and ceiling > far_ahead.version
+    store = ReplicaStore(storage, restarted.observe, ceiling)
+    older = Record(far_ahead.version - 1, b"older")
+    assert store.apply(b"a", older) == far_ahead
+    newest = Record(restarted.next(), b"newest")  # passes what the clock saw
+    assert store.apply(b"a", newest) == newest
+    assert store.get(b"a") == newest
