@@ -48,8 +48,8 @@ def write_report(out: Path) -> Path:
         ),
         "",
         f"{s['mode']} mode. Capacity: closed loop, one wrk per node ({s['connections']} "
-        f"connections split among them, {s['capacity_seconds']:g} s), sending the keys the node "
-        "holds (placement, as `selectorkv.client` does) or any key (round-robin: the node "
+        f"connections each, as one node alone, {s['capacity_seconds']:g} s), sending the keys "
+        "the node holds (placement, as `selectorkv.client` does) or any key (round-robin: the node "
         "coordinates what it does not hold). Then `selectorkv load` at half of each "
         f"configuration's capacity ({s['run_seconds']:g} s, latency from each request's due "
         f"time). {s['repeat']} round(s), the order rotated each round; median (min-max). "

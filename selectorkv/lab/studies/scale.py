@@ -15,11 +15,15 @@ its own instead and the load the rest.
 For each node count (1, 2, 4 by default), every cluster up at once and the
 runs in rounds, the order rotated each round:
 
-- capacity, closed loop: one wrk per node (``wrk_scripts/``), the
-  connections split evenly, each wrk sending either the keys its node holds
-  (``placement``: a client that knows the placement, ``SELECTORKV_KEYS_FILE``)
-  or any key (``round-robin``: the node coordinates what it does not
-  hold). Answers per second, and the nodes' CPU time per answer;
+- capacity, closed loop: one wrk per node (``wrk_scripts/``), each with
+  the connections one node gets alone (``--connections``), sending either
+  the keys its node holds (``placement``: a client that knows the
+  placement, ``SELECTORKV_KEYS_FILE``) or any key (``round-robin``: the
+  node coordinates what it does not hold). Answers per second, and the
+  nodes' CPU time per answer. Each node sees the load shape one node
+  sees: split among the nodes, the connections would leave each node
+  smaller rounds, and a round's fixed costs would be counted against the
+  cluster (docs/cluster.md, "Scaling", measures that effect);
 - then a constant rate of half of each configuration's capacity, with
   ``selectorkv load`` (open loop, latency from each request's due time,
   ``--route`` as above): p50 and p99;
@@ -289,8 +293,7 @@ class ScaleLab:
             env = {"SELECTORKV_QUERY": "&" + query}
             if route == "placement":
                 env["SELECTORKV_KEYS_FILE"] = str(cluster.key_files[i])
-            share = s.connections // n + (i < s.connections % n)
-            runs.append(wrk_closed_loop(url, workload, s.capacity_seconds, max(1, share), env))
+            runs.append(wrk_closed_loop(url, workload, s.capacity_seconds, s.connections, env))
         answered = errors = 0
         for process in runs:
             output, _ = process.communicate(timeout=s.capacity_seconds + 60)
