@@ -32,8 +32,8 @@ from selectorkv.cluster.placement import Address
 from selectorkv.kv import batch
 from selectorkv.kv.api import INTERNAL_BATCH, internal_target
 
-# A call's answer: (status, body, error); status 0 when the call failed.
-OnAnswer = Callable[[int, bytes, str], None]
+# A call's answer: (node, status, body, error); status 0 when the call failed.
+OnAnswer = Callable[[str, int, bytes, str], None]
 # The answers to a group of calls, one per call in order, and why the
 # group failed ("" when it did not; when it did, every answer is the
 # failure: status 0, or the status of the request that carried them).
@@ -43,17 +43,25 @@ OnAnswers = Callable[[list[batch.Answer], str], None]
 Send = Callable[[list[batch.Call], OnAnswers], None]
 
 
+def lone_request(call: batch.Call) -> tuple[bytes, bytes, bytes]:
+    """A call sent alone: the plain internal request (method, target,
+    body), a GET of the key's record or a PUT of one."""
+    key, record = call
+    if record is None:
+        return b"GET", internal_target(key), b""
+    return b"PUT", internal_target(key), record
+
+
 def over_http(pool: PeerPool, address: Address, headers: tuple[tuple[bytes, bytes], ...]) -> Send:
     """How a SelectorThread calls the peer at ``address``, through its pool:
     a lone call as the plain internal request, several as one batch."""
 
     def send(calls: list[batch.Call], on_answers: OnAnswers) -> None:
         if len(calls) == 1:
-            key, record = calls[0]
-            method, body = (b"GET", b"") if record is None else (b"PUT", record)
+            method, target, body = lone_request(calls[0])
             pool.call(
                 address,
-                PeerRequest(method, internal_target(key), headers, body),
+                PeerRequest(method, target, headers, body),
                 lambda reply: on_answers([batch.Answer(reply.status, reply.body)], reply.error),
             )
             return
@@ -106,7 +114,7 @@ class RoundCalls:
         thread, once."""
         waiting = self._in_flight.get(node, 0)
         if waiting >= self._max_in_flight:
-            on_answer(0, b"", TOO_MANY)
+            on_answer(node, 0, b"", TOO_MANY)
             return
         self._in_flight[node] = waiting + 1
         if not self._round:
@@ -142,6 +150,6 @@ class RoundCalls:
         def answered(answers: list[batch.Answer], error: str) -> None:
             self._in_flight[node] -= len(group)
             for (_, on_answer), answer in zip(group, answers, strict=True):
-                on_answer(answer.status, answer.body, error)
+                on_answer(node, answer.status, answer.body, error)
 
         self._senders[node]([call for call, _ in group], answered)

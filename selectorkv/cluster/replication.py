@@ -30,7 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from selectorkv.cluster.batching import OnAnswers, RoundCalls, Send, over_http
+from selectorkv.cluster.batching import (
+    OnAnswer,
+    OnAnswers,
+    RoundCalls,
+    Send,
+    lone_request,
+    over_http,
+)
 from selectorkv.cluster.clock import HybridClock
 from selectorkv.cluster.peer import PeerPool
 from selectorkv.cluster.placement import Address, Topology
@@ -48,7 +55,6 @@ from selectorkv.kv.api import (
     TOKEN_HEADER,
     BadQuery,
     entity_id,
-    internal_target,
     query_param,
 )
 from selectorkv.kv.records import Record, decode, rank
@@ -121,8 +127,7 @@ class Plan(NamedTuple):
 
     ack: int
     replicas: list[str]  # the nodes, best first
-    internal: Request  # the internal request each replica gets
-    key: bytes
+    call: batch.Call  # what each replica is asked: a read of the key, or a write
     record: Record | None  # a write's
 
 
@@ -140,15 +145,10 @@ def plan(request: Request, cluster: Cluster) -> Plan | Response:
     if counts is None:
         return BAD_COUNTS
     ack, replicas = counts
-    target = internal_target(key)
-    record = None
     if request.method == b"GET":
-        internal = Request(b"GET", target)
-    else:
-        value = request.body if request.method == b"PUT" else None
-        record = Record(cluster.clock.next(), value)
-        internal = Request(b"PUT", target, record.encode())
-    return Plan(ack, topology.replicas(key, replicas), internal, key, record)
+        return Plan(ack, topology.replicas(key, replicas), batch.Call(key, None), None)
+    record = Record(cluster.clock.next(), request.body if request.method == b"PUT" else None)
+    return Plan(ack, topology.replicas(key, replicas), batch.Call(key, record.encode()), record)
 
 
 def missed_writes(cluster: Cluster, planned: Plan) -> Missed | None:
@@ -157,7 +157,7 @@ def missed_writes(cluster: Cluster, planned: Plan) -> Missed | None:
     keep, record = cluster.hint, planned.record
     if keep is None or record is None:
         return None
-    me, key = cluster.topology.self_url, planned.key
+    me, key = cluster.topology.self_url, planned.call.key
 
     def missed(node: str) -> None:
         if node != me:
@@ -168,11 +168,8 @@ def missed_writes(cluster: Cluster, planned: Plan) -> Missed | None:
 
 # This node's replica answering a group of calls (ReplicaApi.answer).
 OwnReplica = Callable[[list[batch.Call]], list[batch.Answer]]
-# One replica's answer, as the coordinator's callbacks see it:
-# (node, status, body, error); status 0 when the call failed.
-OnReply = Callable[[str, int, bytes, str], None]
 # Send a record to a node as an internal PUT; its answer to the callback.
-Repair = Callable[[str, Record, OnReply], None]
+Repair = Callable[[str, Record, OnAnswer], None]
 # A replica failed a write: keep a hint for it (hints.py).
 Missed = Callable[[str], None]
 
@@ -360,9 +357,9 @@ class Coordinator:
             cycle.respond(planned)
             return
         reactor = SelectorThread.current()
-        key = planned.key
+        key = planned.call.key
 
-        def repair(node: str, record: Record, on_reply: OnReply) -> None:
+        def repair(node: str, record: Record, on_reply: OnAnswer) -> None:
             log.debug("read repair: %s gets version %d", node, record.version)
             self._ask(reactor, node, batch.Call(key, record.encode()), on_reply)
 
@@ -375,12 +372,12 @@ class Coordinator:
             self._cluster.clock.observe,
             missed_writes(self._cluster, planned),
         )
-        internal = planned.internal  # a GET, or a PUT of the write's record
-        call = batch.Call(key, internal.body if internal.method == b"PUT" else None)
         for node in planned.replicas:
-            self._ask(reactor, node, call, quorum.on_reply)
+            self._ask(reactor, node, planned.call, quorum.on_reply)
 
-    def _ask(self, reactor: SelectorThread, node: str, call: batch.Call, on_reply: OnReply) -> None:
+    def _ask(
+        self, reactor: SelectorThread, node: str, call: batch.Call, on_reply: OnAnswer
+    ) -> None:
         """Make ``call`` to one replica, with this SelectorThread's other
         calls of the round (batching.py): this node's own through its
         executor (a call into its storage), another over HTTP. ``on_reply``
@@ -388,7 +385,7 @@ class Coordinator:
         calls = self._calls.get(reactor)
         if calls is None:
             calls = self._calls[reactor] = self._round_calls(reactor)
-        calls.call(node, call, lambda status, body, error: on_reply(node, status, body, error))
+        calls.call(node, call, on_reply)
 
     def _round_calls(self, reactor: SelectorThread) -> RoundCalls:
         """The calls of ``reactor`` to every replica, gathered per round."""
@@ -467,10 +464,10 @@ class BlockingCoordinator:
         planned = plan(request, cluster)
         if isinstance(planned, Response):
             return planned
-        target = planned.internal.target
+        key = planned.call.key
 
-        def repair(node: str, record: Record, on_reply: OnReply) -> None:
-            on_reply(node, *self._ask(node, Request(b"PUT", target, record.encode())))
+        def repair(node: str, record: Record, on_reply: OnAnswer) -> None:
+            on_reply(node, *self._ask(node, batch.Call(key, record.encode())))
 
         answer = Captured()
         quorum = Quorum(
@@ -478,16 +475,17 @@ class BlockingCoordinator:
             cluster.clock.observe, missed_writes(cluster, planned),
         )  # fmt: skip
         for node in planned.replicas:
-            quorum.on_reply(node, *self._ask(node, planned.internal))
+            quorum.on_reply(node, *self._ask(node, planned.call))
         assert answer.response is not None  # every replica answered or failed
         return answer.response
 
-    def _ask(self, node: str, internal: Request) -> tuple[int, bytes, str]:
-        """An internal request to one replica: this node's own through its
-        API, another's over HTTP. (status, body, error)."""
+    def _ask(self, node: str, call: batch.Call) -> tuple[int, bytes, str]:
+        """A call to one replica as its internal request: this node's own
+        through its API, another's over HTTP. (status, body, error)."""
         cluster = self._cluster
+        internal = Request(*lone_request(call), cluster.headers)
         if node == cluster.topology.self_url:
-            own = self._handle(internal._replace(headers=cluster.headers))
+            own = self._handle(internal)
             return own.status, own.body, ""
         return self._call(node, internal)
 

@@ -24,7 +24,9 @@ from typing import NamedTuple
 
 # Calls in one batch; a coordinator sends more as several batches.
 MAX_CALLS = 64
-# The most an answer's line adds to its body ("200 <length>\n").
+# The most a call's line adds to its body ("PUT <12 digits> <12 digits>\n"),
+# and an answer's ("200 <length>\n").
+CALL_LINE = 30
 ANSWER_LINE = 24
 
 
@@ -40,13 +42,18 @@ class Answer(NamedTuple):
     body: bytes
 
 
+# The answer of a record stored, the common one: a batch of writes answered
+# with it alone is recognised whole, without reading line by line.
+STORED = Answer(201, b"")
+STORED_LINE = b"201 0\n"
+
+
 def call_size(call: Call) -> int:
-    """The bytes ``call`` takes in a batch's body."""
-    if call.record is None:
-        return len(b"GET %d\n" % len(call.key)) + len(call.key)
-    return (
-        len(b"PUT %d %d\n" % (len(call.key), len(call.record))) + len(call.key) + len(call.record)
-    )
+    """At most the bytes ``call`` takes in a batch's body: its key and
+    record, and the longest line a call has (sizes of up to 12 digits).
+    Counted, not formatted: a coordinator asks it of every call."""
+    key, record = call
+    return len(key) + (len(record) if record is not None else 0) + CALL_LINE
 
 
 def encode_calls(calls: list[Call]) -> bytes:
@@ -94,6 +101,8 @@ def encode_answers(answers: list[Answer]) -> bytes:
 def decode_answers(body: bytes, expected: int) -> list[Answer]:
     """The ``expected`` answers of a batch's response; ValueError when the
     body holds another number of them or is malformed."""
+    if body == STORED_LINE * expected:
+        return [STORED] * expected
     answers: list[Answer] = []
     at = 0
     while at < len(body):

@@ -20,8 +20,8 @@ HEADERS = ((b"x-selectorkv-token", TOKEN.encode()),)
 Answers = queue.SimpleQueue[tuple[int, int, bytes, str]]
 
 
-def collect(answers: Answers, number: int) -> Callable[[int, bytes, str], None]:
-    return lambda status, body, error: answers.put((number, status, body, error))
+def collect(answers: Answers, number: int) -> Callable[[str, int, bytes, str], None]:
+    return lambda node, status, body, error: answers.put((number, status, body, error))
 
 
 def make_calls(reactor: SelectorThread, batches: RoundCalls, calls: list[batch.Call]) -> Answers:

@@ -34,9 +34,13 @@ def test_calls_and_answers_round_trip() -> None:
     ]
     body = batch.encode_calls(calls)
     assert batch.decode_calls(body) == calls
-    assert sum(map(batch.call_size, calls)) == len(body)
+    assert all(batch.call_size(call) >= len(batch.encode_calls([call])) for call in calls)
+    largest = 10**12 - 1  # a size has at most 12 digits (decode_calls)
+    assert len(b"PUT %d %d\n" % (largest, largest)) <= batch.CALL_LINE
     answers = [batch.Answer(200, b"rec\nord"), batch.Answer(404, b""), batch.Answer(201, b"")]
     assert batch.decode_answers(batch.encode_answers(answers), 3) == answers
+    stored = [batch.Answer(201, b"")] * 3
+    assert batch.decode_answers(batch.encode_answers(stored), 3) == stored
 
 
 @pytest.mark.parametrize(
