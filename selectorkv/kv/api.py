@@ -351,8 +351,8 @@ class ReplicaApi(Api):
         return answers
 
     def _record_of(self, key: bytes) -> Response:
-        record = self._replica.get(key)
-        return NOT_FOUND if record is None else Response(200, record.encode(), RECORD_TYPE)
+        raw = self._replica.stored(key)
+        return NOT_FOUND if raw is None else Response(200, raw, RECORD_TYPE)
 
     def _stored(self, sent: Record, kept: Record) -> Response:
         """The answer to a record sent: 201 when it was stored, else 200

@@ -46,13 +46,18 @@ class Record(NamedTuple):
         return VALUE + version + self.value
 
 
+def version_of(raw: bytes) -> int:
+    """The version of the record stored as ``raw``, read from its header
+    alone; ValueError if it is not a record."""
+    if len(raw) < _HEADER or raw[:1] not in (VALUE, TOMBSTONE):
+        raise ValueError("not a versioned record")
+    return int.from_bytes(raw[1:_HEADER], "big")
+
+
 def decode(raw: bytes) -> Record:
     """The record stored as ``raw``; ValueError if it is not one."""
-    kind = raw[:1]
-    if len(raw) < _HEADER or kind not in (VALUE, TOMBSTONE):
-        raise ValueError("not a versioned record")
-    version = int.from_bytes(raw[1:_HEADER], "big")
-    if kind == TOMBSTONE:
+    version = version_of(raw)
+    if raw[:1] == TOMBSTONE:
         if len(raw) != _HEADER:
             raise ValueError("a tombstone with a value")
         return Record(version, None)
@@ -108,6 +113,15 @@ class ReplicaStore:
         record = decode(raw)
         self._observe(record.version)
         return record
+
+    def stored(self, key: bytes) -> bytes | None:
+        """The record under ``key`` as stored, for a node that asks for it:
+        its version shown to the clock, the rest passed on undecoded."""
+        raw = self._storage.get(key)
+        if raw is None:
+            return None
+        self._observe(version_of(raw))
+        return raw
 
     def apply(self, key: bytes, record: Record) -> Record:
         """Store ``record`` unless a newer one is there; the record the
@@ -165,7 +179,7 @@ def highest_version(storage: Storage) -> int:
     cursor = storage.range(b"", None)
     try:
         for _, raw in cursor:
-            highest = max(highest, decode(raw).version)
+            highest = max(highest, version_of(raw))
             records += 1
     finally:
         cursor.close()

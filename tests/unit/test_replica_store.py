@@ -89,3 +89,18 @@ def test_the_clocks_ceiling_covers_what_was_stored_before_a_restart_fake_clock(
     newest = Record(restarted.next(), b"newest")  # passes what the clock saw
     assert store.apply(b"a", newest) == newest
     assert store.get(b"a") == newest
+
+
+def test_a_record_read_for_a_node_is_passed_on_as_stored_and_its_version_seen(
+    storage: ReadCountingStorage,
+) -> None:
+    seen: list[int] = []
+    store = ReplicaStore(storage, seen.append)
+    store.apply(b"a", Record(42, b"value"))
+    seen.clear()
+    assert store.stored(b"a") == Record(42, b"value").encode()
+    assert seen == [42]
+    assert store.stored(b"missing") is None
+    storage.put(b"bad", b"x")  # not a record
+    with pytest.raises(ValueError):
+        store.stored(b"bad")
