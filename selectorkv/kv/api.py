@@ -22,7 +22,7 @@ from urllib.parse import quote_from_bytes
 
 from selectorkv.http.exchange import Request, Response
 from selectorkv.kv import batch
-from selectorkv.kv.records import Record, ReplicaStore, decode
+from selectorkv.kv.records import ReplicaStore, version_of
 from selectorkv.kv.storage import Cursor, Storage, StorageError
 from selectorkv.reactor.stats import count
 
@@ -299,11 +299,12 @@ class ReplicaApi(Api):
             return self._record_of(key)
         if request.method != b"PUT":
             return Response(405, headers=((b"allow", b"GET, PUT"),))
+        raw = request.body
         try:
-            record = decode(request.body)
+            version = version_of(raw)
         except ValueError:
             return BAD_RECORD
-        return self._stored(record, self._replica.apply(key, record))
+        return self._stored(raw, self._replica.apply_all(((key, version, raw),))[0])
 
     def _batch(self, request: Request) -> Response:
         """Several internal calls in one request (kv/batch.py), answered by
@@ -331,36 +332,37 @@ class ReplicaApi(Api):
     def _answers(self, calls: list[batch.Call]) -> list[batch.Answer]:
         """Each call answered as ``_internal`` would answer it alone; the
         records the calls store are written to the storage together."""
-        records: dict[int, Record] = {}
-        for index, call in enumerate(calls):
-            if call.record is not None:
+        writes: dict[int, tuple[bytes, int, bytes]] = {}
+        for index, (key, raw) in enumerate(calls):
+            if raw is not None:
                 try:
-                    records[index] = decode(call.record)
+                    writes[index] = (key, version_of(raw), raw)
                 except ValueError:
                     continue  # answered BAD_RECORD below
-        kept = iter(self._replica.apply_all([(calls[i].key, r) for i, r in records.items()]))
+        held = iter(self._replica.apply_all(list(writes.values())))
         answers = []
-        for index, call in enumerate(calls):
-            if call.record is None:
-                response = self._record_of(call.key)
-            elif index in records:
-                response = self._stored(records[index], next(kept))
+        for index, (key, raw) in enumerate(calls):
+            if raw is None:
+                response = self._record_of(key)
+            elif index in writes:
+                response = self._stored(raw, next(held))
             else:
                 response = BAD_RECORD
-            answers.append(batch.Answer(response.status, response.body))
+            stored = response is CREATED
+            answers.append(batch.STORED if stored else batch.Answer(response.status, response.body))
         return answers
 
     def _record_of(self, key: bytes) -> Response:
         raw = self._replica.stored(key)
         return NOT_FOUND if raw is None else Response(200, raw, RECORD_TYPE)
 
-    def _stored(self, sent: Record, kept: Record) -> Response:
+    def _stored(self, sent: bytes, held: bytes) -> Response:
         """The answer to a record sent: 201 when it was stored, else 200
         with the newer record the replica kept."""
-        if kept is sent:
+        if held is sent:
             return CREATED
         count("writes_superseded")
-        return Response(200, kept.encode(), RECORD_TYPE)
+        return Response(200, held, RECORD_TYPE)
 
     def _stranger(self, cluster: bytes) -> None:
         """Count a request from a node with another node list; log each

@@ -95,6 +95,8 @@ def decode_calls(body: bytes) -> list[Call]:
 
 
 def encode_answers(answers: list[Answer]) -> bytes:
+    if all(answer is STORED for answer in answers):
+        return STORED_LINE * len(answers)
     return b"".join(b"%d %d\n%s" % (status, len(body), body) for status, body in answers)
 
 

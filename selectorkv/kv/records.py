@@ -47,21 +47,20 @@ class Record(NamedTuple):
 
 
 def version_of(raw: bytes) -> int:
-    """The version of the record stored as ``raw``, read from its header
-    alone; ValueError if it is not a record."""
-    if len(raw) < _HEADER or raw[:1] not in (VALUE, TOMBSTONE):
+    """The version of the record stored as ``raw``, without decoding its
+    value; ValueError if ``raw`` is not a record."""
+    kind = raw[:1]
+    if len(raw) < _HEADER or kind not in (VALUE, TOMBSTONE):
         raise ValueError("not a versioned record")
+    if kind == TOMBSTONE and len(raw) != _HEADER:
+        raise ValueError("a tombstone with a value")
     return int.from_bytes(raw[1:_HEADER], "big")
 
 
 def decode(raw: bytes) -> Record:
     """The record stored as ``raw``; ValueError if it is not one."""
     version = version_of(raw)
-    if raw[:1] == TOMBSTONE:
-        if len(raw) != _HEADER:
-            raise ValueError("a tombstone with a value")
-        return Record(version, None)
-    return Record(version, raw[_HEADER:])
+    return Record(version, None if raw[:1] == TOMBSTONE else raw[_HEADER:])
 
 
 def rank(record: Record) -> tuple[int, bool, bytes]:
@@ -106,14 +105,6 @@ class ReplicaStore:
         self._lock = threading.Lock()
         self._ceiling = highest_version(storage) if ceiling is None else ceiling
 
-    def get(self, key: bytes) -> Record | None:
-        raw = self._storage.get(key)
-        if raw is None:
-            return None
-        record = decode(raw)
-        self._observe(record.version)
-        return record
-
     def stored(self, key: bytes) -> bytes | None:
         """The record under ``key`` as stored, for a node that asks for it:
         its version shown to the clock, the rest passed on undecoded."""
@@ -126,37 +117,47 @@ class ReplicaStore:
     def apply(self, key: bytes, record: Record) -> Record:
         """Store ``record`` unless a newer one is there; the record the
         replica holds afterwards (``record`` itself, or the newer one)."""
-        return self.apply_all(((key, record),))[0]
+        raw = record.encode()
+        held = self.apply_all(((key, record.version, raw),))[0]
+        return record if held is raw else decode(held)
 
-    def apply_all(self, writes: Sequence[tuple[bytes, Record]]) -> list[Record]:
+    def apply_all(self, writes: Sequence[tuple[bytes, int, bytes]]) -> list[bytes]:
         """``apply`` for each write in turn (a key may come more than once),
         with one write to the storage for all that are stored (one append
-        to its write-ahead log: an internal batch's group commit)."""
-        for _, record in writes:
-            self._observe(record.version)
-        kept: list[Record] = []
-        stored: dict[bytes, Record] = {}
+        to its write-ahead log: an internal batch's group commit). A write
+        is (key, version, record as stored), ``version_of`` having checked
+        the record: records go in and out as the bytes they are stored as,
+        decoded only to compare two. The answer, for each write, is the
+        record the replica holds afterwards: the very bytes sent when they
+        were stored, else the newer record's."""
+        for _, version, _ in writes:
+            self._observe(version)
+        held: list[bytes] = []
+        stored: dict[bytes, bytes] = {}
         with self._lock:
             ceiling = self._ceiling
-            for key, record in writes:
-                if record.version > ceiling:
-                    ceiling = record.version  # above all there is: no read
+            for key, version, raw in writes:
+                if version > ceiling:
+                    ceiling = version  # above all there is: no read
                 else:
-                    mine = stored.get(key) or self.get(key)
-                    if mine is not None and not newer(mine, record):
-                        kept.append(mine)
-                        continue
-                stored[key] = record
-                kept.append(record)
+                    mine = stored.get(key) or self._storage.get(key)
+                    if mine is not None:
+                        record = decode(mine)
+                        self._observe(record.version)
+                        if not newer(record, decode(raw)):
+                            held.append(mine)
+                            continue
+                stored[key] = raw
+                held.append(raw)
             # Raised before the write: a write that fails leaves it higher
             # than it need be, which costs reads, never a lost record.
             self._ceiling = ceiling
             if len(stored) == 1:
-                ((key, record),) = stored.items()
-                self._storage.put(key, record.encode())
+                ((key, raw),) = stored.items()
+                self._storage.put(key, raw)
             elif stored:
-                self._storage.apply_batch([(key, r.encode()) for key, r in stored.items()])
-        return kept
+                self._storage.apply_batch(list(stored.items()))
+        return held
 
     def values(self, start: bytes, end: bytes | None) -> Generator[tuple[bytes, bytes], None, None]:
         """The node's live entries in ``[start, end)`` without their
