@@ -33,7 +33,7 @@ def test_quick_scale_study_writes_its_report_plot_and_runs(tmp_path: Path) -> No
     quota = "auto" if os.geteuid() == 0 else "none"
     command = [
         sys.executable, "-m", "selectorkv", "lab", "--scale-out", "1,2", "--quick",
-        "--quota", quota, "--out", str(out), "--workloads", "put", "--connections", "8",
+        "--quota", quota, "--out", str(out), "--workloads", "put,get", "--connections", "8",
         "--capacity-seconds", "1", "--run-seconds", "1",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=280)
@@ -43,6 +43,7 @@ def test_quick_scale_study_writes_its_report_plot_and_runs(tmp_path: Path) -> No
     report = (out / "report-scale.md").read_text()
     rows = [line for line in report.splitlines() if line.startswith("| ") and "nodes" not in line]
     configurations = {tuple(cell.strip() for cell in row.split("|")[1:4]) for row in rows}
+    assert len(rows) == 2 * 5  # each configuration under PUT and under GET
     assert configurations == {
         ("1", "-", "1/1"),
         ("2", "placement", "1/1"), ("2", "round-robin", "1/1"),
@@ -51,7 +52,10 @@ def test_quick_scale_study_writes_its_report_plot_and_runs(tmp_path: Path) -> No
     assert "| 1 | - | 1/1 |" in report and "| 1.00x | " in report  # one node against itself
     if quota == "auto":
         assert "limited to 0.333 of one CPU by a cgroup quota" in report
+    # The GETs' clusters are new ones, given the same PUTs before them.
+    assert "1 node(s) prefilled" in done.stderr and "2 node(s) prefilled" in done.stderr
     assert (out / "scale-put.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "scale-get.png").read_bytes().startswith(b"\x89PNG")
     assert "![put capacity by nodes](scale-put.png)" in report
 
     runs = json.loads((out / "runs.json").read_text())["runs"]

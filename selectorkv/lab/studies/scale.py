@@ -12,8 +12,11 @@ on the others. N nodes are then N equal small cores. With ``share`` None
 (``--quota none``), on a machine with more cores, each node gets a CPU of
 its own instead and the load the rest.
 
-For each node count (1, 2, 4 by default), every cluster up at once and the
-runs in rounds, the order rotated each round:
+For each workload, new clusters of each node count (1, 2, 4 by default),
+all up at once (before the GETs, each node given the same PUTs and left
+until its flushes and compactions are done: every node reads the same
+kind of data, whatever its cluster ran before), and the runs in rounds,
+the order rotated each round:
 
 - capacity, closed loop: one wrk per node (``wrk_scripts/``), each with
   the connections one node gets alone (``--connections``), sending either
@@ -64,6 +67,7 @@ from selectorkv.lab.studies.node import describe_machine, describe_versions
 
 ROUTES = ("placement", "round-robin")
 SETTLE = 0.5  # seconds between runs: the previous run's queues drain
+IDLE = 0.01  # a node using less of a CPU than this has no background work left
 
 
 @dataclass
@@ -153,8 +157,10 @@ class ScaleCluster:
         env = {"SELECTORKV_CLUSTER_TOKEN": secrets.token_hex(16)}
         cpus = server_cpus(1) if settings.share is not None else server_cpus(nodes)
         self.processes: list[ServerProcess] = []
+        self.data: list[str] = []
         for i, port in enumerate(self.ports):
             data = tempfile.mkdtemp(dir=scratch, prefix=f"n{nodes}-{i}-")
+            self.data.append(data)
             cpu = cpus[i % len(cpus)]
             command = selectorkv_serve(
                 "--mode", settings.mode, "--port", str(port), "--data", data, "--cpu", str(cpu),
@@ -169,7 +175,7 @@ class ScaleCluster:
 
     def _key_files(self, directory: Path) -> list[Path]:
         """The keys of the workload's key space that each node holds first."""
-        directory.mkdir()
+        directory.mkdir(exist_ok=True)  # a later workload's clusters: new ports, new files
         by_node: dict[str, list[str]] = {url: [] for url in self.urls}
         for key in all_keys():
             by_node[self.topology.replicas(key, 1)[0]].append(key.decode())
@@ -182,9 +188,23 @@ class ScaleCluster:
     def cpu(self) -> float:
         return sum(process.cpu_seconds() for process in self.processes)
 
+    def settle(self, limit: float = 60.0) -> float:
+        """Wait until the nodes are idle (under IDLE of a CPU each over
+        half a second: their flushes and compactions done), at most
+        ``limit`` seconds; the seconds waited."""
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            before = self.cpu()
+            time.sleep(0.5)
+            if self.cpu() - before < IDLE * 0.5 * len(self.processes):
+                break
+        return time.monotonic() - started
+
     def stop(self) -> None:
         for process in self.processes:
             process.stop()
+        for data in self.data:
+            shutil.rmtree(data, ignore_errors=True)
 
 
 def wrk_closed_loop(
@@ -237,7 +257,7 @@ class ScaleLab:
                     clusters[n] = ScaleCluster(n, s, scratch, log, quotas)
                 yield clusters
                 if quotas is not None:
-                    self.study.throttled_s = quotas.throttled_seconds()
+                    self.study.throttled_s += quotas.throttled_seconds()
             finally:
                 for cluster in clusters.values():
                     cluster.stop()
@@ -247,11 +267,18 @@ class ScaleLab:
         s.out.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix="selectorkv-scale-"))
         try:
-            with open(s.out / "servers.log", "wb") as log, self.clusters(scratch, log) as clusters:
-                quota = f"a {s.share:g} CPU quota each" if s.share else "a CPU each"
-                self.say(f"clusters of {', '.join(map(str, s.counts))} nodes up, {quota}")
+            with open(s.out / "servers.log", "wb") as log:
                 for workload in s.workloads:
-                    self.measure(workload, clusters)
+                    # New clusters for each workload: after the PUTs, the
+                    # nodes of larger clusters (which run more
+                    # configurations) held more data and owed more
+                    # compaction, done inside their quotas while the GETs ran.
+                    with self.clusters(scratch, log) as clusters:
+                        quota = f"a {s.share:g} CPU quota each" if s.share else "a CPU each"
+                        self.say(f"clusters of {', '.join(map(str, s.counts))} nodes up, {quota}")
+                        if workload == "get":
+                            self.prefill(clusters)
+                        self.measure(workload, clusters)
                     self.study.save(s.out)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -280,14 +307,22 @@ class ScaleLab:
                 rate = max(1.0, round(Spread.of(capacity[config]).median / 2))
                 self.fixed(workload, clusters[config[0]], *config[1:], number, rate)
 
-    def capacity(
-        self, workload: str, cluster: ScaleCluster, route: str, replication: str, number: int
-    ) -> ScaleRun:
+    def prefill(self, clusters: dict[int, ScaleCluster]) -> None:
+        """The same data on every node before the GETs: each node a closed
+        loop of PUTs of its own keys at 1/1 for a capacity run's time (the
+        same quota, so about the same writes), then left until its
+        background work (memtable flushes, compactions) is done."""
+        for n, cluster in clusters.items():
+            written, _ = self.closed_loop("put", cluster, "placement", "1/1")
+            waited = cluster.settle()
+            self.say(f"{n} node(s) prefilled: {written:,} PUTs, idle after {waited:.1f} s")
+
+    def closed_loop(
+        self, workload: str, cluster: ScaleCluster, route: str, replication: str
+    ) -> tuple[int, int]:
+        """One wrk per node for a capacity run's time: (answered, socket errors)."""
         s = self.settings
-        n = len(cluster.urls)
-        query = replications(n)[replication]
-        time.sleep(SETTLE)
-        before = cluster.cpu()
+        query = replications(len(cluster.urls))[replication]
         runs = []
         for i, url in enumerate(cluster.urls):
             env = {"SELECTORKV_QUERY": "&" + query}
@@ -299,6 +334,16 @@ class ScaleLab:
             output, _ = process.communicate(timeout=s.capacity_seconds + 60)
             done, failed = wrk_answers(output)
             answered, errors = answered + done, errors + failed
+        return answered, errors
+
+    def capacity(
+        self, workload: str, cluster: ScaleCluster, route: str, replication: str, number: int
+    ) -> ScaleRun:
+        s = self.settings
+        n = len(cluster.urls)
+        time.sleep(SETTLE)
+        before = cluster.cpu()
+        answered, errors = self.closed_loop(workload, cluster, route, replication)
         cpu = cluster.cpu() - before
         seconds = max(1, round(s.capacity_seconds))
         run = ScaleRun(workload, n, route, replication, "capacity", number, 0.0,
