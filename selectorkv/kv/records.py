@@ -174,21 +174,28 @@ class ReplicaStore:
 
 def highest_version(storage: Storage) -> int:
     """The highest version stored (0 for none): a scan of every record,
-    logged when there are any."""
+    logged when there are any. A value that is not a record (a tool's own
+    key, as ``selectorkv fill`` keeps its progress under) holds no
+    version: it is counted in the log line and passed over."""
     started = time.monotonic()
-    highest = records = 0
+    highest = records = others = 0
     cursor = storage.range(b"", None)
     try:
         for _, raw in cursor:
-            highest = max(highest, version_of(raw))
-            records += 1
+            try:
+                highest = max(highest, version_of(raw))
+                records += 1
+            except ValueError:
+                others += 1
     finally:
         cursor.close()
-    if records:
+    if records or others:
         log.info(
-            "read the versions of %d records for the highest (%.1f s): no clock file told it",
+            "read the versions of %d records for the highest (%.1f s, %d other values passed "
+            "over): no clock file told it",
             records,
             time.monotonic() - started,
+            others,
         )
     return highest
 
