@@ -273,7 +273,7 @@ class ReplicaApi(Api):
         return self._replica.values(start, end)
 
     def write_of(self, request: Request) -> Write | None:
-        return None  # a node stores records, applied one by one (ReplicaStore.apply)
+        return None  # a node stores records, applied one by one (ReplicaStore.apply_all)
 
     def _refused(self, request: Request) -> Response | None:
         """Why an internal request is refused (no token, another node

@@ -1,7 +1,7 @@
 """What a cluster node stores under a key: a versioned value or a tombstone.
 
 Every replica keeps the newer of what it has and what it is sent
-(``ReplicaStore.apply``); a delete is a tombstone with a version, so that an
+(``ReplicaStore.apply_all``); a delete is a tombstone with a version, so that an
 older value arriving later cannot bring the key back. Records with the same
 version are still ordered (``rank``: a tombstone wins, then the greater
 value), so that every replica keeps the same one. The stored bytes:
@@ -77,7 +77,7 @@ def newer(mine: Record | None, theirs: Record) -> bool:
 class ReplicaStore:
     """A node's storage seen as records: the replica side of replication.
 
-    ``apply`` is a read-modify-write (keep the newer record), made atomic
+    ``apply_all`` is a read-modify-write (keep the newer record), made atomic
     with a lock: in async mode more than one PayloadThread may apply writes
     to the same key. Every version read or stored here is shown to
     ``observe`` (the node's clock), so that the node's next version is
@@ -114,17 +114,11 @@ class ReplicaStore:
         self._observe(version_of(raw))
         return raw
 
-    def apply(self, key: bytes, record: Record) -> Record:
-        """Store ``record`` unless a newer one is there; the record the
-        replica holds afterwards (``record`` itself, or the newer one)."""
-        raw = record.encode()
-        held = self.apply_all(((key, record.version, raw),))[0]
-        return record if held is raw else decode(held)
-
     def apply_all(self, writes: Sequence[tuple[bytes, int, bytes]]) -> list[bytes]:
-        """``apply`` for each write in turn (a key may come more than once),
-        with one write to the storage for all that are stored (one append
-        to its write-ahead log: an internal batch's group commit). A write
+        """Store each record unless a newer one is there, in turn (a key may
+        come more than once), with one write to the storage for all that are
+        stored (one append to its write-ahead log: an internal batch's group
+        commit). A write
         is (key, version, record as stored), ``version_of`` having checked
         the record: records go in and out as the bytes they are stored as,
         decoded only to compare two. The answer, for each write, is the

@@ -33,6 +33,13 @@ def storage(tmp_path: Path) -> Iterator[ReadCountingStorage]:
     storage.close()
 
 
+def apply(store: ReplicaStore, key: bytes, record: Record) -> Record:
+    """Store ``record`` unless a newer one is there; the record held after."""
+    raw = record.encode()
+    kept = store.apply_all([(key, record.version, raw)])[0]
+    return record if kept is raw else decode(kept)
+
+
 def held(store: ReplicaStore, key: bytes) -> Record | None:
     raw = store.stored(key)
     return None if raw is None else decode(raw)
@@ -49,7 +56,7 @@ def test_writes_above_the_ceiling_are_stored_without_a_read_read_counting_storag
     records = [(b"a", Record(10, b"ten")), (b"b", Record(11, b"x")), (b"a", Record(12, None))]
     writes = [(key, record.version, record.encode()) for key, record in records]
     assert store.apply_all(writes) == [raw for _, _, raw in writes]
-    assert store.apply(b"a", Record(20, b"twenty")) == Record(20, b"twenty")
+    assert apply(store, b"a", Record(20, b"twenty")) == Record(20, b"twenty")
     assert storage.reads == 0
     assert held(store, b"a") == Record(20, b"twenty")
     assert held(store, b"b") == Record(11, b"x")
@@ -59,9 +66,9 @@ def test_a_write_below_the_ceiling_is_compared_with_the_stored_record_read_count
     storage: ReadCountingStorage,
 ) -> None:
     store = ReplicaStore(storage, ignore)
-    store.apply(b"a", Record(20, b"twenty"))
-    assert store.apply(b"a", Record(15, b"late")) == Record(20, b"twenty")  # older: kept
-    assert store.apply(b"b", Record(15, b"late")) == Record(15, b"late")  # nothing there
+    apply(store, b"a", Record(20, b"twenty"))
+    assert apply(store, b"a", Record(15, b"late")) == Record(20, b"twenty")  # older: kept
+    assert apply(store, b"b", Record(15, b"late")) == Record(15, b"late")  # nothing there
     assert storage.reads == 2
     assert held(store, b"a") == Record(20, b"twenty")
 
@@ -70,11 +77,11 @@ def test_without_a_ceiling_the_storage_is_scanned_for_it(storage: ReadCountingSt
     """A store opened over records and told no ceiling must not take an
     older write for the newest."""
     first = ReplicaStore(storage, ignore)
-    first.apply(b"a", Record(100, b"new"))
-    first.apply(b"b", Record(7, b"x"))
+    apply(first, b"a", Record(100, b"new"))
+    apply(first, b"b", Record(7, b"x"))
     storage.put(b"~fill-progress", b"12")  # a tool's own key, no record: passed over
     reopened = ReplicaStore(storage, ignore)
-    assert reopened.apply(b"a", Record(50, b"old")) == Record(100, b"new")
+    assert apply(reopened, b"a", Record(50, b"old")) == Record(100, b"new")
     assert held(reopened, b"a") == Record(100, b"new")
 
 
@@ -88,15 +95,15 @@ def test_the_clocks_ceiling_covers_what_was_stored_before_a_restart_fake_clock(
     assert clock.ceiling() is None  # a new node: nothing reserved yet
     store = ReplicaStore(storage, clock.observe, clock.ceiling())
     far_ahead = Record((50_000_000_000 << NODE_BITS) | 1, b"ahead")
-    store.apply(b"a", far_ahead)
+    apply(store, b"a", far_ahead)
     restarted = HybridClock(0, Reservation(tmp_path), now=lambda: 2_000, sleep=lambda _: None)
     ceiling = restarted.ceiling()
     assert ceiling is not None and ceiling > far_ahead.version
     store = ReplicaStore(storage, restarted.observe, ceiling)
     older = Record(far_ahead.version - 1, b"older")
-    assert store.apply(b"a", older) == far_ahead
+    assert apply(store, b"a", older) == far_ahead
     newest = Record(restarted.next(), b"newest")  # passes what the clock saw
-    assert store.apply(b"a", newest) == newest
+    assert apply(store, b"a", newest) == newest
     assert held(store, b"a") == newest
 
 
@@ -105,7 +112,7 @@ def test_a_record_read_for_a_node_is_passed_on_as_stored_and_its_version_seen(
 ) -> None:
     seen: list[int] = []
     store = ReplicaStore(storage, seen.append)
-    store.apply(b"a", Record(42, b"value"))
+    apply(store, b"a", Record(42, b"value"))
     seen.clear()
     assert store.stored(b"a") == Record(42, b"value").encode()
     assert seen == [42]
