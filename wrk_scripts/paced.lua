@@ -1,15 +1,20 @@
 -- Constant request rate with Debian's wrk 4 (which has no -R): the seed's
 -- workload, paced like wrk2 and measured from each request's due time.
 --
--- Usage (one connection per thread: -tN -cN):
---   PACED_RATE=8000 PACED_WORKLOAD=put PACED_OUT=put.json \
+-- Usage (one connection per thread: -tN -cN, and PACED_THREADS=N):
+--   PACED_RATE=8000 PACED_THREADS=16 PACED_WORKLOAD=put PACED_OUT=put.json \
 --     wrk -t16 -c16 -d30s -s wrk_scripts/paced.lua http://127.0.0.1:8080
 --
 -- design: wrk is closed loop: each connection sends its next request when the
 -- previous answer arrives. Its Lua hook delay() may hold that next request
 -- back, in whole milliseconds. Each thread has its own Lua state and here its
 -- own single connection, so the thread can keep its own schedule: request i
--- of thread k is due at t0 + (k + i * threads) / rate. delay() waits until the
+-- of thread k is due at t0 + (k + i * threads) / rate. The thread count comes
+-- from PACED_THREADS, not from counting setup() calls: wrk starts each thread
+-- as soon as its setup() returns, so the count is not known until the last
+-- one, and telling the threads already running would write into a Lua state
+-- another OS thread is using (a data race that crashed wrk now and then, with
+-- SIGSEGV or a Lua panic). delay() waits until the
 -- due time (rounded down to the millisecond: a request may go up to 1 ms
 -- early, never late because of the rounding), so the threads together offer
 -- `rate` requests per second.
@@ -52,14 +57,15 @@ function setup(thread)
   if not rate or rate <= 0 then
     error("paced.lua: set PACED_RATE to the total requests per second")
   end
+  local total = tonumber(os.getenv("PACED_THREADS") or "")
+  if not total or #threads > total then
+    error("paced.lua: set PACED_THREADS to wrk's thread count (-t)")
+  end
   if #threads == 1 then
     threads.t0 = now() + START_DELAY
   end
-  -- Every thread learns how many threads there are; the last setup call
-  -- tells them all (wrk calls setup for every thread before starting any).
-  for _, each in ipairs(threads) do
-    each:set("thread_total", #threads)
-  end
+  -- Only this thread's own state is set here: it is not running yet.
+  thread:set("thread_total", total)
   thread:set("rate", rate)
   thread:set("t0", threads.t0)
   thread:set("workload", os.getenv("PACED_WORKLOAD") or "get")
@@ -144,6 +150,9 @@ local function json_object(map)
 end
 
 function done(summary, latency, requests)
+  if #threads ~= threads[1]:get("thread_total") then
+    error("paced.lua: PACED_THREADS is not wrk's thread count (-t)")
+  end
   local merged, codes = {}, {}
   -- The rate is each thread's own, summed: wrk stops its threads one by
   -- one, and one thread that got its last answer late must not stretch the

@@ -142,3 +142,28 @@ def test_paced_script_counts_a_stall_from_the_due_time() -> None:
         server.shutdown()
         server.server_close()
     assert_counts_the_stall(measured.figures["latency_ms"])
+
+
+@needs_wrk
+@pytest.mark.parametrize("stated", [None, "2"])
+def test_paced_script_refuses_a_thread_count_other_than_wrks(
+    make_server: ServerFactory, tmp_path: Path, stated: str | None
+) -> None:
+    # wrk starts each thread as soon as its setup() returns, so the script
+    # cannot count the threads itself without reaching into running ones.
+    server = make_server("sync")
+    host, port = server.address
+    env = {**os.environ, "PACED_RATE": "100", "PACED_OUT": str(tmp_path / "out.json")}
+    env.pop("PACED_THREADS", None)
+    if stated is not None:
+        env["PACED_THREADS"] = stated
+    result = subprocess.run(
+        ["wrk", "-t4", "-c4", "-d1s", "-s", str(SCRIPTS / "paced.lua"), f"http://{host}:{port}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert result.returncode != 0
+    assert "PACED_THREADS" in result.stderr
+    assert not (tmp_path / "out.json").exists()

@@ -193,7 +193,11 @@ class WrkPaced(LoadTool):
         with tempfile.TemporaryDirectory() as scratch:
             out_path = Path(scratch) / "paced.json"
             env = dict(
-                os.environ, PACED_RATE=str(rate), PACED_WORKLOAD=workload, PACED_OUT=str(out_path)
+                os.environ,
+                PACED_RATE=str(rate),
+                PACED_THREADS=str(connections),
+                PACED_WORKLOAD=workload,
+                PACED_OUT=str(out_path),
             )
             _run_tool(
                 [
