@@ -96,3 +96,4 @@ def test_the_same_record_after_another_is_still_compared() -> None:
     quorum.on_reply("b", 200, OLDER.encode(), "")
     quorum.on_reply("c", 200, VALUE.encode(), "")
     assert around.repaired == [("b", VALUE)]
+    assert client.answers == []  # waits for b's repair
