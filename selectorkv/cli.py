@@ -77,6 +77,27 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    upgrade = commands.add_parser(
+        "upgrade-records",
+        help="rewrite a stopped cluster node's records in this version's format",
+        description=(
+            "A cluster node's records now say how many replicas they were written to (the "
+            "request's `from`), so that repair restores exactly those copies; a node refuses "
+            "a data directory of the earlier format. This rewrites one, with its hints, each "
+            "record as written to --replicas nodes. Run it on every node's directory, with "
+            "the nodes stopped. Interrupted, it finishes when run again; on a directory "
+            "already upgraded it does nothing."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    upgrade.add_argument("--data", required=True, help="the node's data directory")
+    upgrade.add_argument(
+        "--replicas",
+        type=positive_int,
+        required=True,
+        help="the `from` the records were written with: the number of nodes if the writes "
+        "used the default (1..255)",
+    )
     cluster.add_argument("--nodes", type=positive_int, default=3, help="how many nodes")
     cluster.add_argument("--base-port", type=port_number, default=8080, help="the first port")
     cluster.add_argument("--data", default="./data-cluster", help="directory for the nodes' data")
@@ -162,6 +183,45 @@ def serve(args: argparse.Namespace) -> int:
     return 0 if server.stop() else 1
 
 
+def upgrade_records(data: str, replicas: int) -> int:
+    """``selectorkv upgrade-records``: a node's records and hints in this
+    version's format (records.py, ``upgrade``)."""
+    from selectorkv.cluster.hints import upgrade_hints
+    from selectorkv.kv.records import upgrade
+    from selectorkv.server import HINTS_DIRECTORY
+
+    logging.basicConfig(level="INFO", format=LOG_FORMAT)
+    if not os.path.isdir(data):
+        log.error("%s is not a directory", data)
+        return 2
+    try:
+        storage = RocksStorage(data)
+    except StorageError as exc:
+        hint = " (is a node serving this directory? stop it first)" if "lock" in str(exc) else ""
+        log.error("%s%s", exc, hint)
+        return 1
+    try:
+        records = upgrade(data, storage, replicas)
+        hints_path = os.path.join(data, HINTS_DIRECTORY)
+        hints = 0
+        if os.path.isdir(hints_path):
+            hint_storage = RocksStorage(hints_path)
+            try:
+                hints = upgrade_hints(hint_storage, replicas)
+            finally:
+                hint_storage.close()
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        storage.close()
+    log.info(
+        "%s: %d records and %d hints rewritten, each as written to %d replicas",
+        data, records, hints, replicas,
+    )  # fmt: skip
+    return 0
+
+
 def raise_open_file_limit() -> None:
     """Each connection is a descriptor: take the hard limit as the soft one,
     as servers do, so that --max-connections is not cut by a shell default."""
@@ -182,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         return serve(args)
+    if args.command == "upgrade-records":
+        return upgrade_records(args.data, args.replicas)
     if args.command in lab_cli.COMMANDS:
         return lab_cli.COMMANDS[args.command](args)
     parser.print_help(sys.stderr)

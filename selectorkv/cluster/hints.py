@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from selectorkv.cluster.peer import PeerPool, PeerReply, PeerRequest
 from selectorkv.cluster.placement import Address
-from selectorkv.kv.records import Record, decode
+from selectorkv.kv.records import Record, decode, upgraded
 from selectorkv.kv.storage import Storage, StorageError
 from selectorkv.reactor.stats import Family
 
@@ -212,6 +212,28 @@ class HintStore:
 
     def close(self) -> None:
         self._storage.close()
+
+
+def upgrade_hints(storage: Storage, replicas: int) -> int:
+    """Rewrite the records of the hints a node of the first record format
+    kept (records.py, ``upgrade``), each as written to ``replicas`` nodes;
+    how many. Hints are bounded per target: one write for all of them."""
+    rewritten: list[tuple[bytes, bytes]] = []
+    cursor = storage.range(b"", None)
+    try:
+        for hint, raw in cursor:
+            if len(raw) < _HEAD.size:
+                continue  # not a hint this code wrote: left as it is
+            _, key_length = _HEAD.unpack_from(raw)
+            start = _HEAD.size + key_length
+            record = upgraded(raw[start:], replicas)
+            if record is not None:
+                rewritten.append((hint, raw[:start] + record))
+    finally:
+        cursor.close()
+    if rewritten:
+        storage.apply_batch(rewritten)
+    return len(rewritten)
 
 
 def hint_key(target: str, sequence: int) -> bytes:

@@ -147,7 +147,8 @@ def plan(request: Request, cluster: Cluster) -> Plan | Response:
     ack, replicas = counts
     if request.method == b"GET":
         return Plan(ack, topology.replicas(key, replicas), batch.Call(key, None), None)
-    record = Record(cluster.clock.next(), request.body if request.method == b"PUT" else None)
+    value = request.body if request.method == b"PUT" else None
+    record = Record(cluster.clock.next(), value, replicas)
     return Plan(ack, topology.replicas(key, replicas), batch.Call(key, record.encode()), record)
 
 
@@ -330,7 +331,7 @@ class Quorum:
 
 
 # What ``_agreed`` returns when the replicas answered different records.
-_DISAGREE = Record(-1, None)
+_DISAGREE = Record(-1, None, 0)
 
 
 def _agreed(records: Iterable[Record | None]) -> Record | None:

@@ -22,7 +22,7 @@ from urllib.parse import quote_from_bytes
 
 from selectorkv.http.exchange import Request, Response
 from selectorkv.kv import batch
-from selectorkv.kv.records import ReplicaStore, version_of
+from selectorkv.kv.records import HEADER_BYTES, ReplicaStore, version_of
 from selectorkv.kv.storage import Cursor, Storage, StorageError
 from selectorkv.reactor.stats import count
 
@@ -37,11 +37,11 @@ INTERNAL_BATCH = b"/v0/internal/batch"  # several calls in one request (kv/batch
 TOKEN_HEADER = b"x-selectorkv-token"
 CLUSTER_HEADER = b"x-selectorkv-cluster"
 # An internal request carries what a client sent plus a little: the record's
-# kind and version before the value (RECORD_OVERHEAD), and a head with the
+# kind, version and replicas before the value (RECORD_OVERHEAD), and a head with the
 # token, the cluster id and the peer's address. The receiving node allows
 # internal requests that much more than its client limits, so that every
 # value and key a client may write can be replicated (connection.py).
-RECORD_OVERHEAD = 17
+RECORD_OVERHEAD = HEADER_BYTES
 INTERNAL_HEAD_ALLOWANCE = 1024
 RECORD_TYPE = ((b"content-type", b"application/octet-stream"),)
 # What a client needs to place keys as the nodes do: the node list, its id,

@@ -4,10 +4,18 @@ Every replica keeps the newer of what it has and what it is sent
 (``ReplicaStore.apply_all``); a delete is a tombstone with a version, so that an
 older value arriving later cannot bring the key back. Records with the same
 version are still ordered (``rank``: a tombstone wins, then the greater
-value), so that every replica keeps the same one. The stored bytes:
+value), so that every replica keeps the same one. A record also carries
+the number of replicas it was written to (the request's ``from``): with
+the node list, that says which nodes should hold its key, so that repair
+can restore exactly those copies and never make more. The stored bytes:
 
-    b"v" + version (16 bytes, big-endian) + value
-    b"t" + version (16 bytes, big-endian)              a tombstone
+    b"V" + version (16 bytes, big-endian) + replicas (1 byte) + value
+    b"T" + version (16 bytes, big-endian) + replicas (1 byte)     a tombstone
+
+The first format had no replicas byte and lower-case kinds (b"v", b"t"),
+so that the records of either can be told apart one by one: a node refuses
+a database of the first format, and ``upgrade`` rewrites one, resuming
+where it stopped if it was interrupted.
 
 A data directory says which format it holds (``check_format``): a single
 node's plain values or a cluster node's records. docs/cluster.md,
@@ -28,39 +36,48 @@ from selectorkv.kv.storage import Storage
 log = logging.getLogger("selectorkv.kv.records")
 
 VERSION_BYTES = 16
-VALUE = b"v"
-TOMBSTONE = b"t"
-_HEADER = 1 + VERSION_BYTES
+VALUE = b"V"
+TOMBSTONE = b"T"
+HEADER_BYTES = 1 + VERSION_BYTES + 1  # kind, version, replicas
+# The most replicas a record can name: its key's first ``replicas`` nodes,
+# every node when there are fewer (a copy made for every node of clusters
+# of any size, as the lab's filled databases are, names MAX_REPLICAS).
+MAX_REPLICAS = 255
 
 
 class Record(NamedTuple):
-    """A version and its value; ``value`` None is a tombstone."""
+    """A version and its value (None: a tombstone), written to its key's
+    first ``replicas`` nodes."""
 
     version: int
     value: bytes | None
+    replicas: int
 
     def encode(self) -> bytes:
-        version = self.version.to_bytes(VERSION_BYTES, "big")
+        head = self.version.to_bytes(VERSION_BYTES, "big") + self.replicas.to_bytes(1, "big")
         if self.value is None:
-            return TOMBSTONE + version
-        return VALUE + version + self.value
+            return TOMBSTONE + head
+        return VALUE + head + self.value
 
 
 def version_of(raw: bytes) -> int:
     """The version of the record stored as ``raw``, without decoding its
     value; ValueError if ``raw`` is not a record."""
     kind = raw[:1]
-    if len(raw) < _HEADER or kind not in (VALUE, TOMBSTONE):
+    if len(raw) < HEADER_BYTES or kind not in (VALUE, TOMBSTONE):
         raise ValueError("not a versioned record")
-    if kind == TOMBSTONE and len(raw) != _HEADER:
+    if kind == TOMBSTONE and len(raw) != HEADER_BYTES:
         raise ValueError("a tombstone with a value")
-    return int.from_bytes(raw[1:_HEADER], "big")
+    if raw[HEADER_BYTES - 1] == 0:
+        raise ValueError("a record written to no replica")
+    return int.from_bytes(raw[1 : HEADER_BYTES - 1], "big")
 
 
 def decode(raw: bytes) -> Record:
     """The record stored as ``raw``; ValueError if it is not one."""
     version = version_of(raw)
-    return Record(version, None if raw[:1] == TOMBSTONE else raw[_HEADER:])
+    value = None if raw[:1] == TOMBSTONE else raw[HEADER_BYTES:]
+    return Record(version, value, raw[HEADER_BYTES - 1])
 
 
 def rank(record: Record) -> tuple[int, bool, bytes]:
@@ -196,7 +213,58 @@ def highest_version(storage: Storage) -> int:
 
 # The storage format of a cluster node: a file in the data directory.
 FORMAT_FILE = "SELECTORKV-FORMAT"
-RECORDS_FORMAT = "versioned-records 1\n"
+RECORDS_FORMAT = "versioned-records 2\n"
+FIRST_FORMAT = "versioned-records 1\n"  # records without their replicas
+_FIRST_KINDS = {b"v": VALUE, b"t": TOMBSTONE}
+UPGRADE_BATCH = 4096  # records rewritten per atomic write
+
+
+def upgraded(raw: bytes, replicas: int) -> bytes | None:
+    """A record of the first format rewritten in this one, as written to
+    ``replicas`` nodes; None for anything else (a record of this format
+    already, a tool's own value)."""
+    kind = _FIRST_KINDS.get(raw[:1])
+    if kind is None or len(raw) < 1 + VERSION_BYTES:
+        return None
+    if kind == TOMBSTONE and len(raw) != 1 + VERSION_BYTES:
+        return None
+    return kind + raw[1 : 1 + VERSION_BYTES] + bytes((replicas,)) + raw[1 + VERSION_BYTES :]
+
+
+def upgrade(data: str, storage: Storage, replicas: int) -> int:
+    """Rewrite the records of a database of the first format in this one,
+    each as written to ``replicas`` nodes, and mark the directory; the
+    number of records rewritten. Each batch is one atomic write and a
+    record already rewritten is left alone, so an interrupted upgrade is
+    finished by running it again."""
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise ValueError(f"replicas must be 1..{MAX_REPLICAS}, not {replicas}")
+    marker = Path(data) / FORMAT_FILE
+    if not marker.exists():
+        raise ValueError(f"{data} holds no cluster node's records ({FORMAT_FILE} is missing)")
+    if marker.read_text() == RECORDS_FORMAT:
+        return 0
+    if marker.read_text() != FIRST_FORMAT:
+        raise ValueError(f"{data}: {FORMAT_FILE} names a format this version does not know")
+    rewritten = 0
+    pending: list[tuple[bytes, bytes]] = []
+    cursor = storage.range(b"", None)
+    try:
+        for key, raw in cursor:
+            new = upgraded(raw, replicas)
+            if new is not None:
+                pending.append((key, new))
+            if len(pending) == UPGRADE_BATCH:
+                storage.apply_batch(pending)
+                rewritten += len(pending)
+                pending = []
+    finally:
+        cursor.close()
+    if pending:
+        storage.apply_batch(pending)
+        rewritten += len(pending)
+    marker.write_text(RECORDS_FORMAT)
+    return rewritten
 
 
 def check_format(data: str, storage: Storage, cluster: bool) -> None:
@@ -206,6 +274,13 @@ def check_format(data: str, storage: Storage, cluster: bool) -> None:
     with. Raises ValueError with what to do."""
     marker = Path(data) / FORMAT_FILE
     has_records = marker.exists()
+    if cluster and has_records and marker.read_text() != RECORDS_FORMAT:
+        raise ValueError(
+            f"{data} holds records of an earlier format, which do not say how many replicas "
+            f"they were written to. Stop every node, run `selectorkv upgrade-records --data "
+            f"{data} --replicas N` on each node's directory (N: the `from` its writes used, "
+            "the number of nodes when they used the default), then start them again"
+        )
     if cluster == has_records:
         return
     cursor = storage.range(b"", None)

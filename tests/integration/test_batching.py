@@ -121,13 +121,13 @@ def test_against_a_real_node_every_call_is_answered_as_if_alone(
     the records stored."""
     node = make_cluster(1, "async")[0]
     batches = batches_for(reactor, ("127.0.0.1", node.port), max_body=1000)
-    big = Record(7, b"B" * 900).encode()
-    calls = [batch.Call(b"key-%d" % i, Record(5, b"value-%d" % i).encode()) for i in range(68)]
+    big = Record(7, b"B" * 900, 3).encode()
+    calls = [batch.Call(b"key-%d" % i, Record(5, b"value-%d" % i, 3).encode()) for i in range(68)]
     calls += [batch.Call(b"big", big), batch.Call(b"key-3", None)]
     answers = make_calls(reactor, batches, calls)
     got = dict((number, (status, body, error)) for number, status, body, error in
                (answers.get(timeout=30) for _ in calls))  # fmt: skip
     assert [got[i][0] for i in range(69)] == [201] * 69, got
     status, body, _ = got[69]
-    assert status == 200 and decode(body) == Record(5, b"value-3")
+    assert status == 200 and decode(body) == Record(5, b"value-3", 3)
     assert node.internal("GET", "big")[1] == big

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from selectorkv.kv.records import Record
 from selectorkv.lab.harness.nodes import ClusterFactory, Node, serve_once
 from selectorkv.lab.harness.servers import free_ports
 from tests.support import MODES, wait_until
@@ -52,7 +53,7 @@ def test_bad_ack_and_from_are_400(make_cluster: ClusterFactory, counts: str) -> 
 
 def test_internal_requests_need_the_token(make_cluster: ClusterFactory) -> None:
     node = make_cluster(2)[0]
-    record = b"v" + (1).to_bytes(16, "big") + b"forged"
+    record = Record(1, b"forged", 2).encode()
     status, _ = node.request("PUT", "/v0/internal/entity?id=k", record)
     assert status == 403
     status, _ = node.request(

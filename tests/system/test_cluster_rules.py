@@ -19,11 +19,12 @@ from selectorkv.kv.records import Record, decode
 from selectorkv.lab.harness.nodes import ClusterFactory, serve_once
 from selectorkv.lab.harness.servers import free_port
 
-# One of selectorkv's records, as a replica stores it: (version, value).
+# One of selectorkv's records, as a replica stores it: (version, value), written
+# to 3 replicas.
 
 
 def record(version: int, value: bytes | None) -> bytes:
-    return Record(version, value).encode()
+    return Record(version, value, 3).encode()
 
 
 def test_the_node_list_order_does_not_give_two_nodes_one_index() -> None:
@@ -47,7 +48,7 @@ def test_replicas_break_a_tie_between_equal_versions_alike(make_cluster: Cluster
     assert nodes[1].internal("PUT", "tie", b)[0] == 201
     assert nodes[1].internal("PUT", "tie", a)[0] == 200  # kept b
     held = {decode(node.internal("GET", "tie")[1]) for node in nodes}
-    assert held == {Record(7 << 32, b"b")}
+    assert held == {Record(7 << 32, b"b", 3)}
 
 
 @pytest.mark.parametrize("calls", ["async", "blocking"])
@@ -55,7 +56,7 @@ def test_values_and_keys_at_the_clients_limits_are_replicated(
     make_cluster: ClusterFactory, calls: str
 ) -> None:
     """A value of exactly --max-body and a key that fills the client's head
-    reach all three replicas (before: the internal request, 17 bytes more
+    reach all three replicas (before: the internal request, a record header more
     or its key escaped, hit the same limits and got 504)."""
     nodes = make_cluster(
         3, "async", "--max-body", "1000", "--max-header-size", "2048", "--peer-calls", calls
@@ -142,7 +143,7 @@ def test_an_internal_put_says_when_the_replica_kept_a_newer_record(
     node = make_cluster(1)[0]
     assert node.internal("PUT", "k", record(9 << 32, b"newer"))[0] == 201
     status, body = node.internal("PUT", "k", record(5 << 32, b"older"))
-    assert (status, decode(body)) == (200, Record(9 << 32, b"newer"))
+    assert (status, decode(body)) == (200, Record(9 << 32, b"newer", 3))
     assert node.metric("selectorkv_writes_superseded_total") == 1
     assert node.get("k") == (200, b"newer")
 

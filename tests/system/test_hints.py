@@ -23,13 +23,13 @@ def open_store(path: Path, limits: HintLimits = LIMITS) -> HintStore:
 def test_hints_come_back_oldest_first_and_outlive_a_restart(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     for i in range(5):
-        store.add("http://b:1", b"k%d" % i, Record(i << 32, b"v%d" % i))
-    store.add("http://c:1", b"other", Record(1, None))
+        store.add("http://b:1", b"k%d" % i, Record(i << 32, b"v%d" % i, 3))
+    store.add("http://c:1", b"other", Record(1, None, 3))
     store.close()
     store = open_store(tmp_path)  # as after a restart
     hints = store.oldest("http://b:1", 3, set())
     assert [hint.key for hint in hints] == [b"k0", b"k1", b"k2"]
-    assert hints[1].record == Record(1 << 32, b"v1")
+    assert hints[1].record == Record(1 << 32, b"v1", 3)
     store.delivered("http://b:1", hints[0])
     assert [h.key for h in store.oldest("http://b:1", 10, {hints[1].sequence})] == [
         b"k2",
@@ -44,13 +44,13 @@ def test_hints_come_back_oldest_first_and_outlive_a_restart(tmp_path: Path) -> N
 def test_over_a_bound_the_oldest_hints_are_dropped_and_counted(tmp_path: Path) -> None:
     store = open_store(tmp_path, HintLimits(ttl=3600, max_hints=3, max_bytes=1 << 20, rate=100))
     for i in range(5):
-        store.add("http://b:1", b"k%d" % i, Record(i, b"v"))
+        store.add("http://b:1", b"k%d" % i, Record(i, b"v", 3))
     assert [hint.key for hint in store.oldest("http://b:1", 10, set())] == [b"k2", b"k3", b"k4"]
     assert store.counts["http://b:1"].dropped == 2
     store.close()
     by_bytes = open_store(tmp_path / "bytes", HintLimits(3600, 1000, max_bytes=100, rate=100))
     for i in range(5):
-        by_bytes.add("http://b:1", b"k%d" % i, Record(i, b"x" * 40))  # 69 bytes each
+        by_bytes.add("http://b:1", b"k%d" % i, Record(i, b"x" * 40, 3))  # 69 bytes each
     assert by_bytes.pending("http://b:1") == 1
     assert by_bytes.counts["http://b:1"].dropped == 4
     by_bytes.close()
@@ -58,7 +58,7 @@ def test_over_a_bound_the_oldest_hints_are_dropped_and_counted(tmp_path: Path) -
 
 def test_a_hint_past_its_age_is_expired_not_returned(tmp_path: Path) -> None:
     store = open_store(tmp_path, HintLimits(ttl=1e-9, max_hints=10, max_bytes=1 << 20, rate=100))
-    store.add("http://b:1", b"k", Record(1, b"v"))
+    store.add("http://b:1", b"k", Record(1, b"v", 3))
     assert store.oldest("http://b:1", 10, set()) == []
     assert store.counts["http://b:1"].expired == 1
     assert store.pending("http://b:1") == 0
@@ -105,7 +105,7 @@ def test_hints_survive_the_coordinators_restart(make_cluster: ClusterFactory) ->
     c.restart()
     wait_until(lambda: c.stored("kept") == 200 and c.stored("gone") == 200, "hints delivered")
     _status, body = c.internal("GET", "gone")
-    assert body.startswith(b"t")  # the tombstone reached it too
+    assert body.startswith(b"T")  # the tombstone reached it too
 
 
 @pytest.mark.timing

@@ -102,7 +102,7 @@ def replica_api(storage: RocksStorage) -> ReplicaApi:
 
 
 def record(version: int, value: bytes | None) -> bytes:
-    return Record(version, value).encode()
+    return Record(version, value, 3).encode()
 
 
 def post(
@@ -129,11 +129,11 @@ def test_a_batch_is_answered_call_by_call_as_each_alone(storage: WriteCountingSt
     assert status == 200
     answers = batch.decode_answers(body, len(calls))
     assert [a.status for a in answers] == [201, 200, 201, 200, 404, 400]
-    assert decode(answers[1].body) == Record(5, b"five")
-    assert decode(answers[3].body) == Record(11, b"eleven")
+    assert decode(answers[1].body) == Record(5, b"five", 3)
+    assert decode(answers[3].body) == Record(11, b"eleven", 3)
     assert storage.writes == writes_before + 1  # the batch's records in one write
     reread = api.handle(Request(b"GET", internal_target(b"new"), b"", HEADERS))
-    assert decode(reread.body) == Record(11, b"eleven")
+    assert decode(reread.body) == Record(11, b"eleven", 3)
 
 
 def test_a_batch_needs_the_token_and_the_cluster_id(storage: WriteCountingStorage) -> None:

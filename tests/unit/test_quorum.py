@@ -9,8 +9,8 @@ from selectorkv.cluster.replication import Quorum
 from selectorkv.http.exchange import Response
 from selectorkv.kv.records import Record
 
-VALUE = Record(5 << 16 | 1, b"fresh")
-OLDER = Record(3 << 16 | 2, b"old")
+VALUE = Record(5 << 16 | 1, b"fresh", 3)
+OLDER = Record(3 << 16 | 2, b"old", 3)
 
 
 class Client:

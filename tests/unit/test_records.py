@@ -13,27 +13,39 @@ from selectorkv.cluster.clock import NODE_BITS, RESERVE_NS, HybridClock, Reserva
 from selectorkv.kv.records import Record, decode, newer
 
 
-@pytest.mark.parametrize("record", [Record(1, b"value"), Record(2**100, b""), Record(7, None)])
+@pytest.mark.parametrize(
+    "record", [Record(1, b"value", 3), Record(2**100, b"", 3), Record(7, None, 3)]
+)
 def test_records_survive_encoding(record: Record) -> None:
     assert decode(record.encode()) == record
 
 
-@pytest.mark.parametrize("raw", [b"", b"v", b"x" + bytes(16), b"t" + bytes(16) + b"extra"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"V",
+        b"x" + bytes(16) + b"\x03",
+        b"T" + bytes(16) + b"\x03extra",  # a tombstone with a value
+        b"V" + bytes(16) + b"\x00value",  # written to no replica
+        b"v" + bytes(16) + b"value",  # the first format: no replicas
+    ],
+)
 def test_bytes_that_are_not_a_record_are_refused(raw: bytes) -> None:
     with pytest.raises(ValueError):
         decode(raw)
 
 
 def test_a_newer_version_wins_whatever_it_holds() -> None:
-    assert newer(None, Record(1, b"a"))
-    assert newer(Record(1, b"a"), Record(2, None))  # a later delete wins
-    assert not newer(Record(2, None), Record(1, b"a"))  # an older value cannot revive it
+    assert newer(None, Record(1, b"a", 3))
+    assert newer(Record(1, b"a", 3), Record(2, None, 3))  # a later delete wins
+    assert not newer(Record(2, None, 3), Record(1, b"a", 3))  # an older value cannot revive it
 
 
 def test_equal_versions_are_ordered_the_same_way_on_every_replica() -> None:
     """Two writes with one version: whichever a replica got first, every
     replica keeps the same one (a tombstone, else the greater value)."""
-    a, b, gone = Record(2, b"a"), Record(2, b"b"), Record(2, None)
+    a, b, gone = Record(2, b"a", 3), Record(2, b"b", 3), Record(2, None, 3)
     assert newer(a, b) and not newer(b, a)
     assert newer(b, gone) and not newer(gone, b)
     assert not newer(a, a)

@@ -53,36 +53,40 @@ def test_writes_above_the_ceiling_are_stored_without_a_read_read_counting_storag
     storage: ReadCountingStorage,
 ) -> None:
     store = ReplicaStore(storage, ignore)
-    records = [(b"a", Record(10, b"ten")), (b"b", Record(11, b"x")), (b"a", Record(12, None))]
+    records = [
+        (b"a", Record(10, b"ten", 3)),
+        (b"b", Record(11, b"x", 3)),
+        (b"a", Record(12, None, 3)),
+    ]
     writes = [(key, record.version, record.encode()) for key, record in records]
     assert store.apply_all(writes) == [raw for _, _, raw in writes]
-    assert apply(store, b"a", Record(20, b"twenty")) == Record(20, b"twenty")
+    assert apply(store, b"a", Record(20, b"twenty", 3)) == Record(20, b"twenty", 3)
     assert storage.reads == 0
-    assert held(store, b"a") == Record(20, b"twenty")
-    assert held(store, b"b") == Record(11, b"x")
+    assert held(store, b"a") == Record(20, b"twenty", 3)
+    assert held(store, b"b") == Record(11, b"x", 3)
 
 
 def test_a_write_below_the_ceiling_is_compared_with_the_stored_record_read_counting_storage(
     storage: ReadCountingStorage,
 ) -> None:
     store = ReplicaStore(storage, ignore)
-    apply(store, b"a", Record(20, b"twenty"))
-    assert apply(store, b"a", Record(15, b"late")) == Record(20, b"twenty")  # older: kept
-    assert apply(store, b"b", Record(15, b"late")) == Record(15, b"late")  # nothing there
+    apply(store, b"a", Record(20, b"twenty", 3))
+    assert apply(store, b"a", Record(15, b"late", 3)) == Record(20, b"twenty", 3)  # older: kept
+    assert apply(store, b"b", Record(15, b"late", 3)) == Record(15, b"late", 3)  # nothing there
     assert storage.reads == 2
-    assert held(store, b"a") == Record(20, b"twenty")
+    assert held(store, b"a") == Record(20, b"twenty", 3)
 
 
 def test_without_a_ceiling_the_storage_is_scanned_for_it(storage: ReadCountingStorage) -> None:
     """A store opened over records and told no ceiling must not take an
     older write for the newest."""
     first = ReplicaStore(storage, ignore)
-    apply(first, b"a", Record(100, b"new"))
-    apply(first, b"b", Record(7, b"x"))
+    apply(first, b"a", Record(100, b"new", 3))
+    apply(first, b"b", Record(7, b"x", 3))
     storage.put(b"~fill-progress", b"12")  # a tool's own key, no record: passed over
     reopened = ReplicaStore(storage, ignore)
-    assert apply(reopened, b"a", Record(50, b"old")) == Record(100, b"new")
-    assert held(reopened, b"a") == Record(100, b"new")
+    assert apply(reopened, b"a", Record(50, b"old", 3)) == Record(100, b"new", 3)
+    assert held(reopened, b"a") == Record(100, b"new", 3)
 
 
 def test_the_clocks_ceiling_covers_what_was_stored_before_a_restart_fake_clock(
@@ -94,15 +98,15 @@ def test_the_clocks_ceiling_covers_what_was_stored_before_a_restart_fake_clock(
     clock = HybridClock(0, Reservation(tmp_path), now=lambda: 1_000)
     assert clock.ceiling() is None  # a new node: nothing reserved yet
     store = ReplicaStore(storage, clock.observe, clock.ceiling())
-    far_ahead = Record((50_000_000_000 << NODE_BITS) | 1, b"ahead")
+    far_ahead = Record((50_000_000_000 << NODE_BITS) | 1, b"ahead", 3)
     apply(store, b"a", far_ahead)
     restarted = HybridClock(0, Reservation(tmp_path), now=lambda: 2_000, sleep=lambda _: None)
     ceiling = restarted.ceiling()
     assert ceiling is not None and ceiling > far_ahead.version
     store = ReplicaStore(storage, restarted.observe, ceiling)
-    older = Record(far_ahead.version - 1, b"older")
+    older = Record(far_ahead.version - 1, b"older", 3)
     assert apply(store, b"a", older) == far_ahead
-    newest = Record(restarted.next(), b"newest")  # passes what the clock saw
+    newest = Record(restarted.next(), b"newest", 3)  # passes what the clock saw
     assert apply(store, b"a", newest) == newest
     assert held(store, b"a") == newest
 
@@ -112,9 +116,9 @@ def test_a_record_read_for_a_node_is_passed_on_as_stored_and_its_version_seen(
 ) -> None:
     seen: list[int] = []
     store = ReplicaStore(storage, seen.append)
-    apply(store, b"a", Record(42, b"value"))
+    apply(store, b"a", Record(42, b"value", 3))
     seen.clear()
-    assert store.stored(b"a") == Record(42, b"value").encode()
+    assert store.stored(b"a") == Record(42, b"value", 3).encode()
     assert seen == [42]
     assert store.stored(b"missing") is None
     storage.put(b"bad", b"x")  # not a record

@@ -6,10 +6,11 @@ sort after the key space (``~fill...``) until the directory reaches the
 requested size. Writes go in batches, one write-ahead-log append each.
 
 A cluster node stores versioned records (records.py), not plain values:
-``records=True`` writes each value as a record of one fixed version and
-marks the directory as a cluster node's, so that a copy of it serves as any
-node of a lab cluster (every node then holds the whole key space, as the
-single node does: the same table size, the same cost per lookup).
+``records=True`` writes each value as a record of one fixed version, held
+by every node (``MAX_REPLICAS``), and marks the directory as a cluster
+node's, so that a copy of it serves as any node of a lab cluster (every
+node then holds the whole key space, as the single node does: the same
+table size, the same cost per lookup).
 
 Progress is kept in the database itself (two ``~fill-*`` keys), so an
 interrupted fill picks up where it stopped when run again, and a finished
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from selectorkv.kv.records import FORMAT_FILE, RECORDS_FORMAT, Record
+from selectorkv.kv.records import FORMAT_FILE, MAX_REPLICAS, RECORDS_FORMAT, Record
 from selectorkv.kv.storage import RocksStorage
 from selectorkv.lab.load.keyspace import ALPHABET, BODY_LENGTH, KEY_COUNT, all_keys
 
@@ -56,7 +57,7 @@ class Values:
     def next(self) -> bytes:
         start = self._random.randrange(len(self._pool) - BODY_LENGTH)
         value = self._pool[start : start + BODY_LENGTH]
-        return Record(FILL_VERSION, value).encode() if self._records else value
+        return Record(FILL_VERSION, value, MAX_REPLICAS).encode() if self._records else value
 
 
 def batches(keys: Iterator[bytes], values: Values) -> Iterator[list[tuple[bytes, bytes]]]:
