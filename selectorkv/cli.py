@@ -14,14 +14,18 @@ and the shutdown runs in plain sequential code.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import logging
 import os
 import resource
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 from selectorkv import __version__
+from selectorkv.cluster.merkle import SEGMENTS
 from selectorkv.config import (
     OPTIONS,
     Option,
@@ -29,6 +33,7 @@ from selectorkv.config import (
     boolean,
     default_of,
     port_number,
+    positive_float,
     positive_int,
 )
 from selectorkv.kv.storage import RocksStorage, StorageError
@@ -97,6 +102,29 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the `from` the records were written with: the number of nodes if the writes "
         "used the default (1..255)",
+    )
+    repair = commands.add_parser(
+        "repair",
+        help="anti-entropy repair of one cluster node with every other node",
+        description=(
+            "Ask the node at --node to compare its records with each other node's (hash trees "
+            "of the records both should hold, compared top-down) and to exchange the records "
+            "of the parts that differ, each side keeping the newer: a node that missed writes, "
+            "or lost its disk, gets them back without a client reading them. Shows progress "
+            "(a bar on a terminal), then what was compared and exchanged with each node. "
+            "Exit 0 when every node was repaired, 1 when one failed or the node cannot be "
+            'reached. docs/cluster.md, "Anti-entropy".'
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    repair.add_argument("--node", required=True, help="the node's URL, http://host:port")
+    repair.add_argument(
+        "--token",
+        default=os.environ.get("SELECTORKV_CLUSTER_TOKEN", ""),
+        help="the cluster token [env SELECTORKV_CLUSTER_TOKEN]",
+    )
+    repair.add_argument(
+        "--timeout", type=positive_float, default=3600.0, help="seconds to wait for the repair"
     )
     cluster.add_argument("--nodes", type=positive_int, default=3, help="how many nodes")
     cluster.add_argument("--base-port", type=port_number, default=8080, help="the first port")
@@ -183,6 +211,72 @@ def serve(args: argparse.Namespace) -> int:
     return 0 if server.stop() else 1
 
 
+def run_repair(node: str, token: str, timeout: float) -> int:
+    """``selectorkv repair``: start the node's repair, follow it, say what it did."""
+    from selectorkv.cluster.placement import host_and_port
+
+    try:
+        host, port = host_and_port(node.rstrip("/"))
+    except ValueError:
+        print(f"selectorkv repair: --node {node!r}: give http://host:port", file=sys.stderr)
+        return 2
+    headers = {"X-Selectorkv-Token": token}
+
+    def ask(method: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        try:
+            conn.request(method, "/v0/internal/repair", headers=headers)
+            reply = conn.getresponse()
+            return reply.status, reply.read()
+        finally:
+            conn.close()
+
+    try:
+        status, body = ask("POST")
+        if status != 202:
+            print(
+                f"selectorkv repair: {node} answered {status}: "
+                f"{body.decode(errors='replace').strip()}",
+                file=sys.stderr,
+            )
+            return 1
+        deadline = time.monotonic() + timeout
+        bar = sys.stderr.isatty()
+        while True:
+            status, body = ask("GET")
+            report = json.loads(body) if status == 200 else {}
+            if report.get("state") != "running":
+                break
+            if bar:
+                peers = report["peers"]
+                done = sum(peer["state"] in ("done", "failed") for peer in peers)
+                now = next(
+                    (p for p in peers if p["state"] not in ("done", "failed", "waiting")), None
+                )
+                what = f"{now['peer']}: {now['state']}" if now else ""
+                filled = "#" * round(30 * done / max(1, len(peers)))
+                sys.stderr.write(f"\rrepair: [{filled:<30}] {done}/{len(peers)} nodes  {what:<60}")
+                sys.stderr.flush()
+            if time.monotonic() > deadline:
+                print(f"\nselectorkv repair: not done after {timeout:.0f} s", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        if bar:
+            sys.stderr.write("\n")
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        print(f"selectorkv repair: {node}: {exc}", file=sys.stderr)
+        return 1
+    print(f"repair of {node}: {report.get('state')} in {report.get('seconds', 0):.1f} s")
+    for peer in report.get("peers", []):
+        print(
+            f"  with {peer['peer']}: {peer['state']}; {peer['records']} records shared, "
+            f"{peer['hashes_compared']} hashes compared, {peer['segments_differing']} of "
+            f"{SEGMENTS} segments differed; {peer['sent']} records sent, "
+            f"{peer['received']} received" + (f"; {peer['error']}" if peer["error"] else "")
+        )
+    return 0 if report.get("state") == "done" else 1
+
+
 def upgrade_records(data: str, replicas: int) -> int:
     """``selectorkv upgrade-records``: a node's records and hints in this
     version's format (records.py, ``upgrade``)."""
@@ -242,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         return serve(args)
+    if args.command == "repair":
+        return run_repair(args.node, args.token, args.timeout)
     if args.command == "upgrade-records":
         return upgrade_records(args.data, args.replicas)
     if args.command in lab_cli.COMMANDS:

@@ -54,6 +54,7 @@ class ServerConfig:
     hints_max: int = 100_000
     hints_max_bytes: int = 256 * 1024 * 1024
     hint_rate: int = 500
+    repair_share: float = 0.25
 
     def __post_init__(self) -> None:
         if self.peer_calls not in ("async", "blocking"):
@@ -84,6 +85,8 @@ class ServerConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if not 0 < self.repair_share <= 1:
+            raise ValueError(f"repair_share must be in (0, 1], not {self.repair_share}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, not {self.port}")
         cpu_setting(self.cpu)
@@ -298,6 +301,12 @@ OPTIONS: tuple[Option, ...] = (
         "hint_rate",
         positive_int,
         "most hints a second handed to one node that answers again (not to flood it)",
+    ),
+    Option(
+        "repair_share",
+        positive_float,
+        "the share of a CPU an anti-entropy scan may take (a tree, a push; "
+        'docs/cluster.md, "Anti-entropy"): 0 < share <= 1',
     ),
 )
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from selectorkv.cluster.antientropy import AntiEntropy
 from selectorkv.cluster.clock import HybridClock, Reservation
 from selectorkv.cluster.hints import HintedHandoff, HintLimits, HintStore
 from selectorkv.cluster.placement import resolve
@@ -87,6 +88,7 @@ class Server:
                 node.cluster.topology.cluster_id.encode(),
                 self.metrics,
                 node.cluster.topology.describe(),
+                node.repair.routes(),
             )
             if node is not None
             else Api(storage, self.metrics)
@@ -237,6 +239,7 @@ class ClusterNode:
 
     cluster: Cluster
     replica: ReplicaStore
+    repair: AntiEntropy
     hints: HintStore | None
     handoff: HintedHandoff | None
 
@@ -256,14 +259,15 @@ def join_cluster(config: ServerConfig, storage: Storage) -> ClusterNode:
         source=source_address(config.host),
     )
     replica = ReplicaStore(storage, cluster.clock.observe, cluster.clock.ceiling())
+    repair = AntiEntropy(storage, replica, cluster, config.repair_share)
     if not config.hinted_handoff:
-        return ClusterNode(cluster, replica, None, None)
+        return ClusterNode(cluster, replica, repair, None, None)
     hints = open_hints(config)
     handoff = HintedHandoff(
         hints, cluster.peer_pool, cluster.addresses, cluster.headers, internal_target
     )
     cluster.hint = handoff.keep
-    return ClusterNode(cluster, replica, hints, handoff)
+    return ClusterNode(cluster, replica, repair, hints, handoff)
 
 
 def build_executor(

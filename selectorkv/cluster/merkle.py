@@ -92,9 +92,10 @@ class HashTree:
 RemoteHashes = Callable[[int, list[int]], list[bytes]]
 
 
-def differing_segments(mine: HashTree, theirs: RemoteHashes) -> tuple[list[int], int]:
+def differing_segments(mine: HashTree, theirs: RemoteHashes) -> tuple[dict[int, bytes], int]:
     """The segments where ``mine`` and the other node's tree differ, found
-    top-down; and how many hashes were compared (what the walk cost)."""
+    top-down, with the other node's hash of each; and how many hashes were
+    compared (what the walk cost)."""
     wanted = [0]
     compared = 0
     for level in range(DEPTH + 1):
@@ -105,10 +106,10 @@ def differing_segments(mine: HashTree, theirs: RemoteHashes) -> tuple[list[int],
         if len(remote) != len(wanted):
             raise ValueError(f"{len(remote)} hashes for {len(wanted)} nodes")
         compared += len(wanted)
-        differ = [index for index, a, b in zip(wanted, local, remote, strict=True) if a != b]
+        differ = {index: b for index, a, b in zip(wanted, local, remote, strict=True) if a != b}
         if level == DEPTH:
             return differ, compared
         wanted = [
             child for index in differ for child in range(index * FANOUT, (index + 1) * FANOUT)
         ]
-    return [], compared
+    return {}, compared

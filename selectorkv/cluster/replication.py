@@ -484,7 +484,7 @@ class BlockingCoordinator:
     def __init__(self, handle: Callable[[Request], Response], cluster: Cluster) -> None:
         self._handle = handle  # the node's own Api.handle
         self._cluster = cluster
-        self._connections = threading.local()  # each thread's keep-alive connections
+        self._peers = BlockingPeerCalls(cluster)
 
     def handle(self, request: Request) -> Response:
         if not coordinated(request):
@@ -516,9 +516,51 @@ class BlockingCoordinator:
         if node == cluster.topology.self_url:
             own = self._handle(internal)
             return own.status, own.body, ""
-        return self._call(node, internal)
+        return self._peers.call(node, internal)
 
-    def _call(self, node: str, internal: Request) -> tuple[int, bytes, str]:
+
+# Which node of which cluster a data directory belongs to: a file beside
+# the format marker, written the first time a node serves it.
+NODE_FILE = "SELECTORKV-NODE"
+
+
+def claim_directory(data: str, topology: Topology) -> None:
+    """Refuse to serve a cluster node's data as another node: its records
+    are the replicas of the keys placed on the node it was (ValueError,
+    with what to do). A changed node list is allowed, and logged: keys that
+    move stay where they were until written again (there is no
+    rebalancing, docs/cluster.md)."""
+    marker = Path(data) / NODE_FILE
+    mine = f"{topology.self_url}\n{topology.cluster_id}\n"
+    if not marker.exists():
+        marker.write_text(mine)
+        return
+    was_self, _, rest = marker.read_text().partition("\n")
+    was_cluster = rest.strip()
+    if was_self != topology.self_url:
+        raise ValueError(
+            f"{data} holds the data of node {was_self}, not of --self {topology.self_url}: "
+            "start that node on it, or give this one its own --data"
+        )
+    if was_cluster != topology.cluster_id:
+        log.warning(
+            "the node list changed since %s was last served (cluster id %s, now %s): keys "
+            "placed elsewhere now stay where they are until they are written again",
+            data, was_cluster, topology.cluster_id,
+        )  # fmt: skip
+        marker.write_text(mine)
+
+
+class BlockingPeerCalls:
+    """Internal requests to peers over blocking keep-alive connections, one
+    set per thread: the calls of a ``BlockingCoordinator``, and of the
+    threads of anti-entropy repair (antientropy.py)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+        self._connections = threading.local()  # each thread's keep-alive connections
+
+    def call(self, node: str, internal: Request) -> tuple[int, bytes, str]:
         """One blocking request to a peer: (status, body, error)."""
         cluster = self._cluster
         pool: dict[str, http.client.HTTPConnection] = self._connections.__dict__.setdefault(
@@ -556,35 +598,3 @@ class BlockingCoordinator:
             break
         current().peer_call(node, time.perf_counter() - started, answer[2])
         return answer
-
-
-# Which node of which cluster a data directory belongs to: a file beside
-# the format marker, written the first time a node serves it.
-NODE_FILE = "SELECTORKV-NODE"
-
-
-def claim_directory(data: str, topology: Topology) -> None:
-    """Refuse to serve a cluster node's data as another node: its records
-    are the replicas of the keys placed on the node it was (ValueError,
-    with what to do). A changed node list is allowed, and logged: keys that
-    move stay where they were until written again (there is no
-    rebalancing, docs/cluster.md)."""
-    marker = Path(data) / NODE_FILE
-    mine = f"{topology.self_url}\n{topology.cluster_id}\n"
-    if not marker.exists():
-        marker.write_text(mine)
-        return
-    was_self, _, rest = marker.read_text().partition("\n")
-    was_cluster = rest.strip()
-    if was_self != topology.self_url:
-        raise ValueError(
-            f"{data} holds the data of node {was_self}, not of --self {topology.self_url}: "
-            "start that node on it, or give this one its own --data"
-        )
-    if was_cluster != topology.cluster_id:
-        log.warning(
-            "the node list changed since %s was last served (cluster id %s, now %s): keys "
-            "placed elsewhere now stay where they are until they are written again",
-            data, was_cluster, topology.cluster_id,
-        )  # fmt: skip
-        marker.write_text(mine)

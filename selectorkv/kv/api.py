@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from typing import NamedTuple
 from urllib.parse import quote_from_bytes
 
@@ -237,6 +237,12 @@ class Api:
         return Write(key, request.body if method == b"PUT" else None)
 
 
+# An internal endpoint a cluster part serves through the replica's API
+# (anti-entropy's, cluster/antientropy.py): the request and its query, after
+# the token was checked.
+InternalRoute = Callable[[Request, bytes], Response]
+
+
 class ReplicaApi(Api):
     """A cluster node's API over its versioned records: the internal
     endpoint reads and applies records for the coordinators, and
@@ -252,9 +258,11 @@ class ReplicaApi(Api):
         cluster_id: bytes,
         metrics: Callable[[], bytes] | None = None,
         topology: bytes = b"{}",
+        routes: Mapping[bytes, InternalRoute] | None = None,
     ) -> None:
         super().__init__(storage, metrics)
         self._replica = replica
+        self._routes = dict(routes or {})  # more internal endpoints, by path
         self._token = token
         self._cluster_id = cluster_id
         self._topology = Response(200, topology, JSON_TYPE)  # GET /v0/cluster
@@ -267,6 +275,9 @@ class ReplicaApi(Api):
             return self._refused(request) or self._batch(request)
         if path == CLUSTER_PATH:
             return self._topology if request.method == b"GET" else GET_ONLY
+        route = self._routes.get(path)
+        if route is not None:
+            return self._refused(request) or route(request, query)
         return self._shared(path, query, request.method)
 
     def _values(self, start: bytes, end: bytes | None) -> Cursor:

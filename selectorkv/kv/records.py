@@ -140,7 +140,7 @@ class ReplicaStore:
         the record: records go in and out as the bytes they are stored as,
         decoded only to compare two. The answer, for each write, is the
         record the replica holds afterwards: the very bytes sent when they
-        were stored, else the newer record's."""
+        were stored or were held already, else the newer record's."""
         for _, version, _ in writes:
             self._observe(version)
         held: list[bytes] = []
@@ -152,6 +152,9 @@ class ReplicaStore:
                     ceiling = version  # above all there is: no read
                 else:
                     mine = stored.get(key) or self._storage.get(key)
+                    if mine == raw:  # held already (a retry, a repair): as good as stored
+                        held.append(raw)
+                        continue
                     if mine is not None:
                         record = decode(mine)
                         self._observe(record.version)

@@ -47,7 +47,7 @@ def test_equal_trees_are_compared_by_their_roots_alone() -> None:
         asked.append(level)
         return tree_of(some).hashes(level, indices)
 
-    assert differing_segments(tree_of(some), theirs) == ([], 1)
+    assert differing_segments(tree_of(some), theirs) == ({}, 1)
     assert asked == [0]
 
 
@@ -58,14 +58,15 @@ def test_one_differing_record_is_found_in_its_segment_down_one_path() -> None:
     other[700] = (key, Record(1, b"older", 3).encode())
     remote = tree_of(other)
     found, compared = differing_segments(tree_of(some), remote.hashes)
-    assert found == [segment_of(key)]
+    segment = segment_of(key)
+    assert found == {segment: remote.hashes(DEPTH, [segment])[0]}
     assert compared == 1 + FANOUT * DEPTH  # the root, then one node's children per level
 
 
 def test_a_key_one_side_lacks_is_found() -> None:
     some = entries(100)
     found, _ = differing_segments(tree_of(some), tree_of(some[1:]).hashes)
-    assert found == [segment_of(some[0][0])]
+    assert list(found) == [segment_of(some[0][0])]
 
 
 def test_keys_spread_over_the_segments() -> None:

@@ -77,6 +77,16 @@ def test_a_write_below_the_ceiling_is_compared_with_the_stored_record_read_count
     assert held(store, b"a") == Record(20, b"twenty", 3)
 
 
+def test_a_record_held_already_is_answered_as_stored(storage: ReadCountingStorage) -> None:
+    """A retry, or a repair sending what the replica has: the answer is
+    the bytes sent (201 on the wire), not the replica's copy sent back."""
+    store = ReplicaStore(storage, ignore)
+    apply(store, b"a", Record(20, b"twenty", 3))
+    again = Record(20, b"twenty", 3).encode()
+    assert store.apply_all([(b"a", 20, again)]) == [again]
+    assert store.apply_all([(b"a", 20, again)])[0] is again
+
+
 def test_without_a_ceiling_the_storage_is_scanned_for_it(storage: ReadCountingStorage) -> None:
     """A store opened over records and told no ceiling must not take an
     older write for the newest."""
