@@ -185,7 +185,7 @@ class AntiEntropy:
                 if not building:
                     self._trees[peer] = None
             if not building:
-                self._thread(f"tree for {peer}", lambda: self._build_tree(peer))
+                self._thread(f"tree for {peer}", lambda: self._build_tree_for(peer))
             return Response(202, b"building\n")
         with self._lock:
             if peer not in self._trees:
@@ -254,6 +254,17 @@ class AntiEntropy:
                     yield key, raw
         finally:
             cursor.close()
+
+    def _build_tree_for(self, peer: str) -> None:
+        """A tree a peer asked for; if it cannot be built (the storage
+        failed), none is kept, and the peer's next look gets 404, not a
+        tree forever being built."""
+        try:
+            self._build_tree(peer)
+        except Exception:
+            with self._lock:
+                self._trees.pop(peer, None)
+            raise
 
     def _build_tree(self, peer: str) -> HashTree:
         started = time.monotonic()
