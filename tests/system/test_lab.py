@@ -17,11 +17,24 @@ from pathlib import Path
 
 import pytest
 
-from selectorkv.lab.harness.profile import thread_profiles
+from selectorkv.lab.harness.profile import PEER_WAIT, category, thread_profiles
 from selectorkv.lab.load.tools import parse_wrk2
 from tests.support import ptrace_allowed
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.mark.parametrize("name", ["BlockingPeerCalls.call", "call", "_call"])
+def test_a_thread_in_a_blocking_peer_call_waits_for_a_peer(name: str) -> None:
+    """Innermost frame first: a socket read under the blocking peer call
+    (``_call`` is how profiles saved by earlier builds name it)."""
+    frames = [
+        {"name": "readinto", "file": "/nowhere/socket.py", "line": 1},
+        {"name": name, "file": "/src/selectorkv/cluster/replication.py", "line": 1},
+    ]
+    assert category(frames) == PEER_WAIT
+    frames[1]["file"] = "/src/selectorkv/client.py"  # another module's "call": not a peer's wait
+    assert category(frames) != PEER_WAIT
 
 
 def test_wrk2_spectrum_becomes_a_histogram_again() -> None:

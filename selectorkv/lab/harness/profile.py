@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 PEER_WAIT = "wait: peer (blocking call)"
+# The methods of replication.py that wait for a peer's answer.
+BLOCKING_PEER_CALLS = ("call", "_call")
 PYSPY_RATE = 100  # samples per second, within run-to-run noise (lab.md)
 
 # What a py-spy recording keeps, and the flags that say so.
@@ -103,11 +105,13 @@ def category(frames: list[dict[str, Any]]) -> str:
     # so that profiles saved before the package took its layers read the same.
     files = [frame.get("file", "") for frame in frames]
     if any(
-        frame.get("name", "").split(".")[-1] == "_call"  # py-spy may prefix the class
+        # py-spy may prefix the class; "_call" is the method's name in
+        # profiles saved before BlockingPeerCalls took it over.
+        frame.get("name", "").split(".")[-1] in BLOCKING_PEER_CALLS
         and _is_module(frame.get("file", ""), "replication.py")
         for frame in frames
     ):
-        return PEER_WAIT  # BlockingCoordinator: a thread waits for a replica's answer
+        return PEER_WAIT  # a blocking peer call: a thread waits for a replica's answer
     if any(_is_module(path, "storage.py") for path in files):
         return "RocksDB"
     if any("/h11/" in path or "/h11_mypyc/" in path for path in files):
