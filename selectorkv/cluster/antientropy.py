@@ -49,7 +49,7 @@ from selectorkv.cluster.replication import BlockingPeerCalls, Cluster
 from selectorkv.http.exchange import Request, Response
 from selectorkv.kv import batch
 from selectorkv.kv.api import INTERNAL_BATCH, JSON_TYPE, BadQuery, query_param
-from selectorkv.kv.records import HEADER_BYTES, ReplicaStore, version_of
+from selectorkv.kv.records import ReplicaStore, replicas_of, version_of
 from selectorkv.kv.storage import Storage
 from selectorkv.reactor.stats import StatsThread
 
@@ -72,7 +72,7 @@ PEER_WORK_TIMEOUT = 600.0  # the longest a driver waits for a peer's tree or pus
 
 def pair_of(key: bytes, raw: bytes, topology: Topology, me: str, peer: str) -> bool:
     """Should ``me`` and ``peer`` both hold the record ``raw`` of ``key``?"""
-    replicas = min(raw[HEADER_BYTES - 1], len(topology.nodes))
+    replicas = min(replicas_of(raw), len(topology.nodes))
     nodes = topology.replicas(key, replicas)
     return me in nodes and peer in nodes
 

@@ -73,11 +73,17 @@ def version_of(raw: bytes) -> int:
     return int.from_bytes(raw[1 : HEADER_BYTES - 1], "big")
 
 
+def replicas_of(raw: bytes) -> int:
+    """The replica count of a record ``version_of`` has checked, without
+    decoding it."""
+    return raw[HEADER_BYTES - 1]
+
+
 def decode(raw: bytes) -> Record:
     """The record stored as ``raw``; ValueError if it is not one."""
     version = version_of(raw)
     value = None if raw[:1] == TOMBSTONE else raw[HEADER_BYTES:]
-    return Record(version, value, raw[HEADER_BYTES - 1])
+    return Record(version, value, replicas_of(raw))
 
 
 def rank(record: Record) -> tuple[int, bool, bytes]:
