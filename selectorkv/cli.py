@@ -274,6 +274,10 @@ def run_repair(node: str, token: str, timeout: float) -> int:
             f"{SEGMENTS} segments differed; {peer['sent']} records sent, "
             f"{peer['received']} received" + (f"; {peer['error']}" if peer["error"] else "")
         )
+    print(
+        f"  tombstones purged: {report.get('tombstones_purged', 0)}"
+        + (f"; {report['purge_error']}" if report.get("purge_error") else "")
+    )
     return 0 if report.get("state") == "done" else 1
 
 

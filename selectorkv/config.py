@@ -55,6 +55,8 @@ class ServerConfig:
     hints_max_bytes: int = 256 * 1024 * 1024
     hint_rate: int = 500
     repair_share: float = 0.25
+    repair_interval: float = 3600.0
+    tombstone_grace: float = 10 * 86400.0
 
     def __post_init__(self) -> None:
         if self.peer_calls not in ("async", "blocking"):
@@ -82,11 +84,22 @@ class ServerConfig:
             "grace",
             "peer_timeout",
             "hint_ttl",
+            "tombstone_grace",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if not 0 < self.repair_share <= 1:
             raise ValueError(f"repair_share must be in (0, 1], not {self.repair_share}")
+        if self.repair_interval < 0:
+            raise ValueError("repair_interval must be 0 (no background repair) or more")
+        if self.hinted_handoff and self.tombstone_grace <= self.hint_ttl:
+            # A hint outliving a purged tombstone would bring its older
+            # value back (cluster/tombstones.py).
+            raise ValueError(
+                f"tombstone_grace ({self.tombstone_grace:g} s) must be longer than hint_ttl "
+                f"({self.hint_ttl:g} s): a hint older than a purged tombstone would bring "
+                "its key back"
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, not {self.port}")
         cpu_setting(self.cpu)
@@ -138,6 +151,13 @@ def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise ValueError("must be positive")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be 0 or more")
     return value
 
 
@@ -307,6 +327,18 @@ OPTIONS: tuple[Option, ...] = (
         positive_float,
         "the share of a CPU an anti-entropy scan may take (a tree, a push; "
         'docs/cluster.md, "Anti-entropy"): 0 < share <= 1',
+    ),
+    Option(
+        "repair_interval",
+        non_negative_float,
+        "seconds between two background anti-entropy repairs driven by this node, "
+        "give or take 10%; 0: none (selectorkv repair only)",
+    ),
+    Option(
+        "tombstone_grace",
+        positive_float,
+        "seconds a delete's tombstone is kept at least; after it, a repair that finds it "
+        "on every replica of its key purges it (longer than --hint-ttl)",
     ),
 )
 

@@ -80,6 +80,7 @@ class Server:
         node = join_cluster(config, storage) if config.topology is not None else None
         self._hints = node.hints if node is not None else None
         self._handoff = node.handoff if node is not None else None
+        self._repair = node.repair if node is not None else None
         api = (
             ReplicaApi(
                 storage,
@@ -134,6 +135,8 @@ class Server:
             reactor.start()
         if self._handoff is not None:
             self._handoff.start(self._reactors[0])
+        if self._repair is not None and self.config.repair_interval > 0:
+            self._repair.run_every(self.config.repair_interval)
         self._acceptor = Acceptor(listener, self._reactors, self._slots)
         self._acceptor.start()
         cpu = self._cpu
@@ -194,9 +197,11 @@ class Server:
         syncs = self._storage.wal_syncs()
         if syncs is not None:
             counters["wal_syncs"] = ("Syncs of RocksDB's write-ahead log (with --fsync).", syncs)
-        hints = self._hints.metrics() if self._hints is not None else []
+        families = self._hints.metrics() if self._hints is not None else []
+        if self._repair is not None:
+            families += self._repair.metrics()
         return exposition(
-            list(self._reactors), self._payload_threads(), gauges, counters, families=hints
+            list(self._reactors), self._payload_threads(), gauges, counters, families=families
         )
 
     def stop(self) -> bool:
@@ -218,6 +223,8 @@ class Server:
             self._pool.stop()
         for reactor in self._reactors:
             reactor.close_cut_sockets()
+        if self._repair is not None:
+            self._repair.stop()  # its scans hold storage cursors
         if self._hints is not None:
             self._hints.close()  # after every thread that keeps hints is gone
         clean = True
@@ -259,7 +266,7 @@ def join_cluster(config: ServerConfig, storage: Storage) -> ClusterNode:
         source=source_address(config.host),
     )
     replica = ReplicaStore(storage, cluster.clock.observe, cluster.clock.ceiling())
-    repair = AntiEntropy(storage, replica, cluster, config.repair_share)
+    repair = AntiEntropy(storage, replica, cluster, config.repair_share, config.tombstone_grace)
     if not config.hinted_handoff:
         return ClusterNode(cluster, replica, repair, None, None)
     hints = open_hints(config)

@@ -18,6 +18,10 @@ A repair is driven by one node (``selectorkv repair --node URL`` asks it,
    (``POST /v0/internal/repair/push``); then the driver, only the
    segments where it still differs from what the peer had.
 
+A repair that reached a key's every replica then purges its tombstones
+older than the grace period (tombstones.py). ``--repair-interval`` runs a
+repair in the background, every so often (``run_every``).
+
 The scans (a tree, a push) run on threads of their own, paced: after each
 ``CHUNK`` records a scan sleeps so that it takes at most ``share`` of a
 CPU, and the GIL goes back to the SelectorThreads in between. Memory is the
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,12 +51,13 @@ from selectorkv.cluster.merkle import (
 )
 from selectorkv.cluster.placement import Topology
 from selectorkv.cluster.replication import BlockingPeerCalls, Cluster
+from selectorkv.cluster.tombstones import PURGE, TombstonePurge
 from selectorkv.http.exchange import Request, Response
 from selectorkv.kv import batch
 from selectorkv.kv.api import INTERNAL_BATCH, JSON_TYPE, BadQuery, query_param
 from selectorkv.kv.records import ReplicaStore, replicas_of, version_of
 from selectorkv.kv.storage import Storage
-from selectorkv.reactor.stats import StatsThread
+from selectorkv.reactor.stats import Family, StatsThread
 
 log = logging.getLogger("selectorkv.cluster.antientropy")
 
@@ -68,6 +74,13 @@ CHUNK = 256  # records a scan handles between two pauses
 HASHES_PER_CALL = 256
 POLL = 0.05  # seconds between two looks at a peer's work
 PEER_WORK_TIMEOUT = 600.0  # the longest a driver waits for a peer's tree or push
+# Background repairs start every interval give or take this share of it, so
+# that nodes started together do not all repair at once.
+JITTER = 0.1
+
+
+class Stopping(Exception):
+    """The node is stopping: a scan or a wait gives up."""
 
 
 def pair_of(key: bytes, raw: bytes, topology: Topology, me: str, peer: str) -> bool:
@@ -79,10 +92,12 @@ def pair_of(key: bytes, raw: bytes, topology: Topology, me: str, peer: str) -> b
 
 class Pacer:
     """Holds a scan to ``share`` of a CPU: after each CHUNK records it
-    sleeps for as long as the chunk took times (1 / share - 1)."""
+    sleeps for as long as the chunk took times (1 / share - 1). A node
+    that stops (``stopping`` set) ends the scan there: Stopping."""
 
-    def __init__(self, share: float) -> None:
+    def __init__(self, share: float, stopping: threading.Event) -> None:
         self._rest = 1 / share - 1
+        self._stopping = stopping
         self._count = 0
         self._started = time.perf_counter()
 
@@ -90,7 +105,8 @@ class Pacer:
         self._count += 1
         if self._count == CHUNK:
             worked = time.perf_counter() - self._started
-            time.sleep(worked * self._rest)
+            if self._stopping.wait(worked * self._rest):
+                raise Stopping
             self._count = 0
             self._started = time.perf_counter()
 
@@ -127,6 +143,8 @@ class RepairReport:
     started: float = 0.0  # time.time()
     seconds: float = 0.0
     peers: list[PeerReport] = field(default_factory=list)
+    tombstones_purged: int = 0
+    purge_error: str = ""
 
 
 class AntiEntropy:
@@ -134,17 +152,26 @@ class AntiEntropy:
     built when a driver asks) and the driver (``repair``)."""
 
     def __init__(
-        self, storage: Storage, replica: ReplicaStore, cluster: Cluster, share: float
+        self,
+        storage: Storage,
+        replica: ReplicaStore,
+        cluster: Cluster,
+        share: float,
+        tombstone_grace: float,
     ) -> None:
         self._storage = storage
         self._replica = replica
         self._cluster = cluster
         self._share = share
         self._peers = BlockingPeerCalls(cluster)
+        self._purge = TombstonePurge(replica, cluster, self._peers, tombstone_grace)
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[StatsThread] = []
         self._trees: dict[str, HashTree | None] = {}  # peer -> its pair's tree (None: building)
         self._pushes: dict[str, PushState] = {}  # peer -> this node's push to it
         self.report = RepairReport()
+        self._runs = {"done": 0, "failed": 0}
 
     # -- the internal endpoints (any executor thread; each returns at once) --
 
@@ -153,7 +180,45 @@ class AntiEntropy:
             REPAIR: self._repair_request,
             TREE: self._with_peer(self._tree_request),
             PUSH: self._with_peer(self._push_request),
+            PURGE: self._purge.route,
         }
+
+    def metrics(self) -> list[Family]:
+        """For /metrics: repairs this node drove, and tombstones it purged."""
+        return [
+            Family(
+                "repairs_total",
+                "counter",
+                "Anti-entropy repairs this node drove, by result (failed: a peer not reached).",
+                [(f'{{result="{result}"}}', float(n)) for result, n in sorted(self._runs.items())],
+            ),
+            Family(
+                "tombstones_purged_total",
+                "counter",
+                "Tombstones deleted here: older than --tombstone-grace and held by every replica.",
+                [("", float(self._purge.purged))],
+            ),
+        ]
+
+    def run_every(self, interval: float) -> None:
+        """Repair in the background, every ``interval`` seconds (give or
+        take JITTER of it), until ``stop``; a repair asked for meanwhile
+        (``selectorkv repair``) counts as the round's."""
+
+        def loop() -> None:
+            while not self._stopping.wait(interval * random.uniform(1 - JITTER, 1 + JITTER)):
+                if self._begin():
+                    self._repair_all()
+
+        log.info("anti-entropy: a background repair every %g s", interval)
+        self._thread("background", loop)
+
+    def stop(self) -> None:
+        """End the scans and the background repair, before the storage
+        closes: each gives up at its next chunk or wait."""
+        self._stopping.set()
+        for thread in list(self._threads):
+            thread.join(timeout=self._cluster.peer_timeout + 1.0)
 
     def _with_peer(
         self, handler: Callable[[Request, bytes, str], Response]
@@ -231,17 +296,21 @@ class AntiEntropy:
         def run() -> None:
             try:
                 work()
+            except Stopping:
+                log.info("anti-entropy: %s stopped: the node is stopping", what)
             except Exception:
                 log.exception("anti-entropy: %s failed", what)
 
-        StatsThread(target=run, name=f"Repair: {what}", daemon=True).start()
+        thread = StatsThread(target=run, name=f"Repair: {what}", daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
 
     # -- the scans --
 
-    def _records(self, peer: str, pacer: Pacer) -> Iterator[tuple[bytes, bytes]]:
-        """This node's records that ``peer`` should hold too, paced."""
-        topology = self._cluster.topology
-        me = topology.self_url
+    def _scan(self) -> Iterator[tuple[bytes, bytes]]:
+        """This node's records, paced."""
+        pacer = Pacer(self._share, self._stopping)
         cursor = self._storage.range(b"", None)
         try:
             for key, raw in cursor:
@@ -250,10 +319,17 @@ class AntiEntropy:
                     version_of(raw)
                 except ValueError:
                     continue  # not a record (a tool's own value)
-                if pair_of(key, raw, topology, me, peer):
-                    yield key, raw
+                yield key, raw
         finally:
             cursor.close()
+
+    def _records(self, peer: str) -> Iterator[tuple[bytes, bytes]]:
+        """This node's records that ``peer`` should hold too, paced."""
+        topology = self._cluster.topology
+        me = topology.self_url
+        for key, raw in self._scan():
+            if pair_of(key, raw, topology, me, peer):
+                yield key, raw
 
     def _build_tree_for(self, peer: str) -> None:
         """A tree a peer asked for; if it cannot be built (the storage
@@ -269,7 +345,7 @@ class AntiEntropy:
     def _build_tree(self, peer: str) -> HashTree:
         started = time.monotonic()
         tree = HashTree()
-        for key, raw in self._records(peer, Pacer(self._share)):
+        for key, raw in self._records(peer):
             tree.add(key, raw)
         with self._lock:
             self._trees[peer] = tree
@@ -286,7 +362,7 @@ class AntiEntropy:
         size = 0
         limit = self._cluster.max_body
         try:
-            for key, raw in self._records(peer, Pacer(self._share)):
+            for key, raw in self._records(peer):
                 if segment_of(key) not in segments:
                     continue
                 call = batch.Call(key, raw)
@@ -330,6 +406,13 @@ class AntiEntropy:
     def start_repair(self) -> bool:
         """Repair with every peer in turn, on a thread of its own; False if
         a repair is running already."""
+        if not self._begin():
+            return False
+        self._thread("driver", self._repair_all)
+        return True
+
+    def _begin(self) -> bool:
+        """A new report, running; False if a repair is running already."""
         with self._lock:
             if self.report.state == "running":
                 return False
@@ -339,30 +422,43 @@ class AntiEntropy:
                 if node != self._cluster.topology.self_url
             ]
             self.report = RepairReport("running", time.time(), 0.0, [PeerReport(p) for p in peers])
-        self._thread("driver", self._repair_all)
         return True
 
     def _repair_all(self) -> None:
         report = self.report
         started = time.monotonic()
-        for peer in report.peers:
+        try:
+            for peer in report.peers:
+                try:
+                    self._repair_with(peer)
+                    peer.state = "done"
+                except (OSError, ValueError, TimeoutError) as exc:
+                    peer.state, peer.error = "failed", str(exc)
+                    log.warning("anti-entropy: repair with %s failed: %s", peer.peer, exc)
+            # Every replica of a key this repair reached holds what this
+            # node holds of it: its old tombstones may go (tombstones.py).
+            reached = {peer.peer for peer in report.peers if peer.state == "done"}
             try:
-                self._repair_with(peer)
-                peer.state = "done"
-            except (OSError, ValueError, TimeoutError) as exc:
-                peer.state, peer.error = "failed", str(exc)
-                log.warning("anti-entropy: repair with %s failed: %s", peer.peer, exc)
-        report.seconds = time.monotonic() - started
-        failed = [peer.peer for peer in report.peers if peer.state == "failed"]
-        report.state = "failed" if failed else "done"
+                report.tombstones_purged = self._purge.purge(
+                    self._purge.candidates(self._scan(), reached)
+                )
+            except (OSError, ValueError) as exc:
+                report.purge_error = str(exc)
+                log.warning("anti-entropy: purging tombstones failed: %s", exc)
+        finally:
+            report.seconds = time.monotonic() - started
+            failed = [peer.peer for peer in report.peers if peer.state != "done"]
+            report.state = "failed" if failed or report.purge_error else "done"
+            self._runs[report.state] += 1
         log.info(
-            "anti-entropy: repair %s in %.1f s: %s",
+            "anti-entropy: repair %s in %.1f s: %s; %d tombstones purged",
             report.state, report.seconds,
             "; ".join(
                 f"{p.peer} {p.segments_differing} segments differed, {p.sent} records sent, "
                 f"{p.received} received" + (f" ({p.error})" if p.error else "")
                 for p in report.peers
             ),
+            report.tombstones_purged,
         )  # fmt: skip
 
     def _repair_with(self, report: PeerReport) -> None:
@@ -441,7 +537,8 @@ class AntiEntropy:
                 raise OSError(f"{target.decode()[:100]}: {status} {error or answer[:80]!r}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{peer} took over {PEER_WORK_TIMEOUT:.0f} s")
-            time.sleep(POLL)
+            if self._stopping.wait(POLL):
+                raise Stopping
 
 
 def parse_segments(body: bytes) -> set[int]:

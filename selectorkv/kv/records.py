@@ -179,6 +179,16 @@ class ReplicaStore:
                 self._storage.apply_batch(list(stored.items()))
         return held
 
+    def purge(self, tombstones: Sequence[tuple[bytes, bytes]]) -> set[bytes]:
+        """Delete each key whose record is still the tombstone given (a
+        write that came since is kept), in one write to the storage; the
+        keys deleted. cluster/tombstones.py says when a tombstone may go."""
+        with self._lock:
+            gone = {key for key, raw in tombstones if self._storage.get(key) == raw}
+            if gone:
+                self._storage.apply_batch([(key, None) for key in gone])
+        return gone
+
     def values(self, start: bytes, end: bytes | None) -> Generator[tuple[bytes, bytes], None, None]:
         """The node's live entries in ``[start, end)`` without their
         versions, tombstones left out (``GET /v0/entities`` is node-local)."""

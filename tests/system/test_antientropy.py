@@ -1,8 +1,9 @@
 """Anti-entropy repair on real node processes: a node that missed writes,
 or lost its disk, gets every newest record back through ``selectorkv
-repair`` with no client reading them, and no key ends up on more nodes
-than its ``from``. Hinted handoff is off, so that repair alone restores
-them."""
+repair`` or the background repair, with no client reading them, and no key
+ends up on more nodes than its ``from``; old tombstones are purged once
+every replica holds them, and a key deleted while a replica was down never
+comes back. Hinted handoff is off, so that repair alone restores them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
+from selectorkv.cluster.clock import NODE_BITS
 from selectorkv.kv.records import decode
 from selectorkv.lab.harness.nodes import TOKEN, ClusterFactory, Node, wait_until
 
@@ -77,6 +80,64 @@ def test_repair_makes_no_copy_beyond_from(make_cluster: ClusterFactory) -> None:
     for i in range(40):
         assert len(held(nodes, f"one{i}")) == 1
         assert len(held(nodes, f"two{i}")) == 2
+
+
+def test_a_background_repair_converges_a_node_without_a_client(
+    make_cluster: ClusterFactory,
+) -> None:
+    nodes = make_cluster(3, "sync", NO_HINTS, "--repair-interval", "0.5")
+    nodes[2].stop()
+    for i in range(30):
+        assert nodes[0].put(f"k{i}", b"v%d" % i) == 201
+    nodes[2].start()
+    wait_until(nodes[2].answers, "the node answers again", timeout=30)
+    wait_until(
+        lambda: all(len(held(nodes, f"k{i}")) == 3 for i in range(30)),
+        "every key on its three replicas again, with no read and no selectorkv repair",
+        timeout=60,
+    )
+    wait_until(lambda: nodes[2].metric("selectorkv_repairs_total", result="done") > 0, "counted")
+
+
+def test_old_tombstones_are_purged_once_every_replica_holds_them_and_never_come_back(
+    make_cluster: ClusterFactory,
+) -> None:
+    nodes = make_cluster(3, "sync", NO_HINTS, "--tombstone-grace", "1", "--repair-interval", "0")
+    a, b, c = nodes
+    for i in range(20):
+        assert a.put(f"all{i}", b"old", "&ack=3&from=3") == 201
+        assert a.put(f"two{i}", b"old", "&ack=2&from=2") == 201
+    elsewhere = [f"two{i}" for i in range(20) if c.url not in held(nodes, f"two{i}")]
+    assert elsewhere
+    c.stop()
+    for i in range(20):
+        assert a.delete(f"all{i}", "&ack=2&from=3") == 202
+    for key in elsewhere:
+        assert a.delete(key, "&ack=2&from=2") == 202
+    deleted = held([a], "all19")[a.url][0] >> NODE_BITS
+    wait_until(lambda: time.time_ns() - deleted > 1.5e9, "the grace period is over")
+
+    # c missed the deletes: their tombstones stay while it cannot be asked,
+    # and only theirs: a key whose replicas were both reached loses its own.
+    assert repair(a).returncode == 1
+    for i in range(20):
+        assert [value for _, value in held([a, b], f"all{i}").values()] == [None, None]
+    assert all(held([a, b], key) == {} for key in elsewhere)
+
+    c.start()
+    wait_until(c.answers, "c answers again", timeout=30)
+    assert held([c], "all0")[c.url][1] == b"old"  # what a purge too early would bring back
+    done = repair(c)  # c gets the tombstones, then all three purge them
+    assert done.returncode == 0, done.stderr
+    assert "tombstones purged: 20" in done.stdout
+    for i in range(20):
+        assert held(nodes, f"all{i}") == {}
+    assert repair(b).returncode == 0  # nothing left to bring anything back
+    for i in range(20):
+        assert held(nodes, f"all{i}") == {}
+        assert all(node.get(f"all{i}")[0] == 404 for node in nodes)
+    purged = sum(node.metric("selectorkv_tombstones_purged_total") for node in nodes)
+    assert purged == 3 * 20 + 2 * len(elsewhere)
 
 
 def test_a_node_with_an_empty_disk_is_refilled_by_repair(make_cluster: ClusterFactory) -> None:
