@@ -178,33 +178,26 @@ class Client:
         self, start: bytes | str, end: bytes | str | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
         """The live entries with ``start`` <= key < ``end`` (no end: to the
-        last key), in key order, from every node: each node's
-        ``/v0/entities`` streamed and merged. A key that several replicas
-        hold appears once, with the value of its first replica that has it;
-        where replicas disagree (one missed a write), ``get`` decides by
-        version. Every node must answer: a key stored with ``from=1`` is on
-        one node only."""
+        last key), in key order: the cluster-wide range of the first node
+        that can be reached, which merges every node's records, freshest
+        first (docs/cluster.md, "The cluster-wide range"). RequestFailed
+        (504) when a node is down: the range could not be complete."""
         query = "start=" + quote(_key_bytes(start), safe="")
         if end is not None:
             query += "&end=" + quote(_key_bytes(end), safe="")
-        streams = [_range_of(node, query, self.timeout) for node in sorted(self.topology.nodes)]
-        heads: dict[int, tuple[bytes, bytes]] = {}
-        for index, stream in enumerate(streams):
-            entry = next(stream, None)
-            if entry is not None:
-                heads[index] = entry
-        nodes = sorted(self.topology.nodes)
-        while heads:
-            key = min(entry[0] for entry in heads.values())
-            holders = {nodes[i]: heads[i][1] for i in heads if heads[i][0] == key}
-            best = next(node for node in self.topology.replicas(key, len(nodes)) if node in holders)
-            yield key, holders[best]
-            for index in [i for i in heads if heads[i][0] == key]:
-                entry = next(streams[index], None)
-                if entry is None:
-                    del heads[index]
-                else:
-                    heads[index] = entry
+        unreachable = []
+        for node in sorted(self.topology.nodes):
+            try:
+                entries = _range_of(node, query, self.timeout)
+                first = next(entries, None)
+            except NoNodeAvailable:
+                unreachable.append(node)
+                continue
+            if first is not None:
+                yield first
+                yield from entries
+            return
+        raise NoNodeAvailable(f"range: no node could be reached ({', '.join(unreachable)})")
 
     # Sending
 

@@ -54,7 +54,7 @@ class ServerConfig:
     hints_max: int = 100_000
     hints_max_bytes: int = 256 * 1024 * 1024
     hint_rate: int = 500
-    repair_share: float = 0.25
+    repair_share: float = 0.1
     repair_interval: float = 3600.0
     tombstone_grace: float = 10 * 86400.0
 

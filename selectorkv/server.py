@@ -33,6 +33,7 @@ from selectorkv.cluster.antientropy import AntiEntropy
 from selectorkv.cluster.clock import HybridClock, Reservation
 from selectorkv.cluster.hints import HintedHandoff, HintLimits, HintStore
 from selectorkv.cluster.placement import resolve
+from selectorkv.cluster.ranges import ClusterRange
 from selectorkv.cluster.replication import (
     BlockingCoordinator,
     Cluster,
@@ -80,7 +81,7 @@ class Server:
         node = join_cluster(config, storage) if config.topology is not None else None
         self._hints = node.hints if node is not None else None
         self._handoff = node.handoff if node is not None else None
-        self._repair = node.repair if node is not None else None
+        self._node = node
         api = (
             ReplicaApi(
                 storage,
@@ -89,14 +90,12 @@ class Server:
                 node.cluster.topology.cluster_id.encode(),
                 self.metrics,
                 node.cluster.topology.describe(),
-                node.repair.routes(),
+                {**node.repair.routes(), **node.ranges.routes()},
             )
             if node is not None
             else Api(storage, self.metrics)
         )
-        executor, self._pool = build_executor(
-            config, storage, api, node.cluster if node is not None else None, executor
-        )
+        executor, self._pool = build_executor(config, storage, api, node, executor)
         limits = Limits(
             max_body=config.max_body,
             max_header_size=config.max_header_size,
@@ -135,8 +134,8 @@ class Server:
             reactor.start()
         if self._handoff is not None:
             self._handoff.start(self._reactors[0])
-        if self._repair is not None and self.config.repair_interval > 0:
-            self._repair.run_every(self.config.repair_interval)
+        if self._node is not None and self.config.repair_interval > 0:
+            self._node.repair.run_every(self.config.repair_interval)
         self._acceptor = Acceptor(listener, self._reactors, self._slots)
         self._acceptor.start()
         cpu = self._cpu
@@ -198,8 +197,8 @@ class Server:
         if syncs is not None:
             counters["wal_syncs"] = ("Syncs of RocksDB's write-ahead log (with --fsync).", syncs)
         families = self._hints.metrics() if self._hints is not None else []
-        if self._repair is not None:
-            families += self._repair.metrics()
+        if self._node is not None:
+            families += self._node.repair.metrics() + self._node.ranges.metrics()
         return exposition(
             list(self._reactors), self._payload_threads(), gauges, counters, families=families
         )
@@ -223,8 +222,8 @@ class Server:
             self._pool.stop()
         for reactor in self._reactors:
             reactor.close_cut_sockets()
-        if self._repair is not None:
-            self._repair.stop()  # its scans hold storage cursors
+        if self._node is not None:
+            self._node.repair.stop()  # its scans hold storage cursors
         if self._hints is not None:
             self._hints.close()  # after every thread that keeps hints is gone
         clean = True
@@ -247,6 +246,7 @@ class ClusterNode:
     cluster: Cluster
     replica: ReplicaStore
     repair: AntiEntropy
+    ranges: ClusterRange
     hints: HintStore | None
     handoff: HintedHandoff | None
 
@@ -267,21 +267,22 @@ def join_cluster(config: ServerConfig, storage: Storage) -> ClusterNode:
     )
     replica = ReplicaStore(storage, cluster.clock.observe, cluster.clock.ceiling())
     repair = AntiEntropy(storage, replica, cluster, config.repair_share, config.tombstone_grace)
+    ranges = ClusterRange(replica, cluster)
     if not config.hinted_handoff:
-        return ClusterNode(cluster, replica, repair, None, None)
+        return ClusterNode(cluster, replica, repair, ranges, None, None)
     hints = open_hints(config)
     handoff = HintedHandoff(
         hints, cluster.peer_pool, cluster.addresses, cluster.headers, internal_target
     )
     cluster.hint = handoff.keep
-    return ClusterNode(cluster, replica, repair, hints, handoff)
+    return ClusterNode(cluster, replica, repair, ranges, hints, handoff)
 
 
 def build_executor(
     config: ServerConfig,
     storage: Storage,
     api: Api,
-    cluster: Cluster | None,
+    node: ClusterNode | None,
     injected: Executor | None = None,
 ) -> tuple[Executor, PayloadPool | None]:
     """The executor the config asks for, and the PayloadThread pool if it
@@ -291,9 +292,9 @@ def build_executor(
     (blocking peer calls). ``injected`` replaces the mode's executor: tests
     give one whose answers come later."""
     handle = api.handle
-    blocking = cluster is not None and config.peer_calls == "blocking"
-    if cluster is not None and blocking:
-        handle = BlockingCoordinator(handle, cluster).handle
+    blocking = node is not None and config.peer_calls == "blocking"
+    if node is not None and blocking:
+        handle = BlockingCoordinator(handle, node.cluster, node.ranges.answer).handle
     group = None
     if config.commit_batch > 1:
         group = GroupCommit(storage, api.write_of, config.commit_batch)
@@ -308,9 +309,9 @@ def build_executor(
         executor = pool
     elif executor is None:
         executor = InlineExecutor(handle, RoundCommit(group) if group is not None else None)
-    if cluster is not None and not blocking:
+    if node is not None and not blocking:
         assert isinstance(api, ReplicaApi)  # a cluster node's
-        executor = Coordinator(executor, api.answer, cluster)
+        executor = Coordinator(executor, api.answer, node.cluster, node.ranges.start)
     return executor, pool
 
 

@@ -68,7 +68,7 @@ PUSH = b"/v0/internal/repair/push"
 GET_OR_POST = Response(405, headers=((b"allow", b"GET, POST"),))
 BAD_PEER = Response(400, b"peer: one of the other nodes' URLs\n")
 
-CHUNK = 256  # records a scan handles between two pauses
+CHUNK = 32  # records a scan handles between two pauses
 # Hashes asked for in one request: their indices (up to 4 digits and a
 # comma each) keep the request's head under 2 KiB.
 HASHES_PER_CALL = 256
@@ -311,17 +311,13 @@ class AntiEntropy:
     def _scan(self) -> Iterator[tuple[bytes, bytes]]:
         """This node's records, paced."""
         pacer = Pacer(self._share, self._stopping)
-        cursor = self._storage.range(b"", None)
+        records = self._replica.records(b"", None)
         try:
-            for key, raw in cursor:
+            for key, raw in records:
                 pacer.tick()
-                try:
-                    version_of(raw)
-                except ValueError:
-                    continue  # not a record (a tool's own value)
                 yield key, raw
         finally:
-            cursor.close()
+            records.close()  # the storage cursor, now
 
     def _records(self, peer: str) -> Iterator[tuple[bytes, bytes]]:
         """This node's records that ``peer`` should hold too, paced."""

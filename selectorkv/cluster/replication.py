@@ -122,6 +122,23 @@ def coordinated(request: Request) -> bool:
     return request.target.partition(b"?")[0] == b"/v0/entity"
 
 
+def cluster_range(request: Request) -> bool:
+    """Is this the cluster-wide range (ranges.py): ``/v0/entities`` without
+    ``local=true``, which asks for the node's own range?"""
+    path, _, query = request.target.partition(b"?")
+    if path != b"/v0/entities":
+        return False
+    try:
+        return query_param(query, b"local") not in (b"true", b"1")
+    except BadQuery:
+        return True  # the range refuses it
+
+
+# Starts a cluster-wide range (ranges.py, ``ClusterRange.start``): the
+# request, and where its response goes, from any thread.
+RangeStarter = Callable[[Request, Callable[[Response], bool]], None]
+
+
 class Plan(NamedTuple):
     """What a coordinated request asks of whom."""
 
@@ -361,10 +378,18 @@ def ignore(node: str, status: int, body: bytes, error: str) -> None:
 class Coordinator:
     """The executor of a cluster node (the module's docstring)."""
 
-    def __init__(self, local: Executor, own: OwnReplica, cluster: Cluster) -> None:
+    def __init__(
+        self,
+        local: Executor,
+        own: OwnReplica,
+        cluster: Cluster,
+        cluster_range: RangeStarter | None = None,
+    ) -> None:
+        """``cluster_range`` None: ``/v0/entities`` is the node's own range."""
         self._local = local
         self._own = own
         self._cluster = cluster
+        self._cluster_range = cluster_range
         self._self_url = cluster.topology.self_url
         self._calls: dict[SelectorThread, RoundCalls] = {}
 
@@ -379,6 +404,9 @@ class Coordinator:
 
     def execute(self, request: Request, cycle: Responder) -> None:
         if not coordinated(request):
+            if self._cluster_range is not None and cluster_range(request):
+                self._cluster_range(request, cycle.respond)
+                return
             self._local.execute(request, cycle)
             return
         planned = plan(request, self._cluster)
@@ -481,13 +509,21 @@ class BlockingCoordinator:
     ``Quorum`` counts the answers and repairs what a read found stale, with
     calls of the same kind: the client waits for them too."""
 
-    def __init__(self, handle: Callable[[Request], Response], cluster: Cluster) -> None:
+    def __init__(
+        self,
+        handle: Callable[[Request], Response],
+        cluster: Cluster,
+        cluster_range: Callable[[Request], Response],
+    ) -> None:
         self._handle = handle  # the node's own Api.handle
         self._cluster = cluster
+        self._cluster_range = cluster_range  # waits for the range's head (ranges.py)
         self._peers = BlockingPeerCalls(cluster)
 
     def handle(self, request: Request) -> Response:
         if not coordinated(request):
+            if cluster_range(request):
+                return self._cluster_range(request)
             return self._handle(request)
         cluster = self._cluster
         planned = plan(request, cluster)
@@ -559,6 +595,12 @@ class BlockingPeerCalls:
     def __init__(self, cluster: Cluster) -> None:
         self._cluster = cluster
         self._connections = threading.local()  # each thread's keep-alive connections
+
+    def close(self) -> None:
+        """Close the calling thread's connections (a thread that ends)."""
+        pool: dict[str, http.client.HTTPConnection] = self._connections.__dict__.pop("by_node", {})
+        for conn in pool.values():
+            conn.close()
 
     def call(self, node: str, internal: Request) -> tuple[int, bytes, str]:
         """One blocking request to a peer: (status, body, error)."""

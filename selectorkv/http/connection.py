@@ -26,14 +26,14 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from selectors import EVENT_READ, EVENT_WRITE
 from typing import NamedTuple
 
 from selectorkv.http import framing
 from selectorkv.http.cycle import RequestCycle
-from selectorkv.http.exchange import Executor, Request, Response
+from selectorkv.http.exchange import Executor, Pause, Request, Response, Stream
 from selectorkv.http.parser import h11
 from selectorkv.reactor import stats
 from selectorkv.reactor.selector_thread import Handler, SelectorThread
@@ -70,14 +70,15 @@ class Phase(enum.Enum):
     EXECUTING      DONE / IDLE                   unchanged (parked)  none: a thread owns it
     AWAITING       DONE / IDLE                   unchanged (parked)  request timeout, 504
     BACKPRESSURED  any / IDLE                    write               keep-alive timeout
-    STREAMING      DONE / SEND_BODY              write               keep-alive timeout
+    STREAMING      DONE / SEND_BODY              write (*)           keep-alive timeout
     CLOSING        any / DONE or MUST_CLOSE      write               keep-alive timeout
     LINGERING      any / any, our side shut      read (discarded)    LINGER_SECONDS
     CLOSED         -                             -                   -
     =============  ============================  ==================  =======================
 
     "+write" while response bytes wait for the socket; the timer is then
-    the keep-alive timeout (a client that does not read).
+    the keep-alive timeout (a client that does not read). (*) Nothing while
+    the stream is paused (it yielded a ``Pause``) with no bytes to send.
     """
 
     IDLE = "idle"  # between requests, nothing of the next one here
@@ -170,7 +171,11 @@ class Connection:
         self._phase = HEAD
         self._head_since: float | None = clock()  # when the head in HEAD began
         self._cycle: RequestCycle | None = None  # the request being read or answered
-        self._stream: Generator[bytes, None, None] | None = None  # a response still producing
+        self._stream: Stream | None = None  # a response still producing
+        # The stream paused (it yielded a Pause): not asked for a slice until
+        # it says it has more. Set by the producing thread, cleared on the
+        # SelectorThread (``_on_stream_ready``).
+        self._stream_paused = False
         # This cycle's request was read without h11 (``_serve_plain``): its
         # response is framed here too, and h11 stays idle throughout.
         self._plain = False
@@ -199,6 +204,7 @@ class Connection:
                 self._phase is STREAMING
                 and transport.out.size < SLICE_BYTES
                 and self._cycle is not None
+                and not self._stream_paused
             ):
                 self._executor.resume(self._cycle)  # the socket drained: the next slice
                 if self.owner is PAYLOAD:
@@ -531,6 +537,7 @@ class Connection:
             return
         self._send_head(response.status, response.headers, None)  # chunked
         self._stream = response.stream
+        self._stream_paused = False
         self._phase = STREAMING
         self._produce_slice()
 
@@ -555,8 +562,11 @@ class Connection:
                     self._stream = None
                     self._end_response()  # the terminating zero-length chunk
                     return
+                if type(piece) is Pause:
+                    self._pause_stream(stream, piece)
+                    break
                 if piece:
-                    self._send_data(piece)
+                    self._send_data(piece)  # type: ignore[arg-type]
         except Exception:
             # The storage failed mid-body. The status line has gone, so the
             # only honest answer left is a cut connection: the client sees
@@ -568,6 +578,27 @@ class Connection:
             self._stream = None
             return
         self._flush()  # as soon as produced: the socket's readiness paces the stream
+
+    def _pause_stream(self, stream: Stream, pause: Pause) -> None:
+        """On the owner: the stream has nothing yet. It is not asked again
+        until its producer calls back; the call back is posted to the
+        SelectorThread, which watches the socket for writing again."""
+        self._stream_paused = True
+
+        def ready() -> None:  # any thread
+            self.reactor.call_soon(lambda: self._on_stream_ready(stream))
+
+        pause.notify(ready)
+
+    def _on_stream_ready(self, stream: Stream) -> None:
+        """On the SelectorThread: a paused stream has more. The next
+        EVENT_WRITE asks for its slice (``on_events``); if a PayloadThread
+        still owns the connection, its hand-back sets the interest."""
+        if self._stream is not stream or self._phase is not STREAMING:
+            return  # it ended, or the connection closed, meanwhile
+        self._stream_paused = False
+        if self.owner is SELECTOR:
+            self._advance()
 
     def _send_head(
         self,
@@ -697,8 +728,11 @@ class Connection:
             else:
                 deadline = (self._head_since or now) + limits.header_timeout
         else:  # BACKPRESSURED, STREAMING, CLOSING with bytes pending
-            events = EVENT_WRITE
-            deadline = now + limits.keepalive_timeout  # a stalled reader
+            # A paused stream with nothing left to send waits for its
+            # producer, not for the socket.
+            paused = phase is STREAMING and self._stream_paused and not pending
+            events = 0 if paused else EVENT_WRITE
+            deadline = now + limits.keepalive_timeout  # a stalled reader, or producer
         if events != transport.registration.interest:
             transport.watch(events)
         self.reactor.schedule(self._timer, deadline)

@@ -35,6 +35,19 @@ class Request(NamedTuple):
         return b""
 
 
+class Pause(NamedTuple):
+    """What a stream yields when it has nothing to give yet, and more is
+    coming from another thread (a cluster-wide range waits for its peers):
+    the connection stops asking it for pieces and calls ``notify`` with a
+    function that any thread calls, once, when there is more."""
+
+    notify: Callable[[Callable[[], None]], None]
+
+
+# The body of a streamed response: its pieces, and a Pause where it waits.
+Stream = Generator[bytes | Pause, None, None]
+
+
 class Response(NamedTuple):
     """What to answer. The connection adds the framing: Content-Length for
     ``body``, chunked for a ``stream`` (one chunk per piece it yields)."""
@@ -42,7 +55,7 @@ class Response(NamedTuple):
     status: int
     body: bytes = b""
     headers: tuple[tuple[bytes, bytes], ...] = ()
-    stream: Generator[bytes, None, None] | None = None
+    stream: Stream | None = None
 
 
 # What executes a request in the end: the API's handle (selectorkv/kv/api.py).

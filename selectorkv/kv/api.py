@@ -140,6 +140,19 @@ def entity_id(query: bytes) -> bytes | None:
         return None
 
 
+def range_bounds(query: bytes) -> tuple[bytes, bytes | None] | None:
+    """``start`` (required, not empty) and ``end`` (None: to the last key)
+    of a range's query; None when they are malformed (a 400)."""
+    try:
+        start = query_param(query, b"start")
+        end = query_param(query, b"end")
+    except BadQuery:
+        return None
+    if not start or end == b"":
+        return None
+    return start, end
+
+
 def entry_chunks(cursor: Cursor) -> Generator[bytes, None, None]:
     """``<key>\n<value>`` for each entry: one chunk of the streamed body.
     Closing the generator (the client left) closes the cursor at once."""
@@ -193,14 +206,10 @@ class Api:
     def _entities(self, method: bytes, query: bytes) -> Response:
         if method != b"GET":
             return GET_ONLY
-        try:
-            start = query_param(query, b"start")
-            end = query_param(query, b"end")
-        except BadQuery:
+        bounds = range_bounds(query)
+        if bounds is None:
             return BAD_RANGE
-        if not start or end == b"":
-            return BAD_RANGE
-        return Response(200, stream=entry_chunks(self._values(start, end)))
+        return Response(200, stream=entry_chunks(self._values(*bounds)))
 
     def _values(self, start: bytes, end: bytes | None) -> Cursor:
         """The entries ``/v0/entities`` shows."""

@@ -56,25 +56,40 @@ def call_size(call: Call) -> int:
     return len(key) + (len(record) if record is not None else 0) + CALL_LINE
 
 
+def encode_call(call: Call) -> bytes:
+    key, record = call
+    if record is None:
+        return b"GET %d\n%s" % (len(key), key)
+    return b"PUT %d %d\n%s%s" % (len(key), len(record), key, record)
+
+
 def encode_calls(calls: list[Call]) -> bytes:
-    parts = []
-    for key, record in calls:
-        if record is None:
-            parts.append(b"GET %d\n%s" % (len(key), key))
-        else:
-            parts.append(b"PUT %d %d\n%s%s" % (len(key), len(record), key, record))
-    return b"".join(parts)
+    return b"".join(encode_call(call) for call in calls)
 
 
 def decode_calls(body: bytes) -> list[Call]:
     """The calls of a batch's body; ValueError (why, in words) for anything
     malformed, an empty key, or more than MAX_CALLS calls."""
+    calls, rest = split_calls(body, MAX_CALLS)
+    if rest:
+        _line(rest, 0)  # a line without its end, or:
+        raise ValueError("a call runs past the end of the batch")
+    return calls
+
+
+def split_calls(data: bytes, most: int | None = None) -> tuple[list[Call], bytes]:
+    """The whole calls at the start of ``data``, and the bytes after the last
+    of them (the start of one still arriving: a stream of calls is read in
+    pieces, cluster/ranges.py). ValueError for anything malformed, an empty
+    key, or more than ``most`` calls."""
     calls: list[Call] = []
     at = 0
-    while at < len(body):
-        if len(calls) == MAX_CALLS:
-            raise ValueError(f"more than {MAX_CALLS} calls in one batch")
-        line, at = _line(body, at)
+    while at < len(data):
+        if most is not None and len(calls) == most:
+            raise ValueError(f"more than {most} calls in one batch")
+        if data.find(b"\n", at, at + 64) < 0 and len(data) - at < 64:
+            break  # the line is still arriving
+        line, start = _line(data, at)
         kind, *sizes = line.split(b" ")
         if kind == b"GET" and len(sizes) == 1:
             key_size, record_size = _size(sizes[0]), None
@@ -84,14 +99,14 @@ def decode_calls(body: bytes) -> list[Call]:
             raise ValueError(f"not a call: {line[:40]!r}")
         if key_size == 0:
             raise ValueError("a call with an empty key")
-        end = at + key_size + (record_size or 0)
-        if end > len(body):
-            raise ValueError("a call runs past the end of the batch")
-        key = body[at : at + key_size]
-        record = None if record_size is None else body[at + key_size : end]
+        end = start + key_size + (record_size or 0)
+        if end > len(data):
+            break  # the key or record is still arriving
+        key = data[start : start + key_size]
+        record = None if record_size is None else data[start + key_size : end]
         calls.append(Call(key, record))
         at = end
-    return calls
+    return calls, data[at:]
 
 
 def encode_answers(answers: list[Answer]) -> bytes:

@@ -189,17 +189,29 @@ class ReplicaStore:
                 self._storage.apply_batch([(key, None) for key in gone])
         return gone
 
-    def values(self, start: bytes, end: bytes | None) -> Generator[tuple[bytes, bytes], None, None]:
-        """The node's live entries in ``[start, end)`` without their
-        versions, tombstones left out (``GET /v0/entities`` is node-local)."""
+    def records(
+        self, start: bytes, end: bytes | None
+    ) -> Generator[tuple[bytes, bytes], None, None]:
+        """The node's records in ``[start, end)`` as stored, tombstones
+        included; a value that is not a record (a tool's own key, as
+        ``selectorkv fill`` keeps its progress under) is passed over."""
         cursor = self._storage.range(start, end)
         try:
             for key, raw in cursor:
-                record = decode(raw)
-                if record.value is not None:
-                    yield key, record.value
+                try:
+                    version_of(raw)
+                except ValueError:
+                    continue
+                yield key, raw
         finally:
             cursor.close()
+
+    def values(self, start: bytes, end: bytes | None) -> Generator[tuple[bytes, bytes], None, None]:
+        """The node's live entries in ``[start, end)`` without their
+        versions, tombstones left out (the node-local ``GET /v0/entities``)."""
+        for key, raw in self.records(start, end):
+            if raw[:1] == VALUE:
+                yield key, raw[HEADER_BYTES:]
 
 
 def highest_version(storage: Storage) -> int:

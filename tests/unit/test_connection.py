@@ -15,7 +15,7 @@ import h11
 import pytest
 
 from selectorkv.http.connection import Connection, Limits
-from selectorkv.http.exchange import Request, Responder, Response, Task
+from selectorkv.http.exchange import Pause, Request, Responder, Response, Stream, Task
 from selectorkv.reactor.outbound import OutboundBuffer
 from selectorkv.reactor.selector_thread import Handler, Timer
 from selectorkv.reactor.stats import ThreadStats
@@ -414,3 +414,76 @@ def test_a_full_executor_has_the_request_shed_with_a_503() -> None:
     driven.send(request("/shed"))
     assert [status for status, _ in driven.responses()] == [503]
     assert driven.executor.requests == []
+
+
+class Pausing(Echo):
+    """Answers with a stream that pauses (``Pause``) until the test gives it
+    a piece, or its end, and calls the connection back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pieces: deque[bytes] = deque()
+        self.ended = False
+        self.asked = 0
+        self.wake: Callable[[], None] | None = None
+
+    def execute(self, request: Request, cycle: Responder) -> None:
+        cycle.respond(Response(200, stream=self._stream()))
+
+    def _stream(self) -> Stream:
+        while True:
+            self.asked += 1
+            if self.pieces:
+                yield self.pieces.popleft()
+            elif self.ended:
+                return
+            else:
+                yield Pause(self._notify)
+
+    def _notify(self, wake: Callable[[], None]) -> None:
+        self.wake = wake
+
+    def give(self, piece: bytes | None) -> None:
+        """A piece (None: the end), then the call back, from 'another thread'."""
+        if piece is None:
+            self.ended = True
+        else:
+            self.pieces.append(piece)
+        wake, self.wake = self.wake, None
+        assert wake is not None, "the connection was not waiting"
+        wake()
+
+
+def test_a_paused_stream_is_not_asked_again_until_it_calls_back() -> None:
+    stream = Pausing()
+    driven = Driven(stream)
+    driven.send(request("/range"))
+    assert driven.phase == "streaming"
+    assert driven.transport.registration.interest == 0  # nothing to send, nothing to ask
+    asked = stream.asked
+    driven.events(EVENT_WRITE)  # a stray write event asks for nothing
+    assert stream.asked == asked
+    stream.give(b"one")
+    assert driven.transport.registration.interest == 0  # the call back is on the reactor's queue
+    driven.reactor.end_round()
+    assert driven.transport.registration.interest == EVENT_WRITE
+    driven.events(EVENT_WRITE)  # the socket is writable: the next slice
+    assert stream.asked > asked and stream.wake is not None  # "one", then paused again
+    stream.give(b"two")
+    driven.reactor.end_round()
+    driven.events(EVENT_WRITE)
+    stream.give(None)
+    driven.reactor.end_round()
+    driven.events(EVENT_WRITE)
+    assert driven.responses() == [(200, b"onetwo")]
+    assert driven.phase == "idle"
+
+
+def test_a_call_back_after_the_connection_closed_does_nothing() -> None:
+    stream = Pausing()
+    driven = Driven(stream)
+    driven.send(request("/range"))
+    driven.conn.close()
+    stream.give(b"late")  # the stream was closed; its call back finds nobody
+    driven.reactor.end_round()
+    assert driven.phase == "closed"
