@@ -319,8 +319,14 @@ class ClusterRange:
         size = 0
         for key, group in itertools.groupby(heapq.merge(*tagged), key=lambda item: item[0]):
             held = {names[index]: raw for _, index, raw in group}
-            freshest = self._freshest(held)
-            self._repair(key, freshest, held, repairs)
+            records = set(held.values())
+            if len(records) > 1:
+                freshest = max(records, key=lambda raw: rank(decode(raw)))
+                self._repair(key, freshest, held, repairs)
+            else:  # all agree: nothing to rank, and a replica can only lack it
+                freshest = records.pop()
+                if len(held) < len(names):
+                    self._repair(key, freshest, held, repairs)
             if freshest[:1] != VALUE:
                 continue  # a tombstone: the key is deleted
             entry = key + b"\n" + freshest[HEADER_BYTES:]
@@ -334,13 +340,6 @@ class ClusterRange:
             self._send_repairs(node, repairs.pop(node))
         if entries:
             channel.put(entries)
-
-    @staticmethod
-    def _freshest(held: dict[str, bytes]) -> bytes:
-        records = set(held.values())
-        if len(records) == 1:
-            return records.pop()  # all agree: nothing to rank
-        return max(records, key=lambda raw: rank(decode(raw)))
 
     def _repair(
         self,
