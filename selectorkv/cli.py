@@ -272,7 +272,8 @@ def run_repair(node: str, token: str, timeout: float) -> int:
             f"  with {peer['peer']}: {peer['state']}; {peer['records']} records shared, "
             f"{peer['hashes_compared']} hashes compared, {peer['segments_differing']} of "
             f"{SEGMENTS} segments differed; {peer['sent']} records sent, "
-            f"{peer['received']} received" + (f"; {peer['error']}" if peer["error"] else "")
+            f"{peer['received']} received ({peer['sent_bytes']:,} and "
+            f"{peer['received_bytes']:,} bytes)" + (f"; {peer['error']}" if peer["error"] else "")
         )
     print(
         f"  tombstones purged: {report.get('tombstones_purged', 0)}"

@@ -222,8 +222,9 @@ class Server:
             self._pool.stop()
         for reactor in self._reactors:
             reactor.close_cut_sockets()
-        if self._node is not None:
-            self._node.repair.stop()  # its scans hold storage cursors
+        if self._node is not None:  # their scans and merges hold storage cursors
+            self._node.repair.stop()
+            self._node.ranges.stop()
         if self._hints is not None:
             self._hints.close()  # after every thread that keeps hints is gone
         clean = True

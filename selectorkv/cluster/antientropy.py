@@ -118,6 +118,8 @@ class PushState:
     state: str = "running"  # running, done, failed
     sent: int = 0  # records sent
     newer: int = 0  # records the peer answered with, newer than ours, stored here
+    sent_bytes: int = 0  # the keys and records sent
+    newer_bytes: int = 0  # the keys and records answered newer
     error: str = ""
 
 
@@ -132,6 +134,8 @@ class PeerReport:
     segments_differing: int = 0
     sent: int = 0  # records this node sent the peer
     received: int = 0  # records the peer sent, plus newer ones it answered with
+    sent_bytes: int = 0  # their keys and records, as sent
+    received_bytes: int = 0
     error: str = ""
 
 
@@ -390,11 +394,13 @@ class AntiEntropy:
         ):
             if code == 200:  # the peer holds a newer record: ours is stale
                 newer.append((call.key, version_of(record), record))
+                state.newer_bytes += len(call.key) + len(record)
             elif code != 201:
                 raise OSError(f"{peer} refused a record with {code}")
         if newer:
             self._replica.apply_all(newer)
         state.sent += len(calls)
+        state.sent_bytes += sum(len(key) + len(raw or b"") for key, raw in calls)
         state.newer += len(newer)
 
     # -- the driver --
@@ -503,6 +509,8 @@ class AntiEntropy:
         # Each side also sends back, as answers, the records it holds newer.
         report.sent = own.sent + their["newer"]
         report.received = their["sent"] + own.newer
+        report.sent_bytes = own.sent_bytes + their["newer_bytes"]
+        report.received_bytes = their["sent_bytes"] + own.newer_bytes
 
     def _ask(
         self, peer: str, method: bytes, target: bytes, body: bytes = b"", expect: int = 200

@@ -61,6 +61,7 @@ PIECE_BYTES = 16 * 1024  # a node's stream of records, and the merge's batches o
 READ_BYTES = 64 * 1024  # the most read from a peer's stream at once
 CHANNEL_BATCHES = 2  # batches of entries waiting for the client's connection
 MAX_RANGES = 4  # cluster-wide ranges a node merges at once; over it, 503
+NO_HEAD = Response(504, b"the cluster-wide range did not start in time\n")
 BUSY = Response(
     503, b"too many cluster-wide ranges at once; try again\n", ((b"retry-after", b"1"),)
 )
@@ -203,7 +204,7 @@ class ClusterRange:
         self._cluster = cluster
         self._repairs = BlockingPeerCalls(cluster)
         self._lock = threading.Lock()
-        self._running = 0
+        self._threads: list[StatsThread] = []  # the merges running
         self.repaired = 0  # records sent to replicas that showed an older one, for /metrics
 
     def routes(self) -> dict[bytes, Callable[[Request, bytes], Response]]:
@@ -241,29 +242,47 @@ class ClusterRange:
         if bounds is None:
             respond(BAD_RANGE)
             return
-        with self._lock:
-            if self._running >= MAX_RANGES:
-                respond(BUSY)
-                return
-            self._running += 1
         thread = StatsThread(
             target=self._merge, args=(bounds, respond), name="Range merge", daemon=True
         )
-        thread.start()
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            if len(self._threads) >= MAX_RANGES:
+                respond(BUSY)
+                return
+            self._threads.append(thread)
+            thread.start()  # under the lock: a thread not yet started is not alive
+
+    def stop(self) -> None:
+        """Wait for the merges to end, before the storage closes: the
+        server has closed their connections, so each ends at its next
+        batch, or its peer's next read (``--peer-timeout``)."""
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout=2 * self._cluster.peer_timeout + 1.0)
 
     def answer(self, request: Request) -> Response:
-        """The same, waited for: the blocking coordinator's way."""
+        """The same, waited for: the blocking coordinator's way. Each peer
+        answers its head within ``--peer-timeout`` or fails; a merge that
+        says nothing for longer than all of them (a bug) is a 504."""
         answered: list[Response] = []
+        lock = threading.Lock()
         done = threading.Event()
 
         def respond(response: Response) -> bool:
-            answered.append(response)
-            done.set()
-            return True
+            with lock:
+                if done.is_set():
+                    return False  # given up on
+                answered.append(response)
+                done.set()
+                return True
 
         self.start(request, respond)
-        done.wait()
-        return answered[0]
+        done.wait(2 * self._cluster.peer_timeout * len(self._cluster.topology.nodes) + 1)
+        with lock:
+            done.set()
+            return answered[0] if answered else NO_HEAD
 
     def _merge(
         self, bounds: tuple[bytes, bytes | None], respond: Callable[[Response], bool]
@@ -305,8 +324,6 @@ class ClusterRange:
             for peer in peers:
                 peer.close()
             self._repairs.close()  # this thread's connections
-            with self._lock:
-                self._running -= 1
 
     def _stream_merged(
         self, sources: list[tuple[str, Iterator[tuple[bytes, bytes]]]], channel: Channel
