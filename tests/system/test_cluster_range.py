@@ -136,7 +136,8 @@ def test_a_slow_reader_holds_the_coordinator_to_bounded_memory(
     make_cluster: ClusterFactory,
 ) -> None:
     """300-byte values: the merged range is 31 MB; the coordinator holds a
-    few slices of it, and its peers hold back."""
+    few slices of it, and its peers hold back. Four such merges at once are
+    the most a node runs."""
     nodes = make_cluster(3, "async", start=False)
     for node in nodes:
         fill_records(node.data, 100_000, 300)
@@ -154,4 +155,19 @@ def test_a_slow_reader_holds_the_coordinator_to_bounded_memory(
         peak = max(peak, rss_bytes(coordinator.process.pid) - before)
     assert peak < 16 * 1024 * 1024, f"the coordinator grew by {peak} bytes"
     assert coordinator.request("GET", "/v0/status")[0] == 200
-    slow.close()
+
+    # Three more slow readers make four merges at once: a fifth is refused.
+    others = []
+    for _ in range(3):
+        other = RawClient(("127.0.0.1", coordinator.port), rcvbuf=4096)
+        other.send(request_bytes("GET", "/v0/entities?start=0000000"))
+        assert other.sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+        others.append(other)
+    status, _ = coordinator.request("GET", "/v0/entities?start=0000000")
+    assert status == 503
+    for client in [slow, *others]:
+        client.close()
+    wait_until(
+        lambda: coordinator.request("GET", "/v0/entities?start=0099999")[0] == 200,
+        "the merges of the readers that left end",
+    )
