@@ -267,7 +267,7 @@ def join_cluster(config: ServerConfig, storage: Storage) -> ClusterNode:
         source=source_address(config.host),
     )
     replica = ReplicaStore(storage, cluster.clock.observe, cluster.clock.ceiling())
-    repair = AntiEntropy(storage, replica, cluster, config.repair_share, config.tombstone_grace)
+    repair = AntiEntropy(replica, cluster, config.repair_share, config.tombstone_grace)
     ranges = ClusterRange(replica, cluster)
     if not config.hinted_handoff:
         return ClusterNode(cluster, replica, repair, ranges, None, None)

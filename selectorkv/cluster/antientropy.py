@@ -56,7 +56,6 @@ from selectorkv.http.exchange import Request, Response
 from selectorkv.kv import batch
 from selectorkv.kv.api import INTERNAL_BATCH, JSON_TYPE, BadQuery, query_param
 from selectorkv.kv.records import ReplicaStore, replicas_of, version_of
-from selectorkv.kv.storage import Storage
 from selectorkv.reactor.stats import Family, StatsThread
 
 log = logging.getLogger("selectorkv.cluster.antientropy")
@@ -157,13 +156,11 @@ class AntiEntropy:
 
     def __init__(
         self,
-        storage: Storage,
         replica: ReplicaStore,
         cluster: Cluster,
         share: float,
         tombstone_grace: float,
     ) -> None:
-        self._storage = storage
         self._replica = replica
         self._cluster = cluster
         self._share = share

@@ -37,7 +37,7 @@ from selectorkv.cluster.clock import NODE_BITS
 from selectorkv.cluster.replication import BlockingPeerCalls, Cluster
 from selectorkv.http.exchange import Request, Response
 from selectorkv.kv import batch
-from selectorkv.kv.api import INTERNAL_BATCH, RECORD_TYPE
+from selectorkv.kv.api import INTERNAL_BATCH, RECORD_TYPE, posted_calls
 from selectorkv.kv.records import TOMBSTONE, ReplicaStore, replicas_of, version_of
 
 log = logging.getLogger("selectorkv.cluster.tombstones")
@@ -77,12 +77,9 @@ class TombstonePurge:
         """``POST /v0/internal/repair/purge``: purge each tombstone of the
         batch that is still the record held; answer 200 (purged) or 409
         (kept) for each, in order."""
-        if request.method != b"POST":
-            return Response(405, headers=((b"allow", b"POST"),))
-        try:
-            calls = batch.decode_calls(request.body)
-        except ValueError as exc:
-            return Response(400, f"a malformed batch: {exc}\n".encode())
+        calls = posted_calls(request)
+        if isinstance(calls, Response):
+            return calls
         tombstones = [(key, raw) for key, raw in calls if raw is not None and is_tombstone(raw)]
         if len(tombstones) != len(calls):
             return Response(400, b"only tombstones are purged\n")

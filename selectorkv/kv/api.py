@@ -140,6 +140,17 @@ def entity_id(query: bytes) -> bytes | None:
         return None
 
 
+def posted_calls(request: Request) -> list[batch.Call] | Response:
+    """The calls of an internal batch POSTed as ``request`` (kv/batch.py),
+    or the 405 or 400 that refuses it."""
+    if request.method != b"POST":
+        return Response(405, headers=((b"allow", b"POST"),))
+    try:
+        return batch.decode_calls(request.body)
+    except ValueError as exc:
+        return Response(400, f"a malformed batch: {exc}\n".encode())
+
+
 def range_bounds(query: bytes) -> tuple[bytes, bytes | None] | None:
     """``start`` (required, not empty) and ``end`` (None: to the last key)
     of a range's query; None when they are malformed (a 400)."""
@@ -329,12 +340,9 @@ class ReplicaApi(Api):
     def _batch(self, request: Request) -> Response:
         """Several internal calls in one request (kv/batch.py), answered by
         ``_answers``."""
-        if request.method != b"POST":
-            return Response(405, headers=((b"allow", b"POST"),))
-        try:
-            calls = batch.decode_calls(request.body)
-        except ValueError as exc:
-            return Response(400, f"a malformed batch: {exc}\n".encode())
+        calls = posted_calls(request)
+        if isinstance(calls, Response):
+            return calls
         return Response(200, batch.encode_answers(self._answers(calls)), RECORD_TYPE)
 
     def answer(self, calls: list[batch.Call]) -> list[batch.Answer]:

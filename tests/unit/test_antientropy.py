@@ -33,7 +33,7 @@ def anti_entropy() -> AntiEntropy:
     )  # fmt: skip
     storage = FailingScanStorage()
     replica = ReplicaStore(storage, lambda version: None, ceiling=0)
-    return AntiEntropy(storage, replica, cluster, share=1.0, tombstone_grace=86400.0)
+    return AntiEntropy(replica, cluster, share=1.0, tombstone_grace=86400.0)
 
 
 def test_a_tree_that_cannot_be_built_is_not_waited_for_failing_storage() -> None:
