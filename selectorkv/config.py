@@ -331,8 +331,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "repair_interval",
         non_negative_float,
-        "seconds between two background anti-entropy repairs driven by this node, "
-        "give or take 10%; 0: none (selectorkv repair only)",
+        "seconds between two background anti-entropy repairs this node drives "
+        "(give or take a tenth); 0: none, selectorkv repair only",
     ),
     Option(
         "tombstone_grace",
