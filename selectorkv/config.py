@@ -44,6 +44,7 @@ class ServerConfig:
     commit_batch: int = 64
     cpu: str = "auto"
     log_level: str = "info"
+    record_stalls: bool = False
     cluster: str = ""
     self_node: str = ""
     cluster_token: str = ""
@@ -327,6 +328,12 @@ OPTIONS: tuple[Option, ...] = (
         positive_float,
         "the share of a CPU an anti-entropy scan may take (a tree, a push; "
         'docs/cluster.md, "Anti-entropy"): 0 < share <= 1',
+    ),
+    Option(
+        "record_stalls",
+        boolean,
+        "keep a record of garbage collections and SelectorThread rounds of 1 ms or more, "
+        "on the monotonic clock, for the lab's stall timeline (GET /v0/debug/stalls)",
     ),
     Option(
         "repair_interval",

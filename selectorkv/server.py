@@ -60,6 +60,7 @@ from selectorkv.kv.storage import MAX_OPEN_FILES, RocksStorage, Storage, Storage
 from selectorkv.metrics import exposition
 from selectorkv.reactor.acceptor import Acceptor, ConnectionSlots
 from selectorkv.reactor.selector_thread import SelectorThread
+from selectorkv.reactor.stalls import StallRecorder
 from selectorkv.reactor.stats import StatsThread
 
 log = logging.getLogger("selectorkv.server")
@@ -77,6 +78,9 @@ class Server:
         tests inject one whose answers come later."""
         self.config = config
         self._storage = storage
+        # --record-stalls: garbage collections and long rounds (reactor/stalls.py)
+        self._stalls = StallRecorder() if config.record_stalls else None
+        stall_record = self._stalls.as_json if self._stalls is not None else None
         check_format(config.data, storage, cluster=config.topology is not None)
         node = join_cluster(config, storage) if config.topology is not None else None
         self._hints = node.hints if node is not None else None
@@ -91,9 +95,10 @@ class Server:
                 self.metrics,
                 node.cluster.topology.describe(),
                 {**node.repair.routes(), **node.ranges.routes()},
+                stall_record,
             )
             if node is not None
-            else Api(storage, self.metrics)
+            else Api(storage, self.metrics, stall_record)
         )
         executor, self._pool = build_executor(config, storage, api, node, executor)
         limits = Limits(
@@ -112,6 +117,8 @@ class Server:
         self._reactors = [
             SelectorThread(i, make_connection) for i in range(1, config.selectors + 1)
         ]
+        for reactor in self._reactors:
+            reactor.stalls = self._stalls
         self._acceptor: Acceptor | None = None
         self._cpu = choose_cpu(config.cpu)
         self._stopped = False
@@ -128,6 +135,8 @@ class Server:
             (self.config.host, self.config.port), backlog=BACKLOG, reuse_port=False
         )
         self.address = listener.getsockname()[:2]
+        if self._stalls is not None:
+            self._stalls.install()
         if self._pool is not None:
             self._pool.start()
         for reactor in self._reactors:
@@ -145,7 +154,7 @@ class Server:
         log.info(
             "listening on %s mode=%s selectors=%d workers=%d queue=%d commit-batch=%d "
             "max-connections=%d "
-            "cpu=%s parser=%s/%s data=%s%s",
+            "cpu=%s parser=%s/%s data=%s%s%s",
             self.url,
             config.mode,
             config.selectors,
@@ -157,6 +166,7 @@ class Server:
             parser.NAME,
             parser.VERSION,
             config.data,
+            " record-stalls=on" if config.record_stalls else "",
             f" cluster={len(config.cluster.split(','))}-nodes self={config.self_node}"
             f" peer-calls={config.peer_calls} peer-timeout={config.peer_timeout:g}s"
             f" request-timeout={config.answer_timeout:g}s"
@@ -222,6 +232,8 @@ class Server:
             self._pool.stop()
         for reactor in self._reactors:
             reactor.close_cut_sockets()
+        if self._stalls is not None:
+            self._stalls.uninstall()
         if self._node is not None:  # their scans and merges hold storage cursors
             self._node.repair.stop()
             self._node.ranges.stop()

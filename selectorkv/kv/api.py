@@ -47,6 +47,7 @@ RECORD_TYPE = ((b"content-type", b"application/octet-stream"),)
 # What a client needs to place keys as the nodes do: the node list, its id,
 # and which node answered (JSON; selectorkv.client checks it).
 CLUSTER_PATH = b"/v0/cluster"
+STALLS_PATH = b"/v0/debug/stalls"  # with --record-stalls (reactor/stalls.py)
 JSON_TYPE = ((b"content-type", b"application/json"),)
 
 
@@ -178,9 +179,15 @@ class Api:
     """The node API: routes a ``Request`` to the storage and returns a
     ``Response``. A cluster node runs a ``ReplicaApi`` instead."""
 
-    def __init__(self, storage: Storage, metrics: Callable[[], bytes] | None = None) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        metrics: Callable[[], bytes] | None = None,
+        stalls: Callable[[float], bytes] | None = None,
+    ) -> None:
         self._storage = storage
         self._metrics = metrics  # the server's /metrics text, when there is a server
+        self._stalls = stalls  # --record-stalls: the record since a time, as JSON
 
     def handle(self, request: Request) -> Response:
         """Never raises: a storage failure is a 500, logged with its cause.
@@ -212,7 +219,21 @@ class Api:
             return self._entities(method, query)
         if path == b"/metrics" and self._metrics is not None:
             return Response(200, self._metrics(), METRICS_TYPE) if method == b"GET" else GET_ONLY
+        if path == STALLS_PATH and self._stalls is not None:
+            return self._stall_record(method, query)
         return UNKNOWN_PATH
+
+    def _stall_record(self, method: bytes, query: bytes) -> Response:
+        """The server's record of what held it up since ``since`` (a
+        time.monotonic() reading; none: all of it), reactor/stalls.py."""
+        assert self._stalls is not None
+        if method != b"GET":
+            return GET_ONLY
+        try:
+            since = float(query_param(query, b"since") or b"0")
+        except (BadQuery, ValueError):
+            return Response(400, b"since: a time.monotonic() reading, in seconds\n")
+        return Response(200, self._stalls(since), JSON_TYPE)
 
     def _entities(self, method: bytes, query: bytes) -> Response:
         if method != b"GET":
@@ -279,8 +300,9 @@ class ReplicaApi(Api):
         metrics: Callable[[], bytes] | None = None,
         topology: bytes = b"{}",
         routes: Mapping[bytes, InternalRoute] | None = None,
+        stalls: Callable[[float], bytes] | None = None,
     ) -> None:
-        super().__init__(storage, metrics)
+        super().__init__(storage, metrics, stalls)
         self._replica = replica
         self._routes = dict(routes or {})  # more internal endpoints, by path
         self._token = token

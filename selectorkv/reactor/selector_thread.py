@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from selectorkv.reactor.stalls import StallRecorder
 from selectorkv.reactor.stats import StatsThread
 from selectorkv.reactor.wakeup import Wakeup
 
@@ -103,6 +104,7 @@ class SelectorThread(StatsThread):
         self._round_writes: list[Registration] = []
         self._round_end_calls: list[Callable[[], None]] = []
         self._timer_seq = itertools.count()
+        self.stalls: StallRecorder | None = None  # --record-stalls: its long rounds
         self._shutdown_deadline: float | None = None
         # Sockets cut while a PayloadThread owned them: its hand-back closes
         # them, unless this reactor has ended by then (``close_cut_sockets``).
@@ -236,7 +238,10 @@ class SelectorThread(StatsThread):
             self._wakeup.close()
 
     def _poll_once(self) -> None:
-        for key, mask in self._selector.select(self._select_timeout()):
+        ready = self._selector.select(self._select_timeout())
+        stalls = self.stalls
+        started = time.monotonic() if stalls is not None else 0.0
+        for key, mask in ready:
             registration: Registration | None = key.data
             if registration is None:
                 self._wakeup.run_calls()
@@ -247,6 +252,8 @@ class SelectorThread(StatsThread):
                     self._lose(registration.handler)
         self._run_timers()
         self._end_round()
+        if stalls is not None:
+            stalls.round(started, self.name)
 
     def _end_round(self) -> None:
         # The round-end calls first (they produce responses), then the
