@@ -80,6 +80,9 @@ class Result:
     # timeline bucket (due time // bucket) -> latencies in us, and answers of 500 and above
     timeline: dict[int, list[int]] = field(default_factory=dict)
     timeline_failed: Counter[int] = field(default_factory=Counter)
+    # timeline bucket -> the longest the generator itself was late (seconds):
+    # a request due then went out late although a connection was free
+    timeline_lag: dict[int, float] = field(default_factory=dict)
 
 
 class Workload:
@@ -324,9 +327,13 @@ class PlanRun:
         result = self.result
         lag = now - due
         if lag > LATE_AFTER:
+            own = conn.free_since <= due  # a connection was free: the generator's lateness
             result.late += 1
-            result.late_with_free_connection += conn.free_since <= due
+            result.late_with_free_connection += own
             result.max_lag = max(result.max_lag, lag)
+            if own and self.plan.timeline:
+                bucket = int((due - self.plan.start) // self.plan.timeline)
+                result.timeline_lag[bucket] = max(result.timeline_lag.get(bucket, 0.0), lag)
         conn.due = due
         try:
             conn.send(self.workload.next_request(conn.host, key))
@@ -427,6 +434,7 @@ class Report:
     late_with_free_connection: int
     max_lag: float
     elapsed: float
+    start: float = 0.0  # time.monotonic() of request 0's due time: the timeline's zero
     timeline: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -448,6 +456,7 @@ class Report:
             "requests": self.requests,
             "duration_s": self.duration,
             "elapsed_s": self.elapsed,  # from request 0's due time to the last answer
+            "start_monotonic": self.start,  # that due time, on time.monotonic()
             "connections": self.connections,
             "processes": self.processes,
             "errors": self.errors,
@@ -613,6 +622,7 @@ def merged_report(
     statuses: Counter[int] = Counter()
     by_bucket: dict[int, list[int]] = {}
     failed: Counter[int] = Counter()
+    lag: dict[int, float] = {}
     for result in results:
         merged.decode_and_add(result.histogram)
         served.decode_and_add(result.served)
@@ -620,6 +630,8 @@ def merged_report(
         for bucket, latencies in result.timeline.items():
             by_bucket.setdefault(bucket, []).extend(latencies)
         failed.update(result.timeline_failed)
+        for bucket, seconds in result.timeline_lag.items():
+            lag[bucket] = max(lag.get(bucket, 0.0), seconds)
     finished = max((r.finished for r in results), default=start)
     return Report(
         url=url,
@@ -636,8 +648,11 @@ def merged_report(
         late_with_free_connection=sum(r.late_with_free_connection for r in results),
         max_lag=max(r.max_lag for r in results),
         elapsed=max(finished - start, 1e-9),
+        start=start,
         timeline=[
-            timeline_bucket(bucket * timeline, by_bucket[bucket], failed[bucket])
+            timeline_bucket(
+                bucket * timeline, by_bucket[bucket], failed[bucket], lag.get(bucket, 0.0)
+            )
             for bucket in sorted(by_bucket)
         ],
     )
@@ -648,8 +663,11 @@ def target(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 80
 
 
-def timeline_bucket(start: float, latencies_us: list[int], failed: int) -> dict[str, float]:
-    """One bucket of the timeline: the requests due in it and their latency."""
+def timeline_bucket(
+    start: float, latencies_us: list[int], failed: int, lag: float = 0.0
+) -> dict[str, float]:
+    """One bucket of the timeline: the requests due in it, their latency,
+    and the longest the generator itself was late sending one of them."""
     ordered = sorted(latencies_us)
 
     def at(quantile: float) -> float:
@@ -662,6 +680,7 @@ def timeline_bucket(start: float, latencies_us: list[int], failed: int) -> dict[
         "p50_ms": at(0.5),
         "p99_ms": at(0.99),
         "max_ms": ordered[-1] / 1000,
+        "generator_lag_ms": round(lag * 1000, 3),
     }
 
 

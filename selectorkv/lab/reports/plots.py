@@ -19,6 +19,8 @@ is only as real as the gap between their bands.
 - Capacity against the number of nodes (the scale-out study): one line per
   routing and replication, and N times one node's as the line of perfect
   scaling.
+- The stall timeline: per 10 ms of due time the p99, and beneath it on the
+  same axis what held the server up (lab/studies/stalls.py).
 """
 
 from __future__ import annotations
@@ -159,6 +161,55 @@ def latency_over_time(
     axes.set_yscale("log")
     axes.grid(True, which="both", alpha=0.3)
     _finish(figure, axes, "seconds into the run (due time)", "latency, ms", title, out)
+
+
+# The rows of the stall timeline's lower panel, top to bottom.
+STALL_KINDS = (
+    "gc",
+    "round",
+    "run queue",
+    "rocksdb threads",
+    "flush",
+    "compaction",
+    "write stall",
+    "generator late",
+)
+
+
+def stall_timeline(data: dict[str, Any], bound_ms: float, title: str, out: Path) -> None:
+    """The stall timeline (lab/studies/stalls.py): above, per bucket of due
+    time, the p99 and the maximum latency with the bound; below, on the same
+    axis, a row per kind of event, each drawn as long as it lasted (at
+    least a bucket, to be seen)."""
+    figure, (top, bottom) = plt.subplots(
+        2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    )
+    rows = data["latency"]
+    times = [row["t"] for row in rows]
+    top.plot(times, [row["max_ms"] for row in rows], color="tab:blue", linewidth=0.6,
+             alpha=0.5, label="max")  # fmt: skip
+    top.plot(times, [row["p99_ms"] for row in rows], color="tab:blue", linewidth=1, label="p99")
+    top.axhline(bound_ms, color="tab:red", linestyle="--", linewidth=1, label=f"{bound_ms:g} ms")
+    top.set_yscale("log")
+    top.set_ylabel("latency, ms")
+    top.set_title(title)
+    top.grid(True, which="both", alpha=0.3)
+    top.legend(fontsize="small", loc="upper right")
+    bucket = data["bucket_s"]
+    for row, kind in enumerate(STALL_KINDS):
+        spans = [
+            (event["start"], max(event["seconds"], bucket))
+            for event in data["events"]
+            if event["kind"] == kind
+        ]
+        bottom.broken_barh(spans, (row - 0.4, 0.8), color=f"C{row}")
+    bottom.set_yticks(range(len(STALL_KINDS)), STALL_KINDS, fontsize="small")
+    bottom.invert_yaxis()
+    bottom.set_xlabel("seconds into the run (due time)")
+    bottom.grid(True, axis="x", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out, dpi=90)
+    plt.close(figure)
 
 
 def capacity_by_nodes(

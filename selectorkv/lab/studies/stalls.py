@@ -1,0 +1,197 @@
+"""The stall timeline: what held a server up during a constant-rate run,
+on one clock with the latency of the requests due then.
+
+Four sources, each where it can be seen:
+
+- the load generator's timeline: per bucket of due time (10 ms), the
+  requests due then, their p99, and how late the generator itself sent
+  one while a connection was free (lab/load/generator.py);
+- the server's own record (``--record-stalls``, reactor/stalls.py):
+  garbage collections and SelectorThread rounds of 1 ms or more;
+- the kernel's: the server's Python threads' time waiting on a run queue,
+  and the time RocksDB's own threads ran, from
+  ``/proc/PID/task/TID/schedstat``, sampled every 10 ms from this process
+  (not the server's, whose GIL it would take);
+- RocksDB's: flushes and compactions from its LOG (``EVENT_LOG_v1`` lines,
+  on the wall clock) and its lines about stalling writes.
+
+Everything is put on ``time.monotonic()`` (the wall clock's events through
+the offset between the two clocks, read once), in seconds from the run's
+request 0. ``attribute`` then says, for the buckets whose p99 broke the
+bound, which kinds of event overlapped the time their slowest requests were
+in flight: each cause's share of the tail. docs/lab.md, "The stall
+timeline".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+SAMPLE_SECONDS = 0.01
+# RocksDB's own line prefix, "2026/12/08-00:21:18.611501": the machine's local time.
+LOG_TIME = re.compile(rb"^(\d{4}/\d{2}/\d{2}-\d{2}:\d{2}:\d{2}\.\d{6}) ")
+STALL_WORDS = (b"Stalling writes", b"Stopping writes")
+RUN_QUEUE_EVENT = 0.002  # seconds a 10 ms sample's threads waited to run, from which it counts
+
+
+class SchedSampler(threading.Thread):
+    """Every SAMPLE_SECONDS, from the server's threads' schedstat: the time
+    its Python threads spent waiting on a run queue, and the time RocksDB's
+    own threads (named ``rocksdb:*``: flushes, compactions) ran, as
+    (time.monotonic(), seconds waited, seconds RocksDB ran) since the last
+    sample."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(name="schedstat sampler", daemon=True)
+        self._pid = pid
+        self._done = threading.Event()
+        self.samples: list[tuple[float, float, float]] = []
+
+    def _totals(self) -> tuple[float, float]:
+        waited = ran = 0
+        for task in Path(f"/proc/{self._pid}/task").iterdir():
+            try:
+                fields = (task / "schedstat").read_text().split()
+                if (task / "comm").read_text().startswith("rocksdb"):
+                    ran += int(fields[0])
+                else:
+                    waited += int(fields[1])
+            except (OSError, IndexError, ValueError):
+                continue  # the thread ended meanwhile
+        return waited / 1e9, ran / 1e9
+
+    def run(self) -> None:
+        last = self._totals()
+        while not self._done.wait(SAMPLE_SECONDS):
+            try:
+                now = self._totals()
+            except OSError:
+                return  # the server is gone
+            self.samples.append((time.monotonic(), now[0] - last[0], now[1] - last[1]))
+            last = now
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def wall_to_monotonic() -> float:
+    """What to subtract from a time.time() reading to put it on time.monotonic()."""
+    return time.time() - time.monotonic()
+
+
+def rocksdb_events(log: Path, offset: float, since: float) -> list[dict[str, Any]]:
+    """Flushes and compactions (start to finish) and write stalls from a
+    RocksDB LOG, on time.monotonic() (``offset``: ``wall_to_monotonic``),
+    those that ended at ``since`` or later."""
+    started: dict[tuple[str, int], float] = {}
+    events: list[dict[str, Any]] = []
+    for line in log.read_bytes().splitlines():
+        if b"EVENT_LOG_v1 " in line:
+            try:
+                record = json.loads(line.split(b"EVENT_LOG_v1 ", 1)[1])
+            except ValueError:
+                continue
+            kind, _, phase = str(record.get("event", "")).rpartition("_")
+            if kind not in ("flush", "compaction"):
+                continue
+            at = record["time_micros"] / 1e6 - offset
+            job = (kind, record.get("job", 0))
+            if phase == "started":
+                started[job] = at
+            elif phase == "finished" and job in started:
+                begin = started.pop(job)
+                if at >= since:
+                    events.append(event(kind, begin, at - begin))
+        elif any(words in line for words in STALL_WORDS):
+            stamp = LOG_TIME.match(line)
+            if stamp is None:
+                continue
+            wall = datetime.strptime(stamp.group(1).decode(), "%Y/%m/%d-%H:%M:%S.%f").timestamp()
+            if wall - offset >= since:
+                detail = line[stamp.end() :].decode(errors="replace")[-120:]
+                events.append(event("write stall", wall - offset, 0.0, detail))
+    return events
+
+
+def event(kind: str, start: float, seconds: float, detail: str = "") -> dict[str, Any]:
+    return {"kind": kind, "start": start, "seconds": seconds, "detail": detail}
+
+
+def sched_events(samples: list[tuple[float, float, float]]) -> list[dict[str, Any]]:
+    """The samples whose Python threads waited RUN_QUEUE_EVENT or more to
+    run ("run queue"), and those in which RocksDB's threads ran that long
+    ("rocksdb threads")."""
+    found = []
+    for at, waited, ran in samples:
+        if waited >= RUN_QUEUE_EVENT:
+            found.append(event("run queue", at - SAMPLE_SECONDS, waited))
+        if ran >= RUN_QUEUE_EVENT:
+            found.append(event("rocksdb threads", at - SAMPLE_SECONDS, ran))
+    return found
+
+
+def generator_events(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The buckets in which the generator itself was over a millisecond late."""
+    return [
+        event("generator late", row["t"], row["generator_lag_ms"] / 1000)
+        for row in timeline
+        if row.get("generator_lag_ms", 0.0) > 1.0
+    ]
+
+
+def timeline(
+    load: dict[str, Any],
+    server_events: list[dict[str, Any]],
+    samples: list[tuple[float, float, float]],
+    rocksdb: list[dict[str, Any]],
+    bucket: float,
+) -> dict[str, Any]:
+    """Every source on one axis: seconds from the run's request 0."""
+    zero = load["start_monotonic"]
+    shifted = [
+        {**event, "start": event["start"] - zero}
+        for event in [*server_events, *sched_events(samples), *rocksdb]
+    ]
+    shifted += generator_events(load["timeline"])
+    return {
+        "bucket_s": bucket,
+        "latency": load["timeline"],
+        "events": sorted(shifted, key=lambda event: event["start"]),
+        "sched": [(at - zero, waited, ran) for at, waited, ran in samples],
+    }
+
+
+def attribute(data: dict[str, Any], bound_ms: float) -> dict[str, Any]:
+    """For each bucket whose p99 is over ``bound_ms``, the kinds of event
+    that overlap the time its slowest requests were in flight (from the
+    bucket's start to its end plus that p99); each kind's share of those
+    buckets, and the share that no event explains."""
+    bucket = data["bucket_s"]
+    slow = [row for row in data["latency"] if row["p99_ms"] > bound_ms]
+    counts: dict[str, int] = {}
+    unexplained = 0
+    for row in slow:
+        begin, end = row["t"], row["t"] + bucket + row["p99_ms"] / 1000
+        kinds = {
+            event["kind"]
+            for event in data["events"]
+            if event["start"] < end and event["start"] + max(event["seconds"], bucket) > begin
+        }
+        for kind in kinds:
+            counts[kind] = counts.get(kind, 0) + 1
+        unexplained += not kinds
+    total = max(1, len(slow))
+    return {
+        "buckets": len(data["latency"]),
+        "slow_buckets": len(slow),
+        "bound_ms": bound_ms,
+        "share_by_kind": {kind: n / total for kind, n in sorted(counts.items())},
+        "unexplained": unexplained / total,
+    }
