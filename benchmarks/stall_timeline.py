@@ -52,6 +52,9 @@ def main() -> int:
     parser.add_argument("--mode", choices=("sync", "async"), default="sync", help="(sync)")
     parser.add_argument("--workload", choices=("get", "put"), default="put", help="(put)")
     parser.add_argument("--share", type=float, default=0.7, help="of the capacity (0.7)")
+    parser.add_argument(
+        "--rate", type=float, help="requests/s, instead of a share of a capacity measured first"
+    )
     parser.add_argument("--seconds", type=float, default=15, help="of constant rate (15)")
     parser.add_argument("--capacity-seconds", type=float, default=5, help="closed loop (5)")
     parser.add_argument("--bound", type=float, default=10.0, help="p99 bound, ms (10)")
@@ -71,9 +74,13 @@ def main() -> int:
         extra = ("--record-stalls", *args.server_flag)
         server = start_server(args.mode, data, log, extra=extra)
         try:
-            capacity = on_load_cpus(
-                lambda: SelectorkvLoad().capacity(
-                    server.url, args.workload, CONNECTIONS, args.capacity_seconds
+            capacity = (
+                args.rate / args.share
+                if args.rate
+                else on_load_cpus(
+                    lambda: SelectorkvLoad().capacity(
+                        server.url, args.workload, CONNECTIONS, args.capacity_seconds
+                    )
                 )
             )
             rate = args.share * capacity
@@ -102,9 +109,9 @@ def main() -> int:
         flushes = rocksdb_events(data / "LOG", offset, since)
     data_ = timeline(load, record["events"], sampler.samples, flushes, BUCKET)
     shares = attribute(data_, args.bound)
+    of = "" if args.rate else f" ({args.share:.0%} of {capacity:,.0f}/s)"
     title = (
-        f"{args.mode} {args.workload.upper()} at {rate:,.0f}/s "
-        f"({args.share:.0%} of {capacity:,.0f}/s): "
+        f"{args.mode} {args.workload.upper()} at {rate:,.0f}/s{of}: "
         f"p99 {load['latency_ms']['p99']:.1f} ms"
     )
     stall_timeline(data_, args.bound, title, out / "stall-timeline.png")

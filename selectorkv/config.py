@@ -45,6 +45,7 @@ class ServerConfig:
     cpu: str = "auto"
     log_level: str = "info"
     record_stalls: bool = False
+    rocksdb_threads: str = "normal"
     cluster: str = ""
     self_node: str = ""
     cluster_token: str = ""
@@ -62,6 +63,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.peer_calls not in ("async", "blocking"):
             raise ValueError(f"peer_calls must be async or blocking, not {self.peer_calls!r}")
+        if self.rocksdb_threads not in ("normal", "idle"):
+            raise ValueError(f"rocksdb_threads: normal or idle, not {self.rocksdb_threads!r}")
         if self.mode not in ("sync", "async"):
             raise ValueError(f"mode must be sync or async, not {self.mode!r}")
         for name in (
@@ -328,6 +331,14 @@ OPTIONS: tuple[Option, ...] = (
         positive_float,
         "the share of a CPU an anti-entropy scan may take (a tree, a push; "
         'docs/cluster.md, "Anti-entropy"): 0 < share <= 1',
+    ),
+    Option(
+        "rocksdb_threads",
+        str,
+        "the scheduling of RocksDB's own threads (flushes, compactions): idle runs them "
+        "only on CPU time no other thread wants, so that a flush does not take the CPU "
+        'from the server\'s threads (docs/lab.md, "The stall timeline"); normal: as the OS does',
+        choices=("normal", "idle"),
     ),
     Option(
         "record_stalls",

@@ -150,11 +150,13 @@ class Server:
         cpu = self._cpu
         if cpu is not None:
             place_threads(cpu, [self._acceptor, *self._reactors, *self._payload_threads()])
+        if self.config.rocksdb_threads == "idle":
+            idle_rocksdb_threads()
         config = self.config
         log.info(
             "listening on %s mode=%s selectors=%d workers=%d queue=%d commit-batch=%d "
             "max-connections=%d "
-            "cpu=%s parser=%s/%s data=%s%s%s",
+            "cpu=%s rocksdb-threads=%s parser=%s/%s data=%s%s%s",
             self.url,
             config.mode,
             config.selectors,
@@ -163,6 +165,7 @@ class Server:
             config.commit_batch,
             self.max_connections,
             "any" if cpu is None else cpu,
+            config.rocksdb_threads,
             parser.NAME,
             parser.VERSION,
             config.data,
@@ -410,6 +413,24 @@ def choose_cpu(setting: str) -> int | None:
     if int(setting) not in allowed:
         raise ValueError(f"--cpu {setting}: this process may use CPUs {sorted(allowed)}")
     return int(setting)
+
+
+def idle_rocksdb_threads() -> None:
+    """Run RocksDB's own threads (named ``rocksdb:*``: the pools that flush
+    and compact, started when the database opened) as SCHED_IDLE: the
+    kernel gives them only CPU time that no other thread wants. A flush
+    then waits for the server's idle moments instead of taking its CPU
+    (docs/lab.md, "The stall timeline"). When every CPU is busy and the
+    memtables fill, RocksDB holds writes back; the writer then waits, its
+    CPU goes idle, and the flush runs."""
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as comm:
+                if not comm.read().startswith("rocksdb"):
+                    continue
+            os.sched_setscheduler(int(task), os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            continue  # the thread ended meanwhile
 
 
 def place_threads(cpu: int, threads: list[threading.Thread]) -> None:

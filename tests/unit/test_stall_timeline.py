@@ -51,12 +51,13 @@ def test_flushes_compactions_and_write_stalls_are_read_from_the_log(tmp_path: Pa
     assert rocksdb_events(log, OFFSET, since=501.6) == [events[2]]  # ended before: left out
 
 
-def test_run_queue_waits_and_rocksdb_threads_become_events_from_their_threshold() -> None:
-    samples = [(10.0, RUN_QUEUE_EVENT / 2, 0.0), (10.01, RUN_QUEUE_EVENT, 0.009)]
+def test_run_queue_waits_rocksdb_threads_and_steal_become_events_from_a_threshold() -> None:
+    samples = [(10.0, RUN_QUEUE_EVENT / 2, 0.0, 0.0), (10.01, RUN_QUEUE_EVENT, 0.009, 0.01)]
     events = sched_events(samples)
     assert [(e["kind"], round(e["start"], 3)) for e in events] == [
         ("run queue", 10.0),
         ("rocksdb threads", 10.0),
+        ("steal", 10.0),
     ]
 
 

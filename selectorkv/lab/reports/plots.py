@@ -168,6 +168,7 @@ STALL_KINDS = (
     "gc",
     "round",
     "run queue",
+    "steal",
     "rocksdb threads",
     "flush",
     "compaction",

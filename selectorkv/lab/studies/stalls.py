@@ -10,8 +10,9 @@ Four sources, each where it can be seen:
   garbage collections and SelectorThread rounds of 1 ms or more;
 - the kernel's: the server's Python threads' time waiting on a run queue,
   and the time RocksDB's own threads ran, from
-  ``/proc/PID/task/TID/schedstat``, sampled every 10 ms from this process
-  (not the server's, whose GIL it would take);
+  ``/proc/PID/task/TID/schedstat``, and the time a virtual machine's CPU
+  was stolen by its hypervisor, from ``/proc/stat``, sampled every 10 ms
+  from this process (not the server's, whose GIL it would take);
 - RocksDB's: flushes and compactions from its LOG (``EVENT_LOG_v1`` lines,
   on the wall clock) and its lines about stalling writes.
 
@@ -26,6 +27,7 @@ timeline".
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -38,20 +40,33 @@ SAMPLE_SECONDS = 0.01
 LOG_TIME = re.compile(rb"^(\d{4}/\d{2}/\d{2}-\d{2}:\d{2}:\d{2}\.\d{6}) ")
 STALL_WORDS = (b"Stalling writes", b"Stopping writes")
 RUN_QUEUE_EVENT = 0.002  # seconds a 10 ms sample's threads waited to run, from which it counts
+TICKS = os.sysconf("SC_CLK_TCK")  # /proc/stat's unit: a hundredth of a second, usually
 
 
 class SchedSampler(threading.Thread):
     """Every SAMPLE_SECONDS, from the server's threads' schedstat: the time
     its Python threads spent waiting on a run queue, and the time RocksDB's
-    own threads (named ``rocksdb:*``: flushes, compactions) ran, as
-    (time.monotonic(), seconds waited, seconds RocksDB ran) since the last
-    sample."""
+    own threads (named ``rocksdb:*``: flushes, compactions) ran; and from
+    /proc/stat the time the hypervisor gave a CPU of this virtual machine
+    to someone else (steal, the most of any CPU, in ticks of 10 ms), as
+    (time.monotonic(), seconds waited, seconds RocksDB ran, seconds
+    stolen) since the last sample."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(name="schedstat sampler", daemon=True)
         self._pid = pid
         self._done = threading.Event()
-        self.samples: list[tuple[float, float, float]] = []
+        self.samples: list[tuple[float, float, float, float]] = []
+
+    @staticmethod
+    def _stolen() -> list[float]:
+        """Each CPU's steal so far, seconds (/proc/stat's eighth field)."""
+        with open("/proc/stat") as stat:
+            return [
+                int(line.split()[8]) / TICKS
+                for line in stat
+                if line.startswith("cpu") and line[3].isdigit()
+            ]
 
     def _totals(self) -> tuple[float, float]:
         waited = ran = 0
@@ -67,14 +82,16 @@ class SchedSampler(threading.Thread):
         return waited / 1e9, ran / 1e9
 
     def run(self) -> None:
-        last = self._totals()
+        last, stolen = self._totals(), self._stolen()
         while not self._done.wait(SAMPLE_SECONDS):
             try:
                 now = self._totals()
             except OSError:
                 return  # the server is gone
-            self.samples.append((time.monotonic(), now[0] - last[0], now[1] - last[1]))
-            last = now
+            steal = self._stolen()
+            most = max((b - a for a, b in zip(stolen, steal, strict=True)), default=0.0)
+            self.samples.append((time.monotonic(), now[0] - last[0], now[1] - last[1], most))
+            last, stolen = now, steal
 
     def stop(self) -> None:
         self._done.set()
@@ -124,16 +141,16 @@ def event(kind: str, start: float, seconds: float, detail: str = "") -> dict[str
     return {"kind": kind, "start": start, "seconds": seconds, "detail": detail}
 
 
-def sched_events(samples: list[tuple[float, float, float]]) -> list[dict[str, Any]]:
+def sched_events(samples: list[tuple[float, float, float, float]]) -> list[dict[str, Any]]:
     """The samples whose Python threads waited RUN_QUEUE_EVENT or more to
-    run ("run queue"), and those in which RocksDB's threads ran that long
-    ("rocksdb threads")."""
+    run ("run queue"), those in which RocksDB's threads ran that long
+    ("rocksdb threads"), and those in which a CPU was stolen that long
+    ("steal")."""
     found = []
-    for at, waited, ran in samples:
-        if waited >= RUN_QUEUE_EVENT:
-            found.append(event("run queue", at - SAMPLE_SECONDS, waited))
-        if ran >= RUN_QUEUE_EVENT:
-            found.append(event("rocksdb threads", at - SAMPLE_SECONDS, ran))
+    for at, waited, ran, stolen in samples:
+        for kind, seconds in (("run queue", waited), ("rocksdb threads", ran), ("steal", stolen)):
+            if seconds >= RUN_QUEUE_EVENT:
+                found.append(event(kind, at - SAMPLE_SECONDS, seconds))
     return found
 
 
@@ -149,7 +166,7 @@ def generator_events(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def timeline(
     load: dict[str, Any],
     server_events: list[dict[str, Any]],
-    samples: list[tuple[float, float, float]],
+    samples: list[tuple[float, float, float, float]],
     rocksdb: list[dict[str, Any]],
     bucket: float,
 ) -> dict[str, Any]:
@@ -164,7 +181,7 @@ def timeline(
         "bucket_s": bucket,
         "latency": load["timeline"],
         "events": sorted(shifted, key=lambda event: event["start"]),
-        "sched": [(at - zero, waited, ran) for at, waited, ran in samples],
+        "sched": [(at - zero, *figures) for at, *figures in samples],
     }
 
 
