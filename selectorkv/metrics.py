@@ -21,8 +21,10 @@ from collections import Counter
 
 from selectorkv.reactor.stats import LATENCY_BOUNDS, Family, PeerCounters, StatsThread
 
-# The cluster's events, counted by the thread that sees them: name -> help.
+# Events, counted by the thread that sees them: name -> help.
 EVENTS = {
+    "commit_batches": "Batches that group commit stored (one write-ahead log append each).",
+    "commit_writes": "Writes that group commit stored: over commit_batches, the mean batch.",
     "writes_superseded": "Replica writes that found a newer record there (the write lost to it).",
     "topology_mismatches": "Internal requests refused: the sender has another node list.",
     "read_repairs": "Records sent to replicas that answered a read with an older one.",

@@ -22,6 +22,7 @@ from selectorkv.http.exchange import Request, Responder
 from selectorkv.kv.api import INTERNAL_ERROR, Write
 from selectorkv.kv.storage import Storage, StorageError
 from selectorkv.reactor.selector_thread import SelectorThread
+from selectorkv.reactor.stats import count
 
 log = logging.getLogger("selectorkv.execution.commit")
 
@@ -58,6 +59,11 @@ class GroupCommit:
             for _, responder in writes:
                 responder.respond(INTERNAL_ERROR)
             return
+        # The batches' sizes: a constant rate may batch far less than a
+        # closed loop that keeps the queue full (docs/lab.md, "Group commit
+        # under a constant rate").
+        count("commit_batches")
+        count("commit_writes", len(writes))
         for write, responder in writes:
             responder.respond(write.response)
 

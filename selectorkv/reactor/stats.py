@@ -92,12 +92,12 @@ def current() -> ThreadStats:
     return stats
 
 
-def count(event: str) -> None:
-    """Count one of ``EVENTS`` on the calling thread; nothing on a thread
-    without stats (a unit test calling the API directly)."""
+def count(event: str, n: int = 1) -> None:
+    """Count ``n`` of one of ``EVENTS`` on the calling thread; nothing on a
+    thread without stats (a unit test calling the API directly)."""
     stats: ThreadStats | None = getattr(threading.current_thread(), "stats", None)
     if stats is not None:
-        stats.events[event] += 1
+        stats.events[event] += n
 
 
 class Family(NamedTuple):

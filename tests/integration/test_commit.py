@@ -30,22 +30,27 @@ def wal_syncs(server: Server) -> int:
     return int(float(found.group(1)))
 
 
-def accepted(server: Server) -> int:
-    found = re.search(
-        rb"^selectorkv_connections_accepted_total (\S+)$", server.metrics(), re.MULTILINE
-    )
-    assert found, "no selectorkv_connections_accepted_total"
+def counter(server: Server, name: str) -> int:
+    found = re.search(rb"^selectorkv_%s_total (\S+)$" % name.encode(), server.metrics(), re.M)
+    assert found, f"no selectorkv_{name}_total"
     return int(float(found.group(1)))
+
+
+def accepted(server: Server) -> int:
+    return counter(server, "connections_accepted")
 
 
 def test_one_sync_per_write_without_concurrency(make_server: ServerFactory, mode: str) -> None:
     server = make_server(mode, fsync=True)
     client = RawClient(server.address)
     before = wal_syncs(server)
+    batches, writes = counter(server, "commit_batches"), counter(server, "commit_writes")
     for i in range(20):
         assert client.request("PUT", f"/v0/entity?id=k{i}", b"v").status == 201
     assert client.request("DELETE", "/v0/entity?id=k0").status == 202
     assert wal_syncs(server) - before == 21
+    assert counter(server, "commit_batches") - batches == 21  # a batch of one each
+    assert counter(server, "commit_writes") - writes == 21
     assert client.request("GET", "/v0/entity?id=k1").body == b"v"
 
 
@@ -63,6 +68,7 @@ def test_writes_that_arrive_together_share_a_sync_injected_blocking_storage(
     assert isinstance(rocks, RocksStorage)
     before = rocks.wal_syncs()
     assert before is not None
+    batches, writes = counter(server, "commit_batches"), counter(server, "commit_writes")
     clients = [RawClient(server.address) for _ in range(16)]
     for i, client in enumerate(clients):
         client.send(request_bytes("PUT", f"/v0/entity?id=c{i}", b"%d" % i))
@@ -79,6 +85,8 @@ def test_writes_that_arrive_together_share_a_sync_injected_blocking_storage(
     after = rocks.wal_syncs()
     assert after is not None
     assert after - before <= 2  # 17 writes: the first alone, the 16 others together
+    assert counter(server, "commit_batches") - batches <= 2
+    assert counter(server, "commit_writes") - writes == 17
     for i, client in enumerate(clients):
         assert client.request("GET", f"/v0/entity?id=c{i}").body == b"%d" % i
 
