@@ -21,25 +21,17 @@ import argparse
 import json
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 from selectorkv.config import byte_size
 from selectorkv.lab.harness.cpus import on_load_cpus
 from selectorkv.lab.load.fill import fill
 from selectorkv.lab.load.generator import generate
-from selectorkv.lab.load.tools import SelectorkvLoad
+from selectorkv.lab.load.tools import TIMELINE_BUCKET, SelectorkvLoad
 from selectorkv.lab.reports.plots import stall_timeline
 from selectorkv.lab.studies.node import start_server, stop_server
-from selectorkv.lab.studies.stalls import (
-    SchedSampler,
-    attribute,
-    rocksdb_events,
-    timeline,
-    wall_to_monotonic,
-)
+from selectorkv.lab.studies.stalls import RunWatch, attribute
 
-BUCKET = 0.01
 CONNECTIONS = 64
 
 
@@ -60,6 +52,9 @@ def main() -> int:
     parser.add_argument("--bound", type=float, default=10.0, help="p99 bound, ms (10)")
     parser.add_argument("--size", default="100MiB", help="the database (100MiB)")
     parser.add_argument("--data", help="a directory to fill once and keep (default: a new one)")
+    parser.add_argument(
+        "--processes", type=int, help="load generator processes (default: one per 30,000/s)"
+    )
     parser.add_argument("--out", default="stall-timeline", help="where the PNG and JSON go")
     parser.add_argument(
         "--server-flag", action="append", default=[], help="one more server flag: --server-flag=-X"
@@ -84,30 +79,23 @@ def main() -> int:
                 )
             )
             rate = args.share * capacity
-            sampler = SchedSampler(server.pid)
-            sampler.start()
-            offset = wall_to_monotonic()
-            report = on_load_cpus(
-                lambda: generate(
-                    server.url,
-                    args.workload,
-                    rate,
-                    CONNECTIONS,
-                    args.seconds,
-                    timeline=BUCKET,
-                    separate=True,
-                )
-            )
-            sampler.stop()
-            load = report.as_json()
-            since = load["start_monotonic"] - 1
-            with urllib.request.urlopen(f"{server.url}/v0/debug/stalls?since={since}") as page:
-                record = json.loads(page.read())
+            with RunWatch(server.url, server.pid, data) as watch:
+                load = on_load_cpus(
+                    lambda: generate(
+                        server.url,
+                        args.workload,
+                        rate,
+                        CONNECTIONS,
+                        args.seconds,
+                        args.processes,
+                        timeline=TIMELINE_BUCKET,
+                        separate=True,
+                    )
+                ).as_json()
+            data_ = watch.timeline(load, TIMELINE_BUCKET)
         finally:
             stop_server(server)
             log.close()
-        flushes = rocksdb_events(data / "LOG", offset, since)
-    data_ = timeline(load, record["events"], sampler.samples, flushes, BUCKET)
     shares = attribute(data_, args.bound)
     of = "" if args.rate else f" ({args.share:.0%} of {capacity:,.0f}/s)"
     title = (

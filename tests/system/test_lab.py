@@ -19,6 +19,7 @@ import pytest
 
 from selectorkv.lab.harness.profile import PEER_WAIT, category, thread_profiles
 from selectorkv.lab.load.tools import parse_wrk2
+from selectorkv.lab.studies.node import held
 from tests.support import ptrace_allowed
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -118,6 +119,21 @@ def test_quick_study_writes_report_plots_and_profiles(tmp_path: Path) -> None:
     for run in study["runs"]:
         assert (out / f"{run['stem']}.hgrm").exists()
         assert (out / f"{run['stem']}.json").exists()
+    # Group commit's batches, closed loop and at the constant rate.
+    assert all(batches and min(batches) >= 1 for batches in study["capacity_batch"]["put"].values())
+    assert all(run["commit_batch"] >= 1 for run in study["runs"] if run["phase"] == "ladder")
+    # The stall timeline is kept, and drawn, for the mode that broke at the
+    # one ladder rate, and for no other.
+    for mode in ("sync", "async"):
+        runs = [r for r in study["runs"] if r["phase"] == "ladder" and r["mode"] == mode]
+        broke = not held([r["figures"] for r in runs], runs[0]["rate"], 10.0)
+        kept = [(out / f"{r['stem']}.stalls.json").exists() for r in runs]
+        assert kept == [broke] * len(runs), mode
+        assert ((out / f"stalls-put-{mode}.png").exists()) == broke, mode
+        if broke:
+            timeline = json.loads((out / f"{runs[0]['stem']}.stalls.json").read_text())
+            assert timeline["latency"] and timeline["bucket_s"] == 0.01
+            assert f"(stalls-put-{mode}.png)" in report
 
     profiles = out / "profiles"
     for mode in ("sync", "async"):

@@ -77,6 +77,7 @@ class Result:
     late_with_free_connection: int = 0
     max_lag: float = 0.0
     finished: float = 0.0  # time.monotonic() of the last answer
+    cpu: float = 0.0  # CPU seconds this process used from request 0 to the end
     # timeline bucket (due time // bucket) -> latencies in us, and answers of 500 and above
     timeline: dict[int, list[int]] = field(default_factory=dict)
     timeline_failed: Counter[int] = field(default_factory=Counter)
@@ -249,6 +250,7 @@ class PlanRun:
     def run(self) -> Result:
         plan = self.plan
         wait_for_start(plan)
+        self.result.cpu = -time.process_time()
         closes = plan.start + plan.requests * self.interval  # closed loop: no request after
         deadline = closes + plan.drain
         timer, select = self.timer, self.selector.select
@@ -392,6 +394,7 @@ class PlanRun:
         selector.close()
         self.result.histogram = self.histogram.encode()
         self.result.served = self.served.encode()
+        self.result.cpu += time.process_time()
         return self.result
 
 
@@ -434,6 +437,7 @@ class Report:
     late_with_free_connection: int
     max_lag: float
     elapsed: float
+    cpu: float = 0.0  # CPU seconds the generator's processes used, all together
     start: float = 0.0  # time.monotonic() of request 0's due time: the timeline's zero
     timeline: list[dict[str, float]] = field(default_factory=list)
 
@@ -467,6 +471,8 @@ class Report:
             "late_requests": self.late,
             "late_with_free_connection": self.late_with_free_connection,
             "max_lag_ms": self.max_lag * 1000,
+            # its own CPU: near one CPU per process, it is the limit, not the server
+            "generator_cpu_s": self.cpu,
             **({"timeline": self.timeline} if self.timeline else {}),
         }
 
@@ -647,6 +653,7 @@ def merged_report(
         late=sum(r.late for r in results),
         late_with_free_connection=sum(r.late_with_free_connection for r in results),
         max_lag=max(r.max_lag for r in results),
+        cpu=sum(r.cpu for r in results),
         elapsed=max(finished - start, 1e-9),
         start=start,
         timeline=[

@@ -43,10 +43,18 @@ def find_wrk_scripts() -> Path:
 WRK_SCRIPTS = find_wrk_scripts()
 
 
+# Seconds of due time per bucket of a constant-rate run's timeline (the
+# stall timeline's resolution: lab/studies/stalls.py).
+TIMELINE_BUCKET = 0.01
+
+
 @dataclass
 class Measurement:
-    figures: dict[str, Any]  # the schema of ``selectorkv load --json``
+    figures: dict[str, Any]  # the schema of ``selectorkv load --json``, less its timeline
     histogram: HdrHistogram  # latency in microseconds, every answer
+    # Per TIMELINE_BUCKET of due time (the tools that keep one): the requests
+    # due then and their latency; figures["start_monotonic"] is its zero.
+    timeline: list[dict[str, float]] | None = None
 
     @property
     def served_rate(self) -> float:
@@ -142,12 +150,13 @@ class SelectorkvLoad(LoadTool):
     ) -> Measurement:
         # In a process of its own: the lab's threads must not share its GIL.
         report = load.generate(
-            url, workload, rate, connections, duration, closed_loop=closed_loop, separate=True
-        )
+            url, workload, rate, connections, duration, closed_loop=closed_loop,
+            timeline=0.0 if closed_loop else TIMELINE_BUCKET, separate=True,
+        )  # fmt: skip
         figures = report.as_json()
         if closed_loop:
             figures["target_rate"] = None
-        return Measurement(figures, report.histogram)
+        return Measurement(figures, report.histogram, figures.pop("timeline", None))
 
     def capacity(self, url: str, workload: str, connections: int, duration: float) -> float:
         return self._run(url, workload, 1e6, connections, duration, True).served_rate

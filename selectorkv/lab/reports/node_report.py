@@ -30,7 +30,8 @@ from selectorkv.lab.load.tools import SERVED_SHARE, served_rate
 from selectorkv.lab.reports import markdown, plots
 from selectorkv.lab.reports.markdown import Page
 from selectorkv.lab.studies.calibration import bias_note
-from selectorkv.lab.studies.node import MODES, held
+from selectorkv.lab.studies.node import MODES, first_unheld, held
+from selectorkv.lab.studies.stalls import attribute
 
 CATEGORIES = (
     "wait: select",
@@ -119,6 +120,19 @@ class NodeReportData:
             if not all(self.held_at(workload, m, rate) for m in MODES):
                 return rate
         return None
+
+    def first_break_of(self, workload: str, mode: str) -> float | None:
+        """The lowest ladder rate this mode did not hold (by its ladder rounds)."""
+        rates = self.ladder_rates(workload)
+        by_rate = {
+            rate: [r["figures"] for r in self.rounds(workload, mode, rate)] for rate in rates
+        }
+        return first_unheld(by_rate, self.settings["p99_bound_ms"])
+
+    def stalls(self, run: dict[str, Any]) -> dict[str, Any] | None:
+        """A ladder run's stall timeline, where the lab kept it."""
+        path = self.out / f"{run['stem']}.stalls.json"
+        return json.loads(path.read_text()) if path.exists() else None
 
     def threads(self, workload: str, mode: str, kind: str) -> list[ThreadProfile]:
         stem = self.study["profiles"].get(workload, {}).get(mode, {}).get(kind)
@@ -231,6 +245,7 @@ class NodeReportWriter(Section):
         for workload in d.workloads():
             RateSection(d, self.page, self.tool_note).write(workload)
             PlotSection(d, self.page, self.tool_note).write(workload)
+            StallSection(d, self.page, self.tool_note).write(workload)
             ModeComparison(d, self.page, self.tool_note).write(workload)
             ProfileSection(d, self.page, self.tool_note).write(workload)
         self.add("## Observations", "", *(f"- {o}" for o in self.observations), "")
@@ -499,6 +514,158 @@ class PlotSection(Section):
             d.out / png,
         )
         self.add(f"![{name} queue depth over time, async]({png})", "")
+
+
+class StallSection(Section):
+    """What held the server up at each mode's first rate that broke: the
+    stall timeline of its median round, each kind of event's share of the
+    slow buckets in every round, and group commit's batches, closed loop
+    against constant rates."""
+
+    def write(self, workload: str) -> None:
+        self.add("### Stalls at the first rate that breaks", "")
+        self.add(
+            "Per 10 ms of due time, the p99 of the requests due then, beside what the server "
+            "recorded (collections, SelectorThread rounds of 1 ms or more), what the kernel "
+            "counted (its Python threads waiting on a run queue, RocksDB's threads running, "
+            "a CPU stolen by the hypervisor), RocksDB's flushes, compactions and write stalls "
+            "(its LOG), and the load generator's own lateness (docs/lab.md, \"The stall "
+            "timeline\"). A kind's share is the share of the buckets over the bound whose "
+            "slowest requests it overlapped; a bucket may have several kinds, or none.",
+            "",
+        )
+        for mode in MODES:
+            self.mode(workload, mode)
+        self.cost(workload)
+
+    def mode(self, workload: str, mode: str) -> None:
+        d = self.data
+        bound: float = d.settings["p99_bound_ms"]
+        rate = d.first_break_of(workload, mode)
+        if rate is None:
+            self.add(f"{mode}: every ladder rate held; nothing to draw.", "")
+            return
+        runs = d.rounds(workload, mode, rate)
+        timelines = [(run, d.stalls(run)) for run in runs]
+        kept = [(run, data) for run, data in timelines if data is not None]
+        median = d.at(workload, mode, rate)
+        drawn = d.stalls(median) if median else None
+        if median is None or drawn is None:
+            self.add(
+                f"{mode} at {rate:,.0f} req/s: no timeline (only `selectorkv load` keeps one).", ""
+            )
+            return
+        name = workload.upper()
+        png = f"stalls-{workload}-{mode}.png"
+        plots.stall_timeline(
+            drawn, bound,
+            f"{name} {mode} at {rate:,.0f} req/s, round {median['round'] + 1}: "
+            f"p99 {p99_of(median):.1f} ms",
+            d.out / png,
+        )  # fmt: skip
+        self.add(
+            f"**{mode}**, {rate:,.0f} req/s, the round with the median p99:", "",
+            f"![{name} {mode} stall timeline at {rate:,.0f} req/s]({png})", "",
+        )  # fmt: skip
+        found = [attribute(data, bound) for _, data in kept]
+        kinds = sorted({kind for one in found for kind in one["share_by_kind"]})
+
+        def share(kind: str) -> str:
+            return Spread.of(100 * one["share_by_kind"].get(kind, 0.0) for one in found).format(
+                ".0f", "%"
+            )
+
+        rows = [["slow buckets", Spread.of(one["slow_buckets"] for one in found).format()]]
+        rows += [[kind, share(kind)] for kind in kinds]
+        rows.append(
+            ["no event", Spread.of(100 * one["unexplained"] for one in found).format(".0f", "%")]
+        )
+        self.table([f"{mode}, {rate:,.0f} req/s, {len(found)} round(s)", "share"], rows)
+        worst = max(kinds, key=lambda kind: Spread.of(
+            one["share_by_kind"].get(kind, 0.0) for one in found).median, default=None)  # fmt: skip
+        if worst is not None:
+            self.observations.append(
+                f"{name} {mode} first broke at {rate:,.0f} req/s; of its buckets over "
+                f'{bound:g} ms, "{worst}" overlapped the most ({share(worst)}).'
+            )
+
+    def cost(self, workload: str) -> None:
+        """The server's cost per request in the closed loop against each
+        constant rate, and the breaking point against both references."""
+        d = self.data
+        closed_cpu = d.study.get("capacity_cpu_us", {}).get(workload, {})
+        closed_batch = d.study.get("capacity_batch", {}).get(workload, {})
+        if not any(closed_cpu.values()):
+            return  # a study from before the capacity runs' cost was kept
+        writes = any(closed_batch.values())
+        self.add(
+            "**Closed loop against constant rates.** The server's CPU per request (all its "
+            "threads, from /proc), the load generator's own CPU (a share of one CPU)"
+            + (" and group commit's writes per batch" if writes else "")
+            + ": with 64 connections always waiting, each SelectorThread round serves many "
+            "requests"
+            + (" and each commit stores many writes" if writes else "")
+            + "; at a constant rate the rounds carry fewer, and each request pays more of "
+            "their fixed cost.",
+            "",
+        )
+
+        def spread(values: list[float], spec: str, unit: str = "") -> str:
+            return Spread.of(values).format(spec, unit) if values else "-"
+
+        def generator(runs: list[dict[str, Any]]) -> str:
+            return spread([
+                100 * r["figures"]["generator_cpu_s"] / r["figures"]["elapsed_s"]
+                for r in runs if "generator_cpu_s" in r["figures"]
+            ], ".0f", "%")  # fmt: skip
+
+        rows = []
+        closed = ["closed loop"]
+        for mode in MODES:
+            closed += [spread(closed_cpu.get(mode, []), ",.0f"), "-"]
+            closed += [spread(closed_batch.get(mode, []), ".1f")] if writes else []
+        rows.append(closed)
+        for rate in d.ladder_rates(workload):
+            row = [f"{rate:,.0f} req/s"]
+            for mode in MODES:
+                runs = d.rounds(workload, mode, rate)
+                row += [spread([cpu_per_request(r) for r in runs], ",.0f"), generator(runs)]
+                if writes:
+                    row.append(spread([r["commit_batch"] for r in runs if r.get("commit_batch")],
+                                      ".1f"))  # fmt: skip
+            rows.append(row)
+        header = ["load"]
+        for mode in MODES:
+            header += [f"{mode} CPU µs/req", f"{mode} load generator's CPU"]
+            header += [f"{mode} writes/batch"] if writes else []
+        self.table(header, rows)
+        for mode in MODES:
+            self.references(workload, mode)
+        self.add("")
+
+    def references(self, workload: str, mode: str) -> None:
+        """The breaking point as a share of the closed-loop capacity and of
+        the highest constant rate the mode served at all."""
+        d = self.data
+        capacity = Spread.of(d.capacity_rounds(workload)[mode]).median
+        rates = sorted({r["rate"] for r in d.select(workload, mode, ("ladder", "search"))})
+        served = [
+            rate for rate in rates
+            if Spread.of(served_rate(r["figures"])
+                         for r in d.rounds(workload, mode, rate, ("ladder", "search"))).median
+            >= SERVED_SHARE * rate
+        ]  # fmt: skip
+        point = d.study["breaking_point"][workload][mode]
+        if not served or not point:
+            return
+        text = (
+            f"{workload.upper()} {mode}: breaking point {point:,.0f} req/s, "
+            f"{point / capacity:.0%} of the closed-loop capacity ({capacity:,.0f}) and "
+            f"{point / max(served):.0%} of the highest constant rate served at all "
+            f"({max(served):,.0f}, p99 aside)"
+        )
+        self.add(f"- {text}.")
+        self.observations.append(text + ".")
 
 
 class ModeComparison(Section):

@@ -40,7 +40,14 @@ from selectorkv.lab.harness.rounds import rotated
 from selectorkv.lab.harness.servers import ServerProcess, free_port, selectorkv_serve
 from selectorkv.lab.harness.spread import Spread
 from selectorkv.lab.load.fill import fill as fill_database
-from selectorkv.lab.load.tools import SERVED_SHARE, LoadTool, served_rate, tool_version
+from selectorkv.lab.load.tools import (
+    SERVED_SHARE,
+    TIMELINE_BUCKET,
+    LoadTool,
+    served_rate,
+    tool_version,
+)
+from selectorkv.lab.studies.stalls import RunWatch
 
 log = logging.getLogger("selectorkv.lab")
 
@@ -50,6 +57,9 @@ SAMPLE_EVERY = 0.2  # seconds between two scrapes of /metrics
 PROFILE_FRACTION = 0.5  # profiles run at this fraction of capacity
 ALLOC_FRACTION = 0.1  # ... and the allocation profile at this one (memray is slow)
 SETTLE = 1.0  # seconds between runs: the previous run's queues drain
+# What the metrics sampler keeps from each scrape: the async queue's depth,
+# and group commit's batches and the writes in them (their mean batch).
+SCRAPED = ("selectorkv_queue_depth", "selectorkv_commit_batches", "selectorkv_commit_writes")
 
 
 @dataclass
@@ -103,6 +113,7 @@ class Run:
     queue: list[tuple[float, float]] = field(default_factory=list)  # (s, queue depth)
     # Server CPU seconds during the run, per thread id: [user, system].
     cpu: dict[str, list[float]] = field(default_factory=dict)
+    commit_batch: float | None = None  # writes per group-commit batch, on average
 
 
 @dataclass
@@ -115,6 +126,10 @@ class Study:
     # workload -> mode -> the median of the rounds, and each round's figure
     capacity: dict[str, dict[str, float]] = field(default_factory=dict)
     capacity_rounds: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # workload -> mode -> each capacity round's writes per group-commit batch,
+    # and the server's CPU microseconds per request
+    capacity_batch: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    capacity_cpu_us: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     breaking_point: dict[str, dict[str, float | None]] = field(default_factory=dict)
     profiles: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
@@ -190,37 +205,81 @@ def stop_server(server: ServerProcess) -> None:
         raise RuntimeError(f"the server exited with {code}")
 
 
+def scrape(conn: http.client.HTTPConnection) -> dict[str, float]:
+    """One ``GET /metrics`` on ``conn``: the SCRAPED families' values."""
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    return {
+        family.name: family.samples[0].value
+        for family in text_string_to_metric_families(text)
+        if family.name in SCRAPED
+    }
+
+
+def mean_batch(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """Writes per group-commit batch between two scrapes (None: no batch)."""
+    batches = after["selectorkv_commit_batches"] - before["selectorkv_commit_batches"]
+    writes = after["selectorkv_commit_writes"] - before["selectorkv_commit_writes"]
+    return writes / batches if batches else None
+
+
+def scraped_once(port: int) -> dict[str, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        return scrape(conn)
+    finally:
+        conn.close()
+
+
 class MetricsSampler(threading.Thread):
     """Scrapes ``GET /metrics`` every SAMPLE_EVERY seconds on one keep-alive
-    connection and keeps (time, queue depth)."""
+    connection and keeps (time, the SCRAPED values)."""
 
     def __init__(self, port: int) -> None:
         super().__init__(name="lab-metrics", daemon=True)
         self._port = port
         self._stopping = threading.Event()
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, dict[str, float]]] = []
 
     def run(self) -> None:
         os.sched_setaffinity(0, load_cpus())
         conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=5)
         while not self._stopping.wait(SAMPLE_EVERY):
             try:
-                conn.request("GET", "/metrics")
-                text = conn.getresponse().read().decode()
+                self.samples.append((time.monotonic(), scrape(conn)))
             except (OSError, http.client.HTTPException):
                 conn.close()  # reconnects on the next request
-                continue
-            for family in text_string_to_metric_families(text):
-                if family.name == "selectorkv_queue_depth":
-                    self.samples.append((time.monotonic(), family.samples[0].value))
         conn.close()
 
     def between(self, start: float, end: float) -> list[tuple[float, float]]:
-        return [(round(t - start, 3), depth) for t, depth in self.samples if start <= t <= end]
+        """(seconds from ``start``, queue depth) of the scrapes in between."""
+        return [
+            (round(t - start, 3), values["selectorkv_queue_depth"])
+            for t, values in self.samples
+            if start <= t <= end and "selectorkv_queue_depth" in values
+        ]
+
+    def batch_between(self, start: float, end: float) -> float | None:
+        """Writes per group-commit batch from the first scrape after
+        ``start`` to the last before ``end``."""
+        inside = [values for t, values in self.samples if start <= t <= end]
+        return mean_batch(inside[0], inside[-1]) if len(inside) > 1 else None
 
     def stop(self) -> None:
         self._stopping.set()
         self.join()
+
+
+def cpu_between(
+    before: dict[str, list[float]], after: dict[str, list[float]]
+) -> dict[str, list[float]]:
+    """Per thread id, the CPU seconds [user, system] used between two
+    ``thread_cpu`` readings (threads that lived through both)."""
+    return {
+        tid: [b - a for a, b in zip(before[tid], used, strict=True)]
+        for tid, used in after.items()
+        if tid in before
+    }
 
 
 def held(rounds: list[dict[str, Any]], rate: float, bound_ms: float) -> bool:
@@ -231,6 +290,12 @@ def held(rounds: list[dict[str, Any]], rate: float, bound_ms: float) -> bool:
         and Spread.of(f["latency_ms"]["p99"] for f in rounds).median <= bound_ms
         and Spread.of(f["errors"] for f in rounds).median == 0
     )
+
+
+def first_unheld(by_rate: dict[float, list[dict[str, Any]]], bound_ms: float) -> float | None:
+    """The lowest rate not held (by the median of its rounds' figures)."""
+    return min((rate for rate, rounds in by_rate.items() if not held(rounds, rate, bound_ms)),
+               default=None)  # fmt: skip
 
 
 def turns(round_number: int) -> tuple[str, ...]:
@@ -279,18 +344,22 @@ class Lab(Workbench):
             versions=describe_versions(tool.name),
         )
         super().__init__(settings.out, out)
+        self.copies: dict[int, Path] = {}  # a running server's pid -> its data
 
     @contextmanager
     def server(self, mode: str, memray: Path | None = None) -> Iterator[ServerProcess]:
-        """A fresh server on a fresh copy of the filled database."""
+        """A fresh server on a fresh copy of the filled database, keeping a
+        record of its stalls for the timeline (it costs 0.2 µs a round)."""
         copy = Path(tempfile.mkdtemp(dir=self.scratch, prefix=f"{mode}-"))
         shutil.rmtree(copy)
         shutil.copytree(self.settings.data, copy)
-        server = start_server(mode, copy, self.server_log, memray)
+        server = start_server(mode, copy, self.server_log, memray, extra=("--record-stalls",))
+        self.copies[server.pid] = copy
         try:
             yield server
         finally:
             stop_server(server)
+            del self.copies[server.pid]
             shutil.rmtree(copy, ignore_errors=True)
 
     def run(self) -> Study:
@@ -311,20 +380,33 @@ class Lab(Workbench):
     def measure_workload(self, workload: str) -> None:
         s = self.settings
         rounds: dict[str, list[float]] = {mode: [] for mode in MODES}
+        batches: dict[str, list[float]] = {mode: [] for mode in MODES}
+        cpu_us: dict[str, list[float]] = {mode: [] for mode in MODES}
         for number in range(s.repeat):
             for mode in turns(number):
                 with self.server(mode) as server:
+                    before, cpu_before = scraped_once(server.port), thread_cpu(server.pid)
                     found = on_load_cpus(
                         lambda: self.tool.capacity(
                             server.url, workload, s.connections, s.capacity_seconds
                         )
                     )
+                    used = cpu_between(cpu_before, thread_cpu(server.pid))
+                    batch = mean_batch(before, scraped_once(server.port))
                 rounds[mode].append(found)
+                cpu_us[mode].append(
+                    1e6 * sum(map(sum, used.values())) / max(1.0, found * s.capacity_seconds)
+                )
+                if batch is not None:
+                    batches[mode].append(batch)
                 self.say(
                     f"{workload} {mode}: capacity {found:,.0f} req/s (closed loop, "
                     f"round {number + 1} of {s.repeat})"
+                    + (f", {batch:.1f} writes per commit" if batch else "")
                 )
         self.study.capacity_rounds[workload] = rounds
+        self.study.capacity_batch[workload] = batches
+        self.study.capacity_cpu_us[workload] = cpu_us
         capacity = {mode: Spread.of(rounds[mode]).median for mode in MODES}
         self.study.capacity[workload] = capacity
         top = max(capacity.values())
@@ -345,6 +427,7 @@ class Lab(Workbench):
                                 number=number,
                             )  # fmt: skip
                             measured[mode].setdefault(rate, []).append(run)
+                self.keep_timelines(measured)
                 self.study.breaking_point[workload] = self.step_search(
                     servers, samplers, workload, measured
                 )
@@ -379,14 +462,19 @@ class Lab(Workbench):
         duration = s.run_seconds if seconds is None else seconds
         started = time.monotonic()
         cpu_before = thread_cpu(server.pid)
-        measurement = on_load_cpus(
-            lambda: self.tool.constant_rate(server.url, workload, rate, s.connections, duration)
-        )
+        with RunWatch(server.url, server.pid, self.copies[server.pid]) as watch:
+            measurement = on_load_cpus(
+                lambda: self.tool.constant_rate(server.url, workload, rate, s.connections, duration)
+            )
         cpu_after = thread_cpu(server.pid)
         stem = f"{workload}-{mode}-{phase}-{round(rate)}"
         if phase in ("ladder", "search"):  # the measurements made in rounds
             stem += f"-r{number + 1}"
         measurement.save(self.data_dir / stem)
+        if phase == "ladder" and measurement.timeline is not None:
+            load = {**measurement.figures, "timeline": measurement.timeline}
+            timeline = watch.timeline(load, TIMELINE_BUCKET)
+            (self.data_dir / f"{stem}.stalls.json").write_text(json.dumps(timeline) + "\n")
         run = Run(
             workload=workload,
             mode=mode,
@@ -397,11 +485,8 @@ class Lab(Workbench):
             held=held([measurement.figures], rate, s.p99_bound_ms),
             round=number,
             queue=sampler.between(started, time.monotonic()),
-            cpu={
-                tid: [after - before for after, before in zip(used, cpu_before[tid], strict=True)]
-                for tid, used in cpu_after.items()
-                if tid in cpu_before
-            },
+            commit_batch=sampler.batch_between(started, time.monotonic()),
+            cpu=cpu_between(cpu_before, cpu_after),
         )
         self.study.runs.append(run)
         lat = measurement.figures["latency_ms"]
@@ -413,6 +498,17 @@ class Lab(Workbench):
         )
         time.sleep(SETTLE)
         return run
+
+    def keep_timelines(self, ladder: dict[str, dict[float, list[Run]]]) -> None:
+        """Each ladder run saved its stall timeline; the report draws those
+        of each mode's first rate that broke, and only those are kept."""
+        for by_rate in ladder.values():
+            figures = {rate: [run.figures for run in runs] for rate, runs in by_rate.items()}
+            drawn = first_unheld(figures, self.settings.p99_bound_ms)
+            for rate, runs in by_rate.items():
+                if rate != drawn:
+                    for run in runs:
+                        (self.settings.out / f"{run.stem}.stalls.json").unlink(missing_ok=True)
 
     def step_search(
         self,

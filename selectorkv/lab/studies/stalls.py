@@ -8,9 +8,9 @@ Four sources, each where it can be seen:
   one while a connection was free (lab/load/generator.py);
 - the server's own record (``--record-stalls``, reactor/stalls.py):
   garbage collections and SelectorThread rounds of 1 ms or more;
-- the kernel's: the server's Python threads' time waiting on a run queue,
-  and the time RocksDB's own threads ran, from
-  ``/proc/PID/task/TID/schedstat``, and the time a virtual machine's CPU
+- the kernel's: the time the server's Python threads waited on a run
+  queue while their CPU ran something else, and the time RocksDB's own
+  threads ran, from ``/proc/PID/task/TID/schedstat``, and the time a virtual machine's CPU
   was stolen by its hypervisor, from ``/proc/stat``, sampled every 10 ms
   from this process (not the server's, whose GIL it would take);
 - RocksDB's: flushes and compactions from its LOG (``EVENT_LOG_v1`` lines,
@@ -31,26 +31,35 @@ import os
 import re
 import threading
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+
+from selectorkv.lab.harness.cpus import load_cpus
 
 SAMPLE_SECONDS = 0.01
 # RocksDB's own line prefix, "2026/12/08-00:21:18.611501": the machine's local time.
 LOG_TIME = re.compile(rb"^(\d{4}/\d{2}/\d{2}-\d{2}:\d{2}:\d{2}\.\d{6}) ")
 STALL_WORDS = (b"Stalling writes", b"Stopping writes")
-RUN_QUEUE_EVENT = 0.002  # seconds a 10 ms sample's threads waited to run, from which it counts
+RUN_QUEUE_EVENT = 0.002  # seconds of a 10 ms sample, from which an event counts
 TICKS = os.sysconf("SC_CLK_TCK")  # /proc/stat's unit: a hundredth of a second, usually
 
 
 class SchedSampler(threading.Thread):
     """Every SAMPLE_SECONDS, from the server's threads' schedstat: the time
-    its Python threads spent waiting on a run queue, and the time RocksDB's
-    own threads (named ``rocksdb:*``: flushes, compactions) ran; and from
-    /proc/stat the time the hypervisor gave a CPU of this virtual machine
-    to someone else (steal, the most of any CPU, in ticks of 10 ms), as
-    (time.monotonic(), seconds waited, seconds RocksDB ran, seconds
-    stolen) since the last sample."""
+    its Python threads waited on a run queue while their CPU ran something
+    else, the time RocksDB's own threads (named ``rocksdb:*``: flushes,
+    compactions) ran; and from /proc/stat the time the hypervisor gave a CPU
+    of this virtual machine to someone else (steal, the most of any CPU, in
+    ticks of 10 ms), as (time.monotonic(), seconds the CPU was taken,
+    seconds RocksDB ran, seconds stolen) since the last sample.
+
+    "Taken" is the Python threads' wait, but no more than the part of the
+    sample in which none of them ran: in async mode the SelectorThread and
+    the PayloadThread share one CPU and wait for each other all the time,
+    which is the design at work, not a stall."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(name="schedstat sampler", daemon=True)
@@ -68,34 +77,79 @@ class SchedSampler(threading.Thread):
                 if line.startswith("cpu") and line[3].isdigit()
             ]
 
-    def _totals(self) -> tuple[float, float]:
-        waited = ran = 0
+    def _totals(self) -> tuple[float, float, float]:
+        """Seconds so far: the Python threads' wait and run, RocksDB's run."""
+        waited = ran = rocksdb = 0
         for task in Path(f"/proc/{self._pid}/task").iterdir():
             try:
                 fields = (task / "schedstat").read_text().split()
                 if (task / "comm").read_text().startswith("rocksdb"):
-                    ran += int(fields[0])
+                    rocksdb += int(fields[0])
                 else:
+                    ran += int(fields[0])
                     waited += int(fields[1])
             except (OSError, IndexError, ValueError):
                 continue  # the thread ended meanwhile
-        return waited / 1e9, ran / 1e9
+        return waited / 1e9, ran / 1e9, rocksdb / 1e9
 
     def run(self) -> None:
-        last, stolen = self._totals(), self._stolen()
+        os.sched_setaffinity(0, load_cpus())  # off the server's CPU
+        last, stolen, then = self._totals(), self._stolen(), time.monotonic()
         while not self._done.wait(SAMPLE_SECONDS):
             try:
                 now = self._totals()
             except OSError:
                 return  # the server is gone
-            steal = self._stolen()
+            steal, at = self._stolen(), time.monotonic()
             most = max((b - a for a, b in zip(stolen, steal, strict=True)), default=0.0)
-            self.samples.append((time.monotonic(), now[0] - last[0], now[1] - last[1], most))
-            last, stolen = now, steal
+            waited, ran, rocksdb = (b - a for a, b in zip(last, now, strict=True))
+            taken = min(waited, max(0.0, (at - then) - ran))
+            self.samples.append((at, taken, rocksdb, most))
+            last, stolen, then = now, steal, at
 
     def stop(self) -> None:
         self._done.set()
         self.join()
+
+
+class RunWatch:
+    """Around one constant-rate run against a server started with
+    ``--record-stalls``: samples its threads while the run goes, then
+    gathers the server's record and its RocksDB LOG into the run's
+    timeline (``timeline``, below).
+
+        with RunWatch(server.url, server.pid, data) as watch:
+            figures = ...  # the run, with its timeline
+        data = watch.timeline(figures, bucket)
+    """
+
+    def __init__(self, url: str, pid: int, data: Path) -> None:
+        self._url = url
+        self._data = data
+        self._sampler = SchedSampler(pid)
+        self._offset = 0.0
+
+    def __enter__(self) -> RunWatch:
+        self._offset = wall_to_monotonic()
+        self._sampler.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._sampler.stop()
+
+    def timeline(self, load: dict[str, Any], bucket: float) -> dict[str, Any]:
+        """``load``: the run's figures, with its ``timeline`` and ``start_monotonic``."""
+        since = load["start_monotonic"] - 1
+        query = f"{self._url}/v0/debug/stalls?since={since}"
+        with urllib.request.urlopen(query, timeout=10) as page:
+            record = json.loads(page.read())
+        flushes = rocksdb_events(self._data / "LOG", self._offset, since)
+        return timeline(load, record["events"], self._sampler.samples, flushes, bucket)
 
 
 def wall_to_monotonic() -> float:
@@ -142,13 +196,13 @@ def event(kind: str, start: float, seconds: float, detail: str = "") -> dict[str
 
 
 def sched_events(samples: list[tuple[float, float, float, float]]) -> list[dict[str, Any]]:
-    """The samples whose Python threads waited RUN_QUEUE_EVENT or more to
-    run ("run queue"), those in which RocksDB's threads ran that long
-    ("rocksdb threads"), and those in which a CPU was stolen that long
-    ("steal")."""
+    """The samples in which the Python threads' CPU was taken from them
+    RUN_QUEUE_EVENT or more while they waited to run ("run queue"), those
+    in which RocksDB's threads ran that long ("rocksdb threads"), and those
+    in which a CPU was stolen that long ("steal")."""
     found = []
-    for at, waited, ran, stolen in samples:
-        for kind, seconds in (("run queue", waited), ("rocksdb threads", ran), ("steal", stolen)):
+    for at, taken, ran, stolen in samples:
+        for kind, seconds in (("run queue", taken), ("rocksdb threads", ran), ("steal", stolen)):
             if seconds >= RUN_QUEUE_EVENT:
                 found.append(event(kind, at - SAMPLE_SECONDS, seconds))
     return found
@@ -181,7 +235,6 @@ def timeline(
         "bucket_s": bucket,
         "latency": load["timeline"],
         "events": sorted(shifted, key=lambda event: event["start"]),
-        "sched": [(at - zero, *figures) for at, *figures in samples],
     }
 
 
