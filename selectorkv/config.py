@@ -337,7 +337,8 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "the scheduling of RocksDB's own threads (flushes, compactions): idle runs them "
         "only on CPU time no other thread wants, so that a flush does not take the CPU "
-        'from the server\'s threads (docs/lab.md, "The stall timeline"); normal: as the OS does',
+        'from the server\'s threads (docs/lab.md, "What stops a Python reactor"); '
+        "normal: as the OS does",
         choices=("normal", "idle"),
     ),
     Option(

@@ -420,7 +420,7 @@ def idle_rocksdb_threads() -> None:
     and compact, started when the database opened) as SCHED_IDLE: the
     kernel gives them only CPU time that no other thread wants. A flush
     then waits for the server's idle moments instead of taking its CPU
-    (docs/lab.md, "The stall timeline"). When every CPU is busy and the
+    (docs/lab.md, "What stops a Python reactor"). When every CPU is busy and the
     memtables fill, RocksDB holds writes back; the writer then waits, its
     CPU goes idle, and the flush runs."""
     for task in os.listdir("/proc/self/task"):

@@ -581,12 +581,16 @@ class StallSection(Section):
             ["no event", Spread.of(100 * one["unexplained"] for one in found).format(".0f", "%")]
         )
         self.table([f"{mode}, {rate:,.0f} req/s, {len(found)} round(s)", "share"], rows)
-        worst = max(kinds, key=lambda kind: Spread.of(
+        # A long round is what any stall looks like from inside the server:
+        # the observation names the cause that overlapped the most besides it.
+        causes = [kind for kind in kinds if kind != "round"]
+        worst = max(causes, key=lambda kind: Spread.of(
             one["share_by_kind"].get(kind, 0.0) for one in found).median, default=None)  # fmt: skip
         if worst is not None:
             self.observations.append(
                 f"{name} {mode} first broke at {rate:,.0f} req/s; of its buckets over "
-                f'{bound:g} ms, "{worst}" overlapped the most ({share(worst)}).'
+                f'{bound:g} ms, "{worst}" overlapped the most besides long rounds '
+                f"({share(worst)})."
             )
 
     def cost(self, workload: str) -> None:
