@@ -13,6 +13,7 @@ from pathlib import Path
 from selectorkv.lab.studies.stalls import (
     RUN_QUEUE_EVENT,
     attribute,
+    cpu_taken,
     rocksdb_events,
     sched_events,
     timeline,
@@ -81,3 +82,12 @@ def test_the_slow_buckets_are_attributed_to_the_events_that_overlap_them() -> No
     assert shares["slow_buckets"] == 3
     assert shares["share_by_kind"] == {"gc": 1 / 3, "generator late": 1 / 3}
     assert shares["unexplained"] == 1 / 3
+
+
+def test_the_cpu_is_taken_only_for_waits_while_no_python_thread_ran() -> None:
+    """Async mode: the SelectorThread and the PayloadThread wait for each
+    other while one of them runs, and the CPU is never given away; sync
+    mode with a flush on the CPU: the wait is the flush's time."""
+    assert cpu_taken(waited=0.008, ran=0.010, seconds=0.010) == 0.0  # each waited for the other
+    assert cpu_taken(waited=0.006, ran=0.004, seconds=0.010) == 0.006  # something else ran
+    assert cpu_taken(waited=0.009, ran=0.004, seconds=0.010) == 0.006  # no more than was free

@@ -103,13 +103,19 @@ class SchedSampler(threading.Thread):
             steal, at = self._stolen(), time.monotonic()
             most = max((b - a for a, b in zip(stolen, steal, strict=True)), default=0.0)
             waited, ran, rocksdb = (b - a for a, b in zip(last, now, strict=True))
-            taken = min(waited, max(0.0, (at - then) - ran))
-            self.samples.append((at, taken, rocksdb, most))
+            self.samples.append((at, cpu_taken(waited, ran, at - then), rocksdb, most))
             last, stolen, then = now, steal, at
 
     def stop(self) -> None:
         self._done.set()
         self.join()
+
+
+def cpu_taken(waited: float, ran: float, seconds: float) -> float:
+    """Of ``seconds``, the time the Python threads' CPU ran something else
+    while they waited: their wait (``waited``, summed over the threads),
+    but no more than the time none of them ran (``ran``, summed too)."""
+    return min(waited, max(0.0, seconds - ran))
 
 
 class RunWatch:
