@@ -195,8 +195,18 @@ def response_head(
     return h11.Response(
         status_code=status,
         headers=[*framing, *headers],
-        reason=HTTPStatus(status).phrase.encode("ascii"),
+        reason=reason_phrase(status).encode("ascii"),
     )
+
+
+# RFC 9110's names where Python's table is older: Python 3.11 and 3.12 call
+# 413 "Request Entity Too Large", 3.13 "Content Too Large". The server says
+# the same on every Python.
+RFC9110_PHRASES = {413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable"}
+
+
+def reason_phrase(status: int) -> str:
+    return RFC9110_PHRASES.get(status) or HTTPStatus(status).phrase
 
 
 @functools.lru_cache(maxsize=1024)

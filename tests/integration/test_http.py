@@ -158,6 +158,18 @@ def test_body_larger_than_limit_gets_413_before_it_is_sent(
     assert RawClient(server.address).request("GET", "/v0/entity?id=big").status == 404
 
 
+def test_the_413_says_content_too_large_on_every_python(make_server: ServerFactory) -> None:
+    """RFC 9110's reason phrase, which Python's own table has only from 3.13
+    (3.11 and 3.12 say "Request Entity Too Large")."""
+    server = make_server("sync", max_body=10)
+    with socket.create_connection(server.address, timeout=10) as sock:
+        sock.sendall(b"PUT /v0/entity?id=big HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n")
+        head = b""
+        while b"\r\n" not in head:
+            head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+
+
 def test_body_of_exactly_the_limit_is_accepted(make_server: ServerFactory, mode: str) -> None:
     server = make_server(mode, max_body=1000)
     client = RawClient(server.address)
