@@ -49,8 +49,9 @@ def add_fill(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Write every key of the benchmark key space (random 3-letter ids, 238,328 of "
             "them) with a random 300-byte value, then filler entries after them until "
-            "RocksDB's table files reach --size. Safe to interrupt and run again. Needs no "
-            "server (and no server may hold the directory)."
+            "RocksDB's table files reach --size. The key space alone is about 70 MiB and is "
+            "always written whole, whatever --size says. Safe to interrupt and run again. "
+            "Needs no server (and no server may hold the directory)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -67,7 +68,8 @@ def add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "keep-alive connections, and measure each latency from its due time (no "
             "coordinated omission). Workloads follow wrk_scripts/: random 3-letter ids "
             "and 300-byte bodies; mixed is half GET, half PUT. Works against any HTTP "
-            "server with selectorkv's API. Needs the 'lab' extra."
+            "server with selectorkv's API. Needs the 'load' extra (hdrhistogram only): pip "
+            "install 'selectorkv[load]'."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -84,7 +86,12 @@ def add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="with several servers: in turn, or each request to its key's first replica (the "
         "nodes' placement, as selectorkv.client does; the URLs must be the nodes' --cluster list)",
     )
-    load.add_argument("--workload", choices=WORKLOADS, default="get")
+    load.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        default="get",
+        help="get and put: one random key of the key space each; delete; mixed: half each",
+    )
     load.add_argument("--rate", type=positive_float, required=True, help="requests per second")
     load.add_argument("--connections", type=positive_int, default=64, help="keep-alive connections")
     load.add_argument("--duration", type=positive_float, default=10.0, help="seconds of load")
@@ -296,13 +303,19 @@ def fill(args: argparse.Namespace) -> int:
     print(
         f"{args.data}: {report.keys:,} keys of the key space and {report.fillers:,} filler "
         f"entries, {report.size / 2**20:.1f} MiB on disk"
+        + (
+            f" (the key space alone is larger than --size {args.size / 2**20:g} MiB, and is "
+            "always written whole)"
+            if report.size > args.size and not report.fillers
+            else ""
+        )
     )
     return 0
 
 
-def needs_lab_extra(command: str, exc: ImportError) -> int:
-    print(f"selectorkv {command} needs the lab extra: pip install 'selectorkv[lab]' ({exc})",
-          file=sys.stderr)  # fmt: skip
+def needs_extra(command: str, extra: str, exc: ImportError) -> int:
+    print(f"selectorkv {command} needs the {extra} extra: pip install 'selectorkv[{extra}]' "
+          f"({exc})", file=sys.stderr)  # fmt: skip
     return 2
 
 
@@ -310,7 +323,7 @@ def load(args: argparse.Namespace) -> int:
     try:
         from selectorkv.lab.load import generator
     except ImportError as exc:
-        return needs_lab_extra("load", exc)
+        return needs_extra("load", "load", exc)
     try:
         report = generator.generate(
             args.url, args.workload, args.rate, args.connections, args.duration, args.processes,
@@ -335,7 +348,7 @@ def lab(args: argparse.Namespace) -> int:
         from selectorkv.lab.studies import calibration
         from selectorkv.lab.studies import node as study
     except ImportError as exc:
-        return needs_lab_extra("lab", exc)
+        return needs_extra("lab", "lab", exc)
     if args.calibrate:
         return lab_calibrate(args)
     if args.cluster:
@@ -375,7 +388,7 @@ def lab_calibrate(args: argparse.Namespace) -> int:
         from selectorkv.lab.reports import calibration_report
         from selectorkv.lab.studies import calibration
     except ImportError as exc:
-        return needs_lab_extra("lab", exc)
+        return needs_extra("lab", "lab", exc)
     out = Path(CALIBRATION_OUT if args.out == SINGLE_OUT else args.out)
     if not args.report_only:
         preset = calibration.QUICK if args.quick else calibration.FULL
@@ -426,7 +439,7 @@ def lab_cluster(args: argparse.Namespace) -> int:
         from selectorkv.lab.studies import calibration
         from selectorkv.lab.studies import cluster as cluster_study
     except ImportError as exc:
-        return needs_lab_extra("lab", exc)
+        return needs_extra("lab", "lab", exc)
     # The single-node study's directories hold plain values; the cluster's
     # versioned records: each study its own unless told otherwise.
     out = Path("reports/cluster" if args.out == SINGLE_OUT else args.out)

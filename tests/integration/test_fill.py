@@ -54,6 +54,18 @@ def test_fills_the_key_space_and_reaches_the_size(tmp_path: Path) -> None:
     assert key_space_entries(path) == (KEY_COUNT, {300})
 
 
+def test_the_progress_reads_100_percent_only_when_done(tmp_path: Path) -> None:
+    """A --size below the key space's own still writes the key space whole:
+    the bar measures against that, and reaches 100% at the end only."""
+    out = io.StringIO()
+    report = fill(str(tmp_path / "db"), 2**20, out)
+    lines = [line for line in out.getvalue().split("\r") if line.strip()]
+    assert report.size > 2**20 and report.fillers == 0
+    assert "100%" in lines[-1] and "done" in lines[-1]
+    assert all("100%" not in line for line in lines[:-1])
+    assert all(" / 68.9 MiB" in line for line in lines)  # the key space, not the 1 MiB asked
+
+
 class InterruptAfter(io.StringIO):
     """A progress stream that raises KeyboardInterrupt (as Ctrl-C would)
     after ``writes`` updates: an interruption at a known point."""
@@ -88,6 +100,7 @@ def test_command_line_and_a_directory_held_by_a_server(tmp_path: Path) -> None:
     result = subprocess.run(run, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert f"{KEY_COUNT:,} keys of the key space" in result.stdout
+    assert "the key space alone is larger than --size 1 MiB" in result.stdout
     server = serve_process("--data", path)
     try:
         held = subprocess.run(run, capture_output=True, text=True, timeout=60)

@@ -27,12 +27,13 @@ from typing import IO
 
 from selectorkv.kv.records import FORMAT_FILE, MAX_REPLICAS, RECORDS_FORMAT, Record
 from selectorkv.kv.storage import RocksStorage
-from selectorkv.lab.load.keyspace import ALPHABET, BODY_LENGTH, KEY_COUNT, all_keys
+from selectorkv.lab.load.keyspace import ALPHABET, BODY_LENGTH, ID_LENGTH, KEY_COUNT, all_keys
 
 BATCH = 4096  # entries per atomic write
 FLUSH_EVERY = 16 * 1024 * 1024  # bytes written between size checks
 KEY_SPACE_DONE = b"~fill-keyspace-done"
 NEXT_FILLER = b"~fill-next"
+DONE = "done"  # the progress bar's last stage
 
 
 @dataclass
@@ -71,17 +72,24 @@ def batches(keys: Iterator[bytes], values: Values) -> Iterator[list[tuple[bytes,
         yield batch
 
 
-class Progress:
-    """A one-line progress bar on ``out`` (a terminal or a log)."""
+# What the key space alone writes: every key with its value. A --size below
+# it still gets the whole key space (a run's GETs must hit).
+KEY_SPACE_BYTES = KEY_COUNT * (ID_LENGTH + BODY_LENGTH)
 
-    def __init__(self, out: IO[str] | None, target: int) -> None:
+
+class Progress:
+    """A one-line progress bar on ``out`` (a terminal or a log), towards
+    the larger of the size asked for and the key space's own; it reads 100%
+    only once the fill is done."""
+
+    def __init__(self, out: IO[str] | None, size: int) -> None:
         self._out = out
-        self._target = target
+        self._target = max(size, KEY_SPACE_BYTES)
 
     def show(self, size: int, stage: str) -> None:
         if self._out is None:
             return
-        share = min(1.0, size / self._target)
+        share = 1.0 if stage == DONE else min(0.99, size / self._target)
         bar = "#" * round(share * 30)
         self._out.write(
             f"\rfill: [{bar:<30}] {share:4.0%} {size / 2**20:7.1f} / "
@@ -116,7 +124,7 @@ def fill(
             # key space twice): only the compacted size says the target is met.
             if (final := filler.compact()) >= size:
                 break
-        filler.progress.show(final, "done")
+        filler.progress.show(final, DONE)
         filler.progress.done()
         return FillReport(keys=KEY_COUNT, fillers=fillers, size=final)
     finally:
