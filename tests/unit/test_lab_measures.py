@@ -1,12 +1,17 @@
 """What the lab derives from a run's raw readings, on made-up inputs: the
 first rate a mode did not hold (by the median of its rounds), group
-commit's mean batch between two scrapes of /metrics, and the CPU a
-server's threads used between two readings of /proc."""
+commit's mean batch between two scrapes of /metrics, the CPU a server's
+threads used between two readings of /proc, and the latency spectrum's
+footer in one unit."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from hdrh.histogram import HdrHistogram
+
+from selectorkv.lab.load.generator import spectrum_ms
 from selectorkv.lab.studies.node import cpu_between, first_unheld, mean_batch
 
 
@@ -41,3 +46,15 @@ def test_cpu_between_counts_only_the_threads_that_lived_through_both_readings() 
     before = {"11": [1.0, 0.5], "12": [0.2, 0.1]}
     after = {"11": [1.5, 0.75], "13": [9.0, 9.0]}  # 12 ended, 13 began
     assert cpu_between(before, after) == {"11": [0.5, 0.25]}
+
+
+def test_the_spectrum_gives_its_standard_deviation_in_ms_like_its_mean() -> None:
+    histogram = HdrHistogram(1, 60_000_000, 3)
+    for latency_us in (1000, 2000, 3000):
+        histogram.record_value(latency_us)
+    footer = next(
+        line for line in spectrum_ms(histogram).decode().splitlines() if "StdDeviation" in line
+    )
+    mean, stddev = (float(part.split("=")[1]) for part in footer.strip("#[]").split(","))
+    assert mean == pytest.approx(2.0, abs=0.01)
+    assert stddev == pytest.approx(0.816, abs=0.01)  # hdrh itself writes 816.497 here

@@ -14,11 +14,13 @@ of these choices and what it measured.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import multiprocessing
 import os
 import random
+import re
 import selectors
 import socket
 import sys
@@ -691,17 +693,28 @@ def timeline_bucket(
     }
 
 
+def spectrum_ms(histogram: HdrHistogram) -> bytes:
+    """HdrHistogram's percentile spectrum of latencies kept in µs, written
+    in ms. hdrh scales every figure but the standard deviation in its
+    footer, which would read in µs beside a mean in ms: that one is
+    written again, scaled too."""
+    out = io.BytesIO()
+    histogram.output_percentile_distribution(out, 1000.0)
+    stddev = b"%12.3f" % (histogram.get_stddev() / 1000.0)
+    return re.sub(rb"(StdDeviation   = ) *[0-9.]+", lambda m: m.group(1) + stddev, out.getvalue())
+
+
 def write_outputs(report: Report, json_path: str | None, hgrm_path: str | None) -> None:
     if json_path:
         with open(json_path, "w") as out:
             json.dump(report.as_json(), out, indent=2)
     if hgrm_path:
         with open(hgrm_path, "wb") as out:
-            report.histogram.output_percentile_distribution(out, 1000.0)  # in ms
+            out.write(spectrum_ms(report.histogram))
 
 
 def print_spectrum(report: Report) -> None:
     sys.stdout.write("\n  Detailed percentile spectrum (ms):\n")
     sys.stdout.flush()
-    report.histogram.output_percentile_distribution(sys.stdout.buffer, 1000.0)
+    sys.stdout.buffer.write(spectrum_ms(report.histogram))
     sys.stdout.buffer.flush()

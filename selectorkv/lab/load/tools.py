@@ -64,7 +64,7 @@ class Measurement:
         """``stem.json`` (the figures) and ``stem.hgrm`` (the spectrum, in ms)."""
         stem.with_suffix(".json").write_text(json.dumps(self.figures, indent=2) + "\n")
         with open(stem.with_suffix(".hgrm"), "wb") as out:
-            self.histogram.output_percentile_distribution(out, 1000.0)
+            out.write(load.spectrum_ms(self.histogram))
 
 
 # A run held its rate when it served this share of it (the rest is the
