@@ -136,7 +136,9 @@ scale: $(VENV)/.installed-dev
 hop: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.hop $(ARGS)
 
-# A local cluster of three nodes on ports 8080-8082 (docs/cluster.md).
+# A local cluster of three nodes on ports 8080-8082 (docs/cluster.md); elsewhere:
+# `make cluster ARGS="--base-port 9000"` (ports 9000-9002); other flags in ARGS
+# go to every node (`selectorkv cluster --help`).
 cluster: $(VENV)/.installed-base
 	$(BIN)/selectorkv cluster --nodes 3 $(ARGS)
 

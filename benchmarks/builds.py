@@ -16,7 +16,7 @@ and dependencies; a server started in that directory imports that
 directory's ``selectorkv`` first.
 
 Two identical builds compared this way came out at 1.01-1.05 in one run
-and 0.98-1.18 in another (issue 17), so repeat before believing a
+and 0.98-1.18 in another, so repeat before believing a
 shortfall of a few per cent.
 """
 

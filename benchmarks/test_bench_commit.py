@@ -1,5 +1,5 @@
-"""group=commit: what a write batch saves, the ground work of group commit
-(issue 15). N puts as one WriteBatch (``apply_batch``: one write-ahead-log append, one sync
+"""group=commit: what a write batch saves, the ground work of group commit.
+N puts as one WriteBatch (``apply_batch``: one write-ahead-log append, one sync
 with ``fsync``) against N single puts (N appends, N syncs), for N = 1, 8
 and 64, with and without a sync of the log on every write. Compare the
 "batch" and "single" rows of one size: the time is for all N writes."""

@@ -56,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the server",
         description=(
-            "Run the server. API: GET/PUT/DELETE /v0/entity?id=KEY, GET /v0/status. "
+            "Run the server. API: GET/PUT/DELETE /v0/entity?id=KEY, GET "
+            "/v0/entities?start=KEY[&end=KEY] (a range, chunked), GET /v0/status, GET /metrics "
+            "(Prometheus); a cluster node also GET /v0/cluster, and ack/from on the first "
+            "three. With --cpu auto the server pins its Python threads to one CPU (the start "
+            "line's cpu=) and runs them as SCHED_BATCH: with the GIL, one CPU is all they can "
+            "use at once. "
             "Every flag can also be set as SELECTORKV_<NAME> in the environment; "
             "stop with SIGINT or SIGTERM (in-flight requests finish first). "
             "HTTP is parsed with h11; SELECTORKV_HTTP_PARSER=h11-mypyc selects the "

@@ -266,7 +266,12 @@ OPTIONS: tuple[Option, ...] = (
         "waits for its replicas, then for its read repair",
     ),
     Option("grace", positive_float, "seconds in-flight requests get to finish on SIGTERM/SIGINT"),
-    Option("fsync", boolean, "fsync the write-ahead log on every write (survives power loss)"),
+    Option(
+        "fsync",
+        boolean,
+        "sync the write-ahead log to disk before a write is answered, once per group-commit "
+        "batch (survives power loss; without it, a write survives a crash of the process)",
+    ),
     Option(
         "commit_batch",
         positive_int,

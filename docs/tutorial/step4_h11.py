@@ -13,10 +13,12 @@ takes requests out of it (next_event) and the bytes of each answer
   are answered one at a time and in order; "Connection: close" and HTTP/1.0
   are honoured (must_close);
 - refusals: what the hand parser guessed at, h11 answers 400: two different
-  Content-Lengths, a header line without a colon, line endings of a bare
-  LF, an unknown Transfer-Encoding. A server that guesses differently from
-  a proxy in front of it is how request smuggling works
-  (docs/tutorial/04-h11.md sends each to both steps).
+  Content-Lengths, a header line without a colon. A server that guesses
+  differently from a proxy in front of it is how request smuggling works
+  (docs/tutorial/04-h11.md sends each to both steps). What the hand parser
+  could not read at all, h11 reads: a chunked body, and lines ended by a
+  bare LF (RFC 9112 lets a recipient accept one). A Transfer-Encoding that
+  h11 does not know (gzip) it refuses, and this step answers 501.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
 (cli.py).
 
 Needs the ``lab`` extra (``pip install 'selectorkv[lab]'``), except for the
-commands' parsers, which the top-level command line imports. Nothing below
+commands' parsers, which the top-level command line imports, and ``selectorkv
+load``, which needs only the ``load`` extra (hdrhistogram). Nothing below
 the lab in the package's layers imports from it.
 """
