@@ -4,7 +4,7 @@ variables, the defaults and the help text.
 Every option exists once, in ``OPTIONS``. The CLI builds its argparse flags
 from it, each flag's default may come from ``SELECTORKV_<NAME>`` in the
 environment, and ``ServerConfig`` is the typed object that the rest of the
-server reads. The README's configuration table is this table in prose.
+server reads. docs/configuration.md is this table in prose.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The HTTP API: a decoded request in, a response out. No sockets here.
 
 This module is the whole HTTP API: ``/v0/entity`` and ``/v0/status`` (the
-course's table, in the README), the range ``/v0/entities`` and, when a server
+course's table, in docs/api.md), the range ``/v0/entities`` and, when a server
 passes its exposition in, ``/metrics``: routing, the query parameters,
 status codes. It knows nothing of threads, h11 or selectors, so it can be tested with plain
 function calls, and both modes run exactly the same code: in sync mode a

@@ -242,3 +242,15 @@ def test_the_checker_tells_a_name_that_exists_from_one_that_does_not(
 ) -> None:
     assert is_code_name(text)
     assert missing_name(text) == missing
+
+
+def test_the_configuration_table_has_every_option_and_only_those() -> None:
+    from selectorkv.config import OPTIONS
+
+    table = (ROOT / "docs" / "configuration.md").read_text()
+    rows = dict(
+        re.findall(
+            r"^\| `(--[a-z-]+)`(?: / `--no-[a-z-]+`)? \| `(SELECTORKV_[A-Z_]+)` \|", table, re.M
+        )
+    )
+    assert rows == {option.flag: option.env for option in OPTIONS}
