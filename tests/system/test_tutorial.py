@@ -9,6 +9,8 @@ request until the test lets it go.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +28,7 @@ from docs.tutorial.step3_reactor import Reactor
 from docs.tutorial.step4_h11 import H11Parser
 from docs.tutorial.step5_pool import PoolReactor, new_pool
 from docs.tutorial.step6_reactors import accept_forever
+from selectorkv.lab.harness.servers import free_port
 from tests.support import RawClient, request_bytes
 
 STEPS = [
@@ -285,3 +288,90 @@ def test_pool_answers_others_while_a_request_waits_on_a_slow_storage(
     assert waiting.read_reply().status == 404
     # The connection came back to its reactor: it serves the next request.
     assert waiting.request("GET", "/v0/entity?id=other").status == 404
+
+
+# Step 8: the reactor as a client. Three backends (step 4 servers), and the
+# fan-out in front of them, as a reactor and as blocking calls in turn.
+
+
+@contextmanager
+def backends(count: int = 3) -> Iterator[list[StepProcess]]:
+    started = [StepProcess("step4_h11") for _ in range(count)]
+    try:
+        yield started
+    finally:
+        for backend in started:
+            os.kill(backend.server.pid, signal.SIGCONT)  # a stopped one too
+            backend.stop()
+
+
+def fanout(ports: list[int], *flags: str) -> StepProcess:
+    return StepProcess("step8_fanout", "--backends", ",".join(map(str, ports)), *flags)
+
+
+@pytest.mark.parametrize("flags", [(), ("--blocking",)], ids=["reactor", "blocking"])
+def test_fanout_serves_the_api_through_two_of_three_backends(flags: tuple[str, ...]) -> None:
+    with backends() as started:
+        front = fanout([b.address[1] for b in started], *flags)
+        try:
+            client = RawClient(front.address)
+            assert client.request("PUT", "/v0/entity?id=k%20x", b"value").status == 201
+            reply = client.request("GET", "/v0/entity?id=k%20x")
+            assert (reply.status, reply.body) == (200, b"value")
+            held = [
+                RawClient(b.address).request("GET", "/v0/entity?id=k%20x").status == 200
+                for b in started
+            ]
+            assert sum(held) >= 2  # the third call may have been dropped at two answers
+            assert client.request("DELETE", "/v0/entity?id=k%20x").status == 202
+        finally:
+            front.stop()
+
+
+@pytest.mark.timing
+def test_the_reactor_answers_while_a_backend_is_stopped_and_the_blocking_calls_wait() -> None:
+    """Backend 1 is stopped (SIGSTOP): it accepts connections and never
+    answers. With a deadline far away, the reactor answers from the other
+    two at once; the blocking version waits on backend 1 until it runs again."""
+    with backends() as started:
+        ports = [b.address[1] for b in started]
+        reactor = fanout(ports, "--deadline", "120")
+        blocking = fanout(ports, "--deadline", "120", "--blocking")
+        try:
+            os.kill(started[0].server.pid, signal.SIGSTOP)
+            waiting = RawClient(blocking.address)
+            waiting.send(request_bytes("PUT", "/v0/entity?id=b", b"1"))
+            assert RawClient(reactor.address).request("PUT", "/v0/entity?id=r", b"1").status == 201
+            assert has_no_answer_yet(waiting)
+            os.kill(started[0].server.pid, signal.SIGCONT)
+            assert waiting.read_reply().status == 201
+        finally:
+            reactor.stop()
+            blocking.stop()
+
+
+@pytest.mark.parametrize("flags", [(), ("--blocking",)], ids=["reactor", "blocking"])
+def test_fewer_answers_than_needed_is_a_504(flags: tuple[str, ...]) -> None:
+    """Two stopped backends: the deadline passes with one answer."""
+    with backends() as started:
+        ports = [b.address[1] for b in started]
+        for backend in started[:2]:
+            os.kill(backend.server.pid, signal.SIGSTOP)
+        front = fanout(ports, "--deadline", "0.2", *flags)
+        try:
+            assert RawClient(front.address).request("GET", "/v0/entity?id=k").status == 504
+        finally:
+            front.stop()
+
+
+def test_backends_that_refuse_are_given_up_at_once_not_at_the_deadline() -> None:
+    """Two ports with nothing behind them: the reactor knows as soon as the
+    connections are refused that two answers cannot come (the deadline, two
+    minutes away, is not what ends the wait)."""
+    with backends(1) as started:
+        ports = [started[0].address[1], free_port(), free_port()]
+        front = fanout(ports, "--deadline", "120")
+        try:
+            assert RawClient(front.address).request("GET", "/v0/entity?id=k").status == 504
+        finally:
+            front.stop()
