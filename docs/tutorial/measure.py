@@ -12,7 +12,7 @@ quotes:
 3. the slow reader: a client that pipelines requests for large values and
    reads nothing, beside a client that reads; what the second waits, what
    the server's memory grows by, and whether the first gets every byte in
-   the end (steps 2 and 3);
+   the end (steps 2, 3 and 3b);
 4. the parsers: bad and unusual requests sent to the hand parser (step 3)
    and to h11 (step 4), and what each answers;
 5. throughput: ``wrk -t1 -c64`` GETs against every step, in interleaved
@@ -47,6 +47,11 @@ from selectorkv.lab.harness.servers import ServerProcess
 ROOT = Path(__file__).resolve().parents[2]
 VALUE = b"v" * 100
 HOLD_S = 1.0  # how long the first client keeps its connection in "the second client"
+SLOW_READER_STEPS = (
+    ("2 threads", "step2_threads"),
+    ("3 reactor", "step3_reactor"),
+    ("3b flow control", "step3b_flow"),
+)
 
 
 class StepProcess:
@@ -446,7 +451,7 @@ def main() -> None:
         "| server's RSS growth, stalled | value bytes the slow reader got |"
     )
     print("|---|---|---|---|---|")
-    for name, module in (("2 threads", "step2_threads"), ("3 reactor", "step3_reactor")):
+    for name, module in SLOW_READER_STEPS:
         with running((module, ())) as (step,):
             r = slow_reader(step, big, count)
         print(

@@ -22,9 +22,9 @@ requests:
   fills its socket's send buffer; send() then takes part of an answer, and
   the rest waits here while the loop serves everyone else.
 
-And a limit: while a connection's outbox holds OUTBOX_LIMIT bytes the
-reactor stops reading and answering it (flow control), so a client that
-pipelines requests and reads nothing costs a bounded amount of memory.
+Nothing bounds the outbox here: a client that pipelines requests and reads
+nothing makes it grow without end. Step 3b (step3b_flow.py) adds the
+limit, through the two hooks ``room_for_answers`` and ``reading_wanted``.
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ from functools import partial
 
 from docs.tutorial.api import handle, listen
 from docs.tutorial.hand_parser import BadRequest, HandParser, Parser, Request
-
-OUTBOX_LIMIT = 1024 * 1024
 
 # What a selector key's data holds here: the handler to call with its events.
 Handler = Callable[[int], None]
@@ -101,18 +99,26 @@ class Reactor:
         """Answer what has arrived and send what the kernel takes, until one
         of them has nothing more to give."""
         while True:
-            at_limit = self.answer_buffered(conn)
-            if not self.flush(conn) or not at_limit or len(conn.outbox) >= OUTBOX_LIMIT:
+            stopped = self.answer_buffered(conn)
+            if not self.flush(conn) or not stopped or not self.room_for_answers(conn):
                 return
 
     def answer_buffered(self, conn: Connection) -> bool:
         """Answer the complete requests the parser holds; True if it stopped
-        at OUTBOX_LIMIT with requests perhaps left."""
-        while len(conn.outbox) < OUTBOX_LIMIT:
+        for lack of room (step 3b) with requests perhaps left."""
+        while self.room_for_answers(conn):
             request = self.next_request(conn)
             if request is None:
                 return False
             self.answer(conn, request)
+        return True
+
+    def room_for_answers(self, conn: Connection) -> bool:
+        """May more answers be added to the outbox? Here, always."""
+        return True
+
+    def reading_wanted(self, conn: Connection) -> bool:
+        """Should the loop read this connection? Here, always."""
         return True
 
     def next_request(self, conn: Connection) -> Request | None:
@@ -144,7 +150,7 @@ class Reactor:
         if conn.closing and not conn.outbox:
             self.close(conn)
             return False
-        wanted = (selectors.EVENT_READ if len(conn.outbox) < OUTBOX_LIMIT else 0) | (
+        wanted = (selectors.EVENT_READ if self.reading_wanted(conn) else 0) | (
             selectors.EVENT_WRITE if conn.outbox else 0
         )
         key = self.selector.get_key(conn.sock)

@@ -2,7 +2,7 @@
 
     python -m docs.tutorial.step4_h11 --port 8084
 
-Step 3's reactor, unchanged, with HandParser swapped for h11, a sans-I/O
+Step 3b's reactor, unchanged, with HandParser swapped for h11, a sans-I/O
 HTTP/1.1 state machine behind the same four calls: the reactor still owns
 the socket and the buffers, hands h11 the bytes it read (receive_data),
 takes requests out of it (next_event) and the bytes of each answer
@@ -29,7 +29,7 @@ import h11
 
 from docs.tutorial.api import listen
 from docs.tutorial.hand_parser import MAX_BODY, MAX_HEAD, BadRequest, Request
-from docs.tutorial.step3_reactor import Reactor
+from docs.tutorial.step3b_flow import FlowReactor
 
 
 class H11Parser:
@@ -95,6 +95,6 @@ class H11Parser:
 
 
 if __name__ == "__main__":
-    reactor = Reactor(H11Parser)
-    reactor.listen_on(listen("step 4: step 3's reactor with h11")[0])
+    reactor = FlowReactor(H11Parser)
+    reactor.listen_on(listen("step 4: step 3b's reactor with h11")[0])
     reactor.run()

@@ -39,11 +39,12 @@ from functools import partial
 
 from docs.tutorial.api import listen
 from docs.tutorial.hand_parser import Parser, Request
-from docs.tutorial.step3_reactor import OUTBOX_LIMIT, Connection, Reactor
+from docs.tutorial.step3_reactor import Connection
+from docs.tutorial.step3b_flow import FlowReactor
 from docs.tutorial.step4_h11 import H11Parser
 
 
-class PoolReactor(Reactor):
+class PoolReactor(FlowReactor):
     def __init__(
         self, pool: ThreadPoolExecutor | None, new_parser: Callable[[], Parser] = H11Parser
     ) -> None:
@@ -80,7 +81,7 @@ class PoolReactor(Reactor):
         if self.pool is None:
             return super().serve(conn)
         # Send what is ready first: an answer should not wait behind the next request.
-        if not self.flush(conn) or len(conn.outbox) >= OUTBOX_LIMIT:
+        if not self.flush(conn) or not self.room_for_answers(conn):
             return
         request = self.next_request(conn)
         if request is None:

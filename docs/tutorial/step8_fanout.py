@@ -8,7 +8,7 @@ and is answered once two of them have answered (the course's stage 5:
     python -m docs.tutorial.step8_fanout --port 8088 --backends 8091,8092,8093
     python -m docs.tutorial.step8_fanout --port 8089 --backends 8091,8092,8093 --blocking
 
-The reactor of step 3 (with step 4's h11) serves the clients. For each
+The reactor of step 3b (with step 4's h11) serves the clients. For each
 request it opens a non-blocking socket to every backend and registers it
 on the same selector as the clients' sockets: connecting, sending the
 request and reading the answer are three more kinds of readiness, and the
@@ -41,7 +41,8 @@ from urllib.parse import quote
 
 from docs.tutorial.api import listen
 from docs.tutorial.hand_parser import Request
-from docs.tutorial.step3_reactor import Connection, Reactor
+from docs.tutorial.step3_reactor import Connection
+from docs.tutorial.step3b_flow import FlowReactor
 from docs.tutorial.step4_h11 import H11Parser
 
 GATEWAY_TIMEOUT = 504
@@ -154,8 +155,8 @@ class Call:
             self.sock.close()
 
 
-class FanoutReactor(Reactor):
-    """Step 3's reactor (with h11) whose answers come from backends. A
+class FanoutReactor(FlowReactor):
+    """Step 3b's reactor (with h11) whose answers come from backends. A
     connection whose request is out waits, unread, until its answer is
     written: pipelined requests are answered in order."""
 
@@ -204,7 +205,7 @@ class FanoutReactor(Reactor):
         super().close(conn)
 
 
-class BlockingFanout(Reactor):
+class BlockingFanout(FlowReactor):
     """The same answers, with blocking calls made one after another."""
 
     def __init__(self, backends: list[int], need: int, deadline: float) -> None:

@@ -10,6 +10,7 @@ request until the test lets it go.
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -24,17 +25,19 @@ import pytest
 from docs.tutorial import api, step3_reactor
 from docs.tutorial.hand_parser import MAX_BODY
 from docs.tutorial.measure import ROOT, StepProcess
-from docs.tutorial.step3_reactor import Reactor
+from docs.tutorial.step3_reactor import Connection, Reactor
+from docs.tutorial.step3b_flow import OUTBOX_LIMIT, FlowReactor
 from docs.tutorial.step4_h11 import H11Parser
 from docs.tutorial.step5_pool import PoolReactor, new_pool
 from docs.tutorial.step6_reactors import accept_forever
 from selectorkv.lab.harness.servers import free_port
-from tests.support import RawClient, request_bytes
+from tests.support import RawClient, request_bytes, wait_until
 
 STEPS = [
     ("step1_blocking",),
     ("step2_threads",),
     ("step3_reactor",),
+    ("step3b_flow",),
     ("step4_h11",),
     ("step5_pool", "--workers", "2"),
     ("step6_reactors", "--reactors", "2", "--workers", "2"),
@@ -42,8 +45,8 @@ STEPS = [
 ]
 CONCURRENT = STEPS[1:]
 NON_BLOCKING = STEPS[2:]
-HAND_PARSED = [("step1_blocking",), ("step3_reactor",)]
-H11_PARSED = STEPS[3:]
+HAND_PARSED = [("step1_blocking",), ("step3_reactor",), ("step3b_flow",)]
+H11_PARSED = STEPS[4:]
 
 
 def step_id(step: tuple[str, ...]) -> str:
@@ -375,3 +378,49 @@ def test_backends_that_refuse_are_given_up_at_once_not_at_the_deadline() -> None
             assert RawClient(front.address).request("GET", "/v0/entity?id=k").status == 504
         finally:
             front.stop()
+
+
+class Recorded:
+    """A reactor that keeps the connections it adopted, for the test to look at."""
+
+    conns: list[Connection]
+
+    def adopt(self, sock: socket.socket) -> None:
+        super().adopt(sock)  # type: ignore[misc]
+        self.conns.append(self.selector.get_key(sock).data.args[0])  # type: ignore[attr-defined]
+
+
+class RecordedReactor(Recorded, Reactor):
+    conns: list[Connection] = []
+
+
+class RecordedFlowReactor(Recorded, FlowReactor):
+    conns: list[Connection] = []
+
+
+@pytest.mark.timing
+@pytest.mark.parametrize("kind", [RecordedReactor, RecordedFlowReactor], ids=["3", "3b"])
+def test_a_client_that_reads_nothing_costs_step_3_without_bound_and_step_3b_a_megabyte(
+    kind: type[RecordedReactor] | type[RecordedFlowReactor],
+) -> None:
+    """Sixteen pipelined GETs of a 1 MiB value, nothing read: step 3 keeps
+    answering into the outbox; step 3b stops reading the client at
+    OUTBOX_LIMIT, and serves the others meanwhile."""
+    reactor = kind()
+    reactor.conns = []
+    address = start_in_process([reactor])
+    big = b"b" * 2**20
+    assert RawClient(address).request("PUT", "/v0/entity?id=big", big).status == 201
+    slow = RawClient(address, rcvbuf=4096)
+    slow.send(request_bytes("GET", "/v0/entity?id=big") * 16)
+    wait_until(lambda: len(reactor.conns) == 2, "the slow client adopted")
+    conn = reactor.conns[1]
+    if kind is RecordedReactor:
+        wait_until(lambda: len(conn.outbox) >= 8 * 2**20, "the outbox past 8 MiB")
+    else:
+        wait_until(
+            lambda: not reactor.selector.get_key(conn.sock).events & selectors.EVENT_READ,
+            "reading the slow client stopped",
+        )
+        assert len(conn.outbox) < OUTBOX_LIMIT + len(big) + 1024  # at most one answer over
+        assert RawClient(address).request("GET", "/v0/entity?id=other").status == 404

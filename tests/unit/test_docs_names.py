@@ -55,7 +55,8 @@ ELSEWHERE = {
 }  # fmt: skip
 # Flags of the other programs the docs show (curl, wrk, py-spy, git, pip...).
 OTHER_FLAGS = {
-    "--data-binary", "--raw", "--http1.0", "--limit-rate", "--latency", "--script", "--timeout", "--rate",
+    "--data-binary", "--raw", "--http1.0", "--limit-rate", "--latency", "--script",
+    "--timeout", "--rate",
     "--idle", "--gil", "--threads", "--nonblocking", "--native", "--format",
     "--trace-python-allocators", "--detach", "--count", "--benchmark-only",
     "--benchmark-compare", "--benchmark-autosave", "--cov", "--no-cache-dir",
