@@ -11,7 +11,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: serve test test-system test-fast test-stress test-reliability test-faults lint bench bench-compare report report-cluster scale hop calibrate tutorial peers builds instructions cluster clean
+.PHONY: serve load test test-system test-fast test-stress test-reliability test-faults lint bench bench-compare report report-cluster scale hop calibrate tutorial peers builds instructions cluster clean
 
 # make bench-compare fails when a benchmark's median is this much slower than
 # in the last saved run (the machine's run-to-run noise is 10-20 %).
@@ -26,10 +26,15 @@ $(VENV)/.installed-base: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
+# The server and selectorkv load (the "load" extra: hdrhistogram).
+$(VENV)/.installed-load: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[load]'
+	touch $@ $(VENV)/.installed-base
+
 # Tests, linters and the compiled h11 (the "fast" extra, opt-in) on top.
 $(VENV)/.installed-dev: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test,lint,fast,lab]'
-	touch $@ $(VENV)/.installed-base
+	touch $@ $(VENV)/.installed-base $(VENV)/.installed-load
 
 # The peers of benchmarks/peers.py (uvicorn, httptools, uvloop, gunicorn).
 $(VENV)/.installed-peers: setup.cfg pyproject.toml | $(VENV)/.installed-dev
@@ -38,6 +43,11 @@ $(VENV)/.installed-peers: setup.cfg pyproject.toml | $(VENV)/.installed-dev
 
 serve: $(VENV)/.installed-base
 	$(BIN)/selectorkv serve --data ./data $(ARGS)
+
+# Constant-rate load against a server (http://127.0.0.1:8080 unless --url):
+# `make load ARGS="--workload put --rate 5000"`; `selectorkv load --help`.
+load: $(VENV)/.installed-load
+	$(BIN)/selectorkv load $(ARGS)
 
 # Every behaviour, in under four minutes: the unit tests (tests/unit/, no
 # sockets), the integration tests (tests/integration/, a server in-process or
