@@ -279,7 +279,9 @@ class NodeReportWriter(Section):
             "rates); latency counted from each request's due time.",
             f"- {self.tool_note}",
             f"- Server: defaults ({DEFAULTS.selectors} SelectorThread, {DEFAULTS.workers} "
-            f"PayloadThread in async mode, queue {DEFAULTS.queue_size}), Python threads on the "
+            f"PayloadThread in async mode, queue {DEFAULTS.queue_size})"
+            + "".join(f", `{flag}`" for flag in d.study.get("server_flags", []))
+            + ", Python threads on the "
             f"highest-numbered CPU; the load tool, py-spy and the metrics sampler on CPUs "
             f"{d.study['load_cpus']}.",
             "",
