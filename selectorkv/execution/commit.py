@@ -60,8 +60,8 @@ class GroupCommit:
                 responder.respond(INTERNAL_ERROR)
             return
         # The batches' sizes: a constant rate may batch far less than a
-        # closed loop that keeps the queue full (docs/lab.md, "Group commit
-        # under a constant rate").
+        # closed loop that keeps the queue full (docs/lab.md, "What stops a
+        # Python reactor").
         count("commit_batches")
         count("commit_writes", len(writes))
         for write, responder in writes:

@@ -547,11 +547,13 @@ class StallSection(Section):
         if rate is None:
             self.add(f"{mode}: every ladder rate held; nothing to draw.", "")
             return
-        runs = d.rounds(workload, mode, rate)
-        timelines = [(run, d.stalls(run)) for run in runs]
-        kept = [(run, data) for run, data in timelines if data is not None]
+        kept = {
+            run["stem"]: data
+            for run in d.rounds(workload, mode, rate)
+            if (data := d.stalls(run)) is not None
+        }
         median = d.at(workload, mode, rate)
-        drawn = d.stalls(median) if median else None
+        drawn = kept.get(median["stem"]) if median else None
         if median is None or drawn is None:
             self.add(
                 f"{mode} at {rate:,.0f} req/s: no timeline (only `selectorkv load` keeps one).", ""
@@ -569,7 +571,7 @@ class StallSection(Section):
             f"**{mode}**, {rate:,.0f} req/s, the round with the median p99:", "",
             f"![{name} {mode} stall timeline at {rate:,.0f} req/s]({png})", "",
         )  # fmt: skip
-        found = [attribute(data, bound) for _, data in kept]
+        found = [attribute(data, bound) for data in kept.values()]
         kinds = sorted({kind for one in found for kind in one["share_by_kind"]})
 
         def share(kind: str) -> str:

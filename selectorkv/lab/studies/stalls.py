@@ -10,9 +10,10 @@ Four sources, each where it can be seen:
   garbage collections and SelectorThread rounds of 1 ms or more;
 - the kernel's: the time the server's Python threads waited on a run
   queue while their CPU ran something else, and the time RocksDB's own
-  threads ran, from ``/proc/PID/task/TID/schedstat``, and the time a virtual machine's CPU
-  was stolen by its hypervisor, from ``/proc/stat``, sampled every 10 ms
-  from this process (not the server's, whose GIL it would take);
+  threads ran, from ``/proc/PID/task/TID/schedstat``, and the time a
+  virtual machine's CPU was stolen by its hypervisor, from ``/proc/stat``,
+  sampled every 10 ms from this process (not the server's, whose GIL it
+  would take);
 - RocksDB's: flushes and compactions from its LOG (``EVENT_LOG_v1`` lines,
   on the wall clock) and its lines about stalling writes.
 
